@@ -1,0 +1,1 @@
+"""Files -> documents -> chunks, kept in a document store."""

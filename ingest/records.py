@@ -1,0 +1,52 @@
+"""The record types that flow between stages."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+
+def content_hash(*parts: str) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part.encode("utf-8"))
+        digest.update(b"\x00")  # keeps ("ab", "c") apart from ("a", "bc")
+    return digest.hexdigest()
+
+
+@dataclass
+class Document:
+    """One logical document: a file, or one record of a JSON/JSONL/CSV file."""
+
+    doc_id: str
+    source: str               # path relative to the ingested root, or the record id
+    title: str
+    text: str
+    metadata: dict = field(default_factory=dict)
+    markdown: bool = False    # text keeps Markdown headings, so chunking can follow them
+
+
+@dataclass
+class Chunk:
+    """A passage small enough for the encoder; its id derives from its source and content."""
+
+    doc_id: str
+    source: str
+    title: str
+    heading: str              # heading path inside the document, "A > B"; "" when none
+    position: int             # order of the chunk inside its document
+    text: str
+    chunk_id: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.chunk_id:
+            self.chunk_id = content_hash(self.source, self.heading, self.text)[:16]
+
+    @property
+    def faiss_id(self) -> int:
+        # FAISS wants int64 ids: 60 bits of the content id keep collisions negligible.
+        return int(self.chunk_id[:15], 16)
+
+    def embedding_text(self) -> str:
+        """What the encoders and BM25 see: the title and heading path give a passage its context."""
+        context = " > ".join(part for part in (self.title, self.heading) if part)
+        return f"{context}\n{self.text}" if context else self.text

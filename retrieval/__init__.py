@@ -1,0 +1,1 @@
+"""Encoders, the FAISS and BM25 indexes, and search over a collection."""

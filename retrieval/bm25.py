@@ -1,0 +1,26 @@
+"""BM25 over chunk texts with bm25s (English stop words, Snowball stemming)."""
+from __future__ import annotations
+
+import bm25s
+import numpy as np
+import Stemmer
+
+_STEMMER = Stemmer.Stemmer("english")
+
+
+class BM25Index:
+    def __init__(self, keys: list, texts: list[str]):
+        self.keys = list(keys)
+        self.retriever = bm25s.BM25()
+        if texts:
+            tokens = bm25s.tokenize(texts, stopwords="en", stemmer=_STEMMER, show_progress=False)
+            self.retriever.index(tokens, show_progress=False)
+
+    def search(self, query: str, k: int) -> list[tuple[object, float]]:
+        if not self.keys:
+            return []
+        tokens = bm25s.tokenize([query], stopwords="en", stemmer=_STEMMER, show_progress=False)
+        if not tokens.vocab:  # only stop words
+            return []
+        docs, scores = self.retriever.retrieve(tokens, k=min(k, len(self.keys)), show_progress=False, n_threads=1)
+        return [(self.keys[int(d)], float(s)) for d, s in zip(docs[0], scores[0]) if s > 0]
