@@ -1,0 +1,69 @@
+"""FastAPI application: models load once in lifespan; every error leaves as JSON with a 4xx where it is the caller's."""
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from retrieval.collection import EncoderMismatch
+from retrieval.home import UnknownCollection
+from retrieval.models import ModelNotReady
+from serve.routes import ask, health, search
+from serve.service import KbqaService
+from serve.settings import Settings
+
+log = logging.getLogger(__name__)
+MAX_BODY_BYTES = 64 * 1024
+
+
+def _error(status: int, message: str, detail: object | None = None) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"error": message, "detail": detail})
+
+
+def create_app(settings: Settings | None = None, service: KbqaService | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        app.state.service = service or KbqaService.load(settings)
+        yield
+        app.state.service.close()
+
+    app = FastAPI(title="kbqa", version="0.1.0", lifespan=lifespan,
+                  description="Grounded question answering over a knowledge base.")
+    for module in (search, ask, health):
+        app.include_router(module.router)
+
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next):
+        # Refuse oversized bodies before reading them; questions are short.
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
+            return _error(413, f"request body larger than {MAX_BODY_BYTES} bytes")
+        return await call_next(request)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [{"field": ".".join(str(p) for p in e["loc"]), "problem": e["msg"]} for e in exc.errors()]
+        return _error(422, "invalid request", problems)
+
+    @app.exception_handler(UnknownCollection)
+    async def unknown_collection(_: Request, exc: UnknownCollection) -> JSONResponse:
+        return _error(404, str(exc))
+
+    @app.exception_handler(EncoderMismatch)
+    async def encoder_mismatch(_: Request, exc: EncoderMismatch) -> JSONResponse:
+        return _error(409, str(exc))
+
+    @app.exception_handler(ModelNotReady)
+    async def model_not_ready(_: Request, exc: ModelNotReady) -> JSONResponse:
+        return _error(503, str(exc))
+
+    @app.exception_handler(ValueError)
+    async def bad_value(_: Request, exc: ValueError) -> JSONResponse:
+        return _error(422, str(exc))
+
+    return app

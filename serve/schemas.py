@@ -1,0 +1,58 @@
+"""Request and response models of the HTTP API (the CLI's --json output uses the same shapes)."""
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from retrieval.home import COLLECTION_NAME
+
+_COLLECTION = Field("default", pattern=COLLECTION_NAME.pattern, description="collection to search")
+
+
+class SearchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    query: str = Field(min_length=1, max_length=2000)
+    k: int = Field(5, ge=1, le=50)
+    collection: str = _COLLECTION
+
+
+class SearchResult(BaseModel):
+    chunk_id: str
+    doc_id: str
+    source: str
+    title: str
+    text: str
+    score: float
+
+
+class SearchResponse(BaseModel):
+    query: str
+    results: list[SearchResult]
+
+
+class AskRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    question: str = Field(min_length=1, max_length=2000)
+    k: int = Field(5, ge=1, le=50)
+    collection: str = _COLLECTION
+
+
+class CitationOut(BaseModel):
+    n: int
+    chunk_id: str
+    doc_id: str
+    source: str
+    title: str
+    score: float
+
+
+class AskResponse(BaseModel):
+    question: str
+    answer: str
+    abstained: bool
+    citations: list[CitationOut]
+    timings_ms: dict[str, float]
+
+
+class ErrorResponse(BaseModel):
+    error: str
+    detail: object | None = None

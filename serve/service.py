@@ -1,0 +1,76 @@
+"""The running system: loaded models plus open collections, shared by the CLI and the API."""
+from __future__ import annotations
+
+import threading
+import time
+
+from ingest.chunker import Chunker
+from retrieval.collection import Collection, IngestReport, SearchHit
+from retrieval.encoder import SentenceEncoder, TextEncoder
+from retrieval.home import UnknownCollection, check_collection_name
+from retrieval.models import GENERATOR_BASE, STUDENT_START, model_path
+from serve.answer import Answer, Answerer
+from serve.settings import Settings
+
+
+class KbqaService:
+    def __init__(self, settings: Settings, encoder: TextEncoder, generator=None):
+        self.settings = settings
+        self.home = settings.kbqa_home
+        self.encoder = encoder
+        self.chunker = Chunker(encoder.count_tokens)
+        self.answerer = (Answerer(generator, settings.min_relevance, settings.prompt_passages)
+                         if generator is not None else None)
+        self._collections: dict[str, Collection] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(cls, settings: Settings, with_generator: bool = True) -> "KbqaService":
+        """Load the serving encoder (and generator) from prepared model folders."""
+        encoder = SentenceEncoder(model_path(settings.kbqa_home.models_dir, STUDENT_START))
+        generator = None
+        if with_generator:
+            from serve.generator import Generator
+
+            generator = Generator(model_path(settings.kbqa_home.models_dir, GENERATOR_BASE),
+                                  max_new_tokens=settings.max_new_tokens)
+        return cls(settings, encoder, generator)
+
+    def collection(self, name: str, create: bool = False) -> Collection:
+        check_collection_name(name)
+        with self._lock:
+            if name not in self._collections:
+                self._collections[name] = Collection(self.home.collection_dir(name), self.encoder, create=create)
+            return self._collections[name]
+
+    def collection_names(self) -> list[str]:
+        return self.home.collections()
+
+    def ingest(self, path, collection: str = "default", show_progress: bool = False) -> IngestReport:
+        return self.collection(collection, create=True).ingest(path, self.chunker, show_progress=show_progress)
+
+    def search(self, query: str, k: int = 5, collection: str = "default") -> list[SearchHit]:
+        return self.collection(collection).search(query, k, self.settings.search_mode)
+
+    def ask(self, question: str, k: int = 5, collection: str = "default") -> Answer:
+        if self.answerer is None:
+            raise RuntimeError("this service was loaded without a generator")
+        start = time.perf_counter()
+        hits = self.search(question, k, collection)
+        retrieve_ms = round((time.perf_counter() - start) * 1000, 1)
+        answer = self.answerer.answer(question, hits, {"retrieve": retrieve_ms})
+        answer.timings_ms["total"] = round((time.perf_counter() - start) * 1000, 1)
+        return answer
+
+    def close(self) -> None:
+        for collection in self._collections.values():
+            collection.close()
+
+
+def hit_to_dict(hit: SearchHit) -> dict:
+    c = hit.chunk
+    return {"chunk_id": c.chunk_id, "doc_id": c.doc_id, "source": c.source, "title": c.title,
+            "text": c.text, "score": round(hit.score, 6)}
+
+
+__all__ = ["KbqaService", "UnknownCollection", "hit_to_dict"]

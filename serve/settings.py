@@ -1,0 +1,37 @@
+"""Serving configuration in one typed place; every field can be set as KBQA_<NAME> in the environment."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from retrieval.collection import DEFAULT_MODE, SEARCH_MODES
+from retrieval.home import KbqaHome
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="KBQA_")
+
+    home: Path = Field(Path(".kbqa"), description="all state: models, collections, indexes")
+    search_mode: str = DEFAULT_MODE
+    # Below this cosine between question and best passage, abstain without generating.
+    # Calibrated by benchs/calibrate_abstention.py (tune split); see README.
+    min_relevance: float = 0.33
+    prompt_passages: int = Field(3, ge=1, le=10, description="passages shown to the generator")
+    max_new_tokens: int = Field(96, ge=8, le=1024)
+    max_query_chars: int = Field(2000, ge=16)
+    max_k: int = Field(50, ge=1, le=1000)
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+
+    @field_validator("search_mode")
+    @classmethod
+    def _known_mode(cls, value: str) -> str:
+        if value not in SEARCH_MODES:
+            raise ValueError(f"search_mode must be one of {SEARCH_MODES}, got {value!r}")
+        return value
+
+    @property
+    def kbqa_home(self) -> KbqaHome:
+        return KbqaHome(self.home)
