@@ -88,9 +88,9 @@ _BOILERPLATE = "script, style, noscript, nav, header, footer, aside, form, svg, 
 
 
 def load_html(path: Path, source: str) -> list[Document]:
-    from selectolax.parser import HTMLParser
+    from selectolax.lexbor import LexborHTMLParser
 
-    tree = HTMLParser(_read_text(path, source))
+    tree = LexborHTMLParser(_read_text(path, source))
     title_node = tree.css_first("title")
     for node in tree.css(_BOILERPLATE):
         node.decompose()
@@ -104,7 +104,8 @@ def load_html(path: Path, source: str) -> list[Document]:
     text = main.text(separator="\n", strip=False)
     text = re.sub(r"[ \t]+", " ", text)
     text = re.sub(r"\n\s*\n\s*", "\n\n", text)
-    text = re.sub(r"(?<!\n)\n(?!\n)", " ", text).strip()  # inline tags split sentences with single newlines
+    text = re.sub(r"(?<!\n)\n(?!\n)", " ", text)  # inline tags split sentences with single newlines
+    text = re.sub(r" ([.,;:!?])", r"\1", re.sub(r" {2,}", " ", text)).strip()
     h1 = _H1.search(text)
     title = (title_node.text(strip=True) if title_node else "") or (h1.group(1) if h1 else _stem_title(source))
     return [Document(doc_id=source, source=source, title=title, text=text, markdown=True)]

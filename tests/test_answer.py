@@ -1,0 +1,94 @@
+import pytest
+
+from ingest.records import Chunk
+from retrieval.collection import SearchHit
+from serve.answer import Answerer, best_overlap, trim_to_sentence
+from serve.generator import ABSTENTION, Generator, Passage, build_messages, cited_numbers, says_abstain
+from tests.tiny_models import build_tiny_generator
+
+
+class ScriptedGenerator:
+    """Returns a fixed text, and records the prompts it was given."""
+
+    def __init__(self, text):
+        self.text, self.prompts = text, []
+
+    def generate(self, messages):
+        self.prompts.append(messages)
+        return self.text, 100, 10
+
+
+def hit(source, text, cosine, heading=""):
+    return SearchHit(Chunk(source, source, source.title(), heading, 0, text), score=cosine, dense_score=cosine)
+
+
+HITS = [hit("refunds", "Refunds are paid within five days.", 0.8),
+        hit("cookies", "Plausible does not use cookies.", 0.6, heading="Privacy"),
+        hit("teams", "Invite colleagues from team settings.", 0.5),
+        hit("other", "Unrelated text.", 0.45)]
+
+
+def test_cited_numbers_keeps_valid_in_order_and_drops_the_rest():
+    text, numbers = cited_numbers("Paid in five days [2][1]. See also [7] and [2].", 3)
+    assert numbers == [2, 1]
+    assert text == "Paid in five days [2][1]. See also and [2]."
+
+
+def test_abstention_phrases():
+    assert says_abstain("I don't know based on the documentation.")
+    assert says_abstain("Sorry, I do not know.")
+    assert not says_abstain("Refunds take five days [1].")
+
+
+def test_trim_to_sentence():
+    assert trim_to_sentence("One. Two is cut") == "One."
+    assert trim_to_sentence("No full stop at all") == "No full stop at all"
+    assert trim_to_sentence("Complete one. Complete two.") == "Complete one. Complete two."
+
+
+def test_prompt_numbers_passages_from_one():
+    messages = build_messages("Q?", [Passage("A", "alpha"), Passage("B", "beta")])
+    assert messages[0]["role"] == "system" and ABSTENTION in messages[0]["content"]
+    assert "[1] A\nalpha\n\n[2] B\nbeta" in messages[1]["content"] and messages[1]["content"].endswith("Question: Q?")
+
+
+def test_below_the_relevance_gate_abstains_without_generating():
+    generator = ScriptedGenerator("invented")
+    answer = Answerer(generator, min_relevance=0.9).answer("q", HITS)
+    assert answer.abstained and answer.answer == ABSTENTION and answer.citations == []
+    assert generator.prompts == []
+
+
+def test_citations_resolve_to_prompt_passages_only():
+    generator = ScriptedGenerator("No cookies are used [2]. Also see [4].")
+    answer = Answerer(generator, min_relevance=0.3, prompt_passages=3).answer("cookies?", HITS, {"retrieve": 1.0})
+    assert not answer.abstained and answer.answer == "No cookies are used [2]. Also see."
+    assert [(c.n, c.source) for c in answer.citations] == [(2, "cookies")]
+    assert "[2] Cookies > Privacy\nPlausible does not use cookies." in generator.prompts[0][1]["content"]
+    assert "[4]" not in generator.prompts[0][1]["content"]  # only three passages were shown
+    assert answer.timings_ms["retrieve"] == 1.0 and "generate" in answer.timings_ms
+
+
+def test_uncited_answer_cites_the_passage_it_overlaps_most():
+    answer = Answerer(ScriptedGenerator("Invite colleagues in the team settings."), 0.3).answer("q", HITS)
+    assert answer.answer.endswith("[3]") and [c.source for c in answer.citations] == ["teams"]
+
+
+def test_generator_saying_it_does_not_know_is_an_abstention():
+    answer = Answerer(ScriptedGenerator("I don't know."), 0.3).answer("q", HITS)
+    assert answer.abstained and answer.citations == []
+
+
+def test_best_overlap_none_when_nothing_shared():
+    assert best_overlap("zebra", [Passage("a", "b c")]) is None
+
+
+def test_answerer_validates_arguments():
+    with pytest.raises(ValueError, match="min_relevance"):
+        Answerer(ScriptedGenerator(""), 2.0)
+
+
+def test_tiny_real_generator_runs_end_to_end(tmp_path):
+    generator = Generator(build_tiny_generator(tmp_path / "gen"), device="cpu", max_new_tokens=5)
+    text, prompt_tokens, new_tokens = generator.generate(build_messages("the answer", [Passage("a", "w1 w2")]))
+    assert isinstance(text, str) and prompt_tokens > 5 and 1 <= new_tokens <= 5

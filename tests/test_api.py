@@ -1,0 +1,74 @@
+import pytest
+from fastapi.testclient import TestClient
+
+from retrieval.models import ModelNotReady
+from serve.app import create_app
+from serve.service import KbqaService
+from serve.settings import Settings
+from tests.test_answer import ScriptedGenerator
+from tests.test_collection import make_kb, DOCS
+
+
+@pytest.fixture
+def client(tmp_path, fake_encoder):
+    settings = Settings(home=tmp_path / "home", min_relevance=0.1)
+    service = KbqaService(settings, fake_encoder, ScriptedGenerator("Refunds are paid back within five days [1]."))
+    service.ingest(make_kb(tmp_path / "kb"), "default")
+    with TestClient(create_app(settings, service)) as test_client:
+        yield test_client
+
+
+def test_search_shape(client):
+    body = client.post("/v1/search", json={"query": "refunds paid back", "k": 2}).json()
+    assert body["query"] == "refunds paid back" and len(body["results"]) == 2
+    top = body["results"][0]
+    assert set(top) == {"chunk_id", "doc_id", "source", "title", "text", "score"}
+    assert top["source"] == "billing.md" and top["title"] == "Billing"
+
+
+def test_ask_shape_and_citation(client):
+    body = client.post("/v1/ask", json={"question": "How are refunds paid back?"}).json()
+    assert set(body) == {"question", "answer", "abstained", "citations", "timings_ms"}
+    assert body["abstained"] is False
+    assert body["citations"][0]["source"] == "billing.md" and body["citations"][0]["n"] == 1
+    assert set(body["citations"][0]) == {"n", "chunk_id", "doc_id", "source", "title", "score"}
+    assert {"retrieve", "generate", "total"} <= set(body["timings_ms"])
+
+
+def test_healthz(client):
+    assert client.get("/healthz").json()["collections"] == ["default"]
+
+
+@pytest.mark.parametrize("payload,field", [
+    ({"query": ""}, "body.query"),
+    ({"query": "x", "k": 0}, "body.k"),
+    ({"query": "x", "k": "many"}, "body.k"),
+    ({"query": 5}, "body.query"),
+    ({"query": "x", "collection": "../etc"}, "body.collection"),
+    ({"query": "x" * 2001}, "body.query"),
+    ({"query": "x", "unexpected": 1}, "body.unexpected"),
+])
+def test_invalid_search_requests_get_422_naming_the_field(client, payload, field):
+    response = client.post("/v1/search", json=payload)
+    assert response.status_code == 422
+    assert response.json()["error"] == "invalid request"
+    assert field in [p["field"] for p in response.json()["detail"]]
+
+
+def test_malformed_json_and_huge_bodies_are_4xx(client):
+    assert client.post("/v1/ask", content=b"{not json", headers={"content-type": "application/json"}).status_code == 422
+    assert client.post("/v1/ask", json=["a", "list"]).status_code == 422
+    huge = client.post("/v1/ask", content=b"x" * 100_000, headers={"content-type": "application/json"})
+    assert huge.status_code == 413 and "larger than" in huge.json()["error"]
+
+
+def test_unknown_collection_is_404(client):
+    response = client.post("/v1/ask", json={"question": "hi", "collection": "nope"})
+    assert response.status_code == 404 and "does not exist" in response.json()["error"]
+
+
+def test_missing_models_fail_at_startup_with_the_fix(tmp_path):
+    app = create_app(Settings(home=tmp_path / "empty"))
+    with pytest.raises(ModelNotReady, match="kbqa prepare"):
+        with TestClient(app):
+            pass

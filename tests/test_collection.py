@@ -1,0 +1,147 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ingest.chunker import Chunker
+from retrieval.collection import Collection, EncoderMismatch
+from retrieval.home import UnknownCollection
+from retrieval.vector_index import VectorIndex
+from tests.conftest import FakeEncoder
+
+DOCS = {
+    "billing.md": "---\ntitle: Billing\n---\n## Refunds\nRefunds are paid back within five days.\n## Invoices\nInvoices are emailed monthly.",
+    "privacy.md": "# Privacy\nWe never use cookies or store personal data.",
+    "faq/teams.md": "# Teams\nInvite colleagues from the team settings page.",
+}
+
+
+def make_kb(root: Path, docs=DOCS) -> Path:
+    for name, text in docs.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return root
+
+
+@pytest.fixture
+def kb(tmp_path):
+    return make_kb(tmp_path / "kb")
+
+
+@pytest.fixture
+def collection(tmp_path, fake_encoder):
+    return Collection(tmp_path / "home" / "default", fake_encoder, create=True)
+
+
+def chunker(encoder):
+    return Chunker(encoder.count_tokens, chunk_tokens=50, overlap_tokens=5)
+
+
+def sources(hits):
+    return [h.chunk.source for h in hits]
+
+
+def test_ingest_then_search_each_mode(kb, collection, fake_encoder):
+    report = collection.ingest(kb, chunker(fake_encoder))
+    assert sorted(report.added) == ["billing.md", "faq/teams.md", "privacy.md"]
+    assert report.chunks_total == 4 and report.chunks_embedded == 4 and not report.errors
+    for mode in ("dense", "bm25", "hybrid"):
+        hits = collection.search("how are refunds paid back", k=2, mode=mode)
+        assert sources(hits)[0] == "billing.md", mode
+        assert hits[0].chunk.heading == "Refunds"
+        assert hits[0].dense_score is not None and -1.0 <= hits[0].dense_score <= 1.0
+    assert collection.stats()["index"] == "flat"
+
+
+def test_reingest_unchanged_embeds_nothing(kb, collection, fake_encoder):
+    collection.ingest(kb, chunker(fake_encoder))
+    generation = collection.store.generation
+    report = collection.ingest(kb, chunker(fake_encoder))
+    assert len(report.unchanged) == 3 and report.chunks_embedded == 0
+    assert collection.store.generation == generation  # nothing committed, index untouched
+
+
+def test_changed_file_reembeds_only_its_new_chunks_and_removed_file_leaves(kb, collection, fake_encoder):
+    collection.ingest(kb, chunker(fake_encoder))
+    (kb / "billing.md").write_text(DOCS["billing.md"].replace("five days", "ten days"))
+    (kb / "privacy.md").unlink()
+    report = collection.ingest(kb, chunker(fake_encoder))
+    assert report.changed == ["billing.md"] and report.removed == ["privacy.md"]
+    assert report.chunks_embedded == 1  # the Invoices chunk kept its vector
+    assert collection.store.counts() == {"files": 2, "documents": 2, "chunks": 3}
+    assert collection.index.size == 3
+    assert "privacy.md" not in sources(collection.search("cookies personal data", k=3, mode="dense"))
+    assert "ten days" in collection.search("refunds paid back", k=1)[0].chunk.text
+
+
+def test_bad_file_is_reported_and_keeps_the_stored_version(kb, collection, fake_encoder):
+    collection.ingest(kb, chunker(fake_encoder))
+    (kb / "privacy.md").write_bytes(b"\xff\xfe\x00broken")
+    (kb / "corrupt.pdf").write_bytes(b"%PDF-1.4 nonsense")
+    report = collection.ingest(kb, chunker(fake_encoder))
+    assert set(report.errors) == {"privacy.md", "corrupt.pdf"}
+    assert "looks binary" in report.errors["privacy.md"]
+    assert report.removed == []
+    assert sources(collection.search("cookies personal data", k=1))[0] == "privacy.md"
+
+
+def test_crash_while_writing_the_index_leaves_previous_state(kb, collection, fake_encoder, monkeypatch):
+    collection.ingest(kb, chunker(fake_encoder))
+    before = collection.store.counts()
+    (kb / "new.md").write_text("# Exports\nExport stats as CSV files.")
+
+    def crash(self, path):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(VectorIndex, "save", crash)
+    with pytest.raises(OSError, match="disk full"):
+        collection.ingest(kb, chunker(fake_encoder))
+    monkeypatch.undo()
+    reopened = Collection(collection.directory, fake_encoder)
+    assert reopened.store.counts() == before
+    assert "new.md" not in sources(reopened.search("export stats csv", k=4))
+    assert reopened.ingest(kb, chunker(fake_encoder)).added == ["new.md"]  # and the next run recovers
+
+
+def test_missing_or_corrupt_index_file_is_rebuilt_from_the_store(kb, collection, fake_encoder):
+    collection.ingest(kb, chunker(fake_encoder))
+    [index_file] = collection.directory.glob("index-*.faiss")
+    index_file.write_bytes(b"garbage")
+    reopened = Collection(collection.directory, fake_encoder)
+    assert sources(reopened.search("refunds paid back", k=1)) == ["billing.md"]
+    index_file.unlink()
+    assert Collection(collection.directory, fake_encoder).index.size == 4
+
+
+def test_collections_are_independent_and_unknown_ones_are_refused(kb, tmp_path, fake_encoder):
+    a = Collection(tmp_path / "home" / "a", fake_encoder, create=True)
+    b = Collection(tmp_path / "home" / "b", fake_encoder, create=True)
+    a.ingest(kb / "privacy.md", chunker(fake_encoder))
+    b.ingest(kb / "faq", chunker(fake_encoder))
+    assert sources(a.search("anything at all", k=5)) == ["privacy.md"]
+    assert sources(b.search("anything at all", k=5)) == ["teams.md"]
+    with pytest.raises(UnknownCollection):
+        Collection(tmp_path / "home" / "missing", fake_encoder)
+
+
+def test_a_new_encoder_reembeds_the_whole_collection(kb, collection, fake_encoder):
+    collection.ingest(kb, chunker(fake_encoder))
+    other = FakeEncoder("fake@2")
+    with pytest.raises(EncoderMismatch, match="kbqa ingest"):
+        Collection(collection.directory, other).search("refunds", k=1)
+    report = Collection(collection.directory, other).ingest(kb, chunker(other))
+    assert other.calls == [4] and report.chunks_total == 4
+    assert Collection(collection.directory, other).store.get_meta("encoder") == "fake@2"
+
+
+def test_large_collections_switch_to_ivf_and_deletions_still_work(tmp_path, fake_encoder):
+    root = tmp_path / "many"
+    make_kb(root, {f"doc{i}.txt": f"topic{i} alpha{i % 7} beta{i % 11}" for i in range(60)})
+    collection = Collection(tmp_path / "home" / "big", fake_encoder, create=True, exact_limit=50)
+    collection.ingest(root, chunker(fake_encoder))
+    assert collection.stats()["index"] == "ivf" and collection.index.size == 60
+    (root / "doc3.txt").unlink()
+    collection.ingest(root, chunker(fake_encoder))
+    ids = collection.index.search(fake_encoder.encode(["topic3 alpha3 beta3"]), 60)[1][0]
+    stored = {c.faiss_id for c in collection.store.all_chunks()}
+    assert collection.index.size == 59 and set(int(i) for i in ids if i >= 0) <= stored

@@ -1,0 +1,67 @@
+"""End to end on the real prepared models (`make setup` prepares them): ingest kb/, search, ask over HTTP."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from retrieval.models import ALL_MODELS, verify
+from serve.app import create_app
+from serve.settings import Settings
+
+REPO = Path(__file__).resolve().parents[1]
+MODELS = Path(os.environ.get("KBQA_HOME", REPO / ".kbqa")) / "models"
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    for name in ALL_MODELS:
+        verify(MODELS / name, full=True)  # fails loudly, naming `kbqa prepare`, if setup was skipped
+    home = tmp_path_factory.mktemp("home")
+    (home / "models").symlink_to(MODELS.resolve())
+    return home
+
+
+def kbqa(home: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "KBQA_HOME": str(home)}
+    return subprocess.run([sys.executable, "-m", "serve.cli", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def ingested(home):
+    done = kbqa(home, "ingest", "kb/docs", "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert len(report["added"]) == 132 and not report["errors"] and report["chunks_total"] > 1000
+    return home
+
+
+def test_cli_search_finds_the_right_page(ingested):
+    done = kbqa(ingested, "search", "How do I cancel my subscription?", "--k", "3", "--json")
+    assert done.returncode == 0, done.stderr
+    results = json.loads(done.stdout)["results"]
+    assert results[0]["source"] == "cancel-subscription.md" and len(results) == 3
+
+
+def test_reingest_is_a_no_op(ingested):
+    report = json.loads(kbqa(ingested, "ingest", "kb/docs", "--json").stdout)
+    assert len(report["unchanged"]) == 132 and report["chunks_embedded"] == 0
+
+
+def test_api_answers_with_a_resolvable_citation_and_abstains_off_topic(ingested):
+    with TestClient(create_app(Settings(home=ingested))) as client:
+        body = client.post("/v1/ask", json={"question": "How do I enable two-factor authentication?"}).json()
+        assert body["abstained"] is False and body["answer"] and body["citations"]
+        search = client.post("/v1/search", json={"query": "How do I enable two-factor authentication?", "k": 5}).json()
+        retrieved = {r["chunk_id"]: r["source"] for r in search["results"]}
+        assert all(c["chunk_id"] in retrieved for c in body["citations"])
+        assert search["results"][0]["source"] == "2fa.md"
+
+        off_topic = client.post("/v1/ask", json={"question": "What is the boiling point of mercury in kelvin?"}).json()
+        assert off_topic["abstained"] is True and off_topic["citations"] == []
+        assert off_topic["answer"] == "I don't know based on the documentation."

@@ -1,0 +1,55 @@
+import numpy as np
+import pytest
+
+from retrieval.fusion import reciprocal_rank_fusion
+from retrieval.vector_index import VectorIndex
+
+
+def unit_rows(n, dim, seed=0):
+    rows = np.random.default_rng(seed).normal(size=(n, dim)).astype(np.float32)
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("exact_limit,kind", [(1000, "flat"), (10, "ivf")])
+def test_remove_and_add_keep_ids_right(exact_limit, kind):
+    vectors = unit_rows(300, 16)
+    ids = np.arange(300, dtype=np.int64) * 10 + 5
+    index = VectorIndex.build(ids, vectors, 16, exact_limit=exact_limit)
+    assert index.kind == kind
+    index.remove(ids[:100])
+    scores, found = index.search(vectors[150:151], 1)
+    assert found[0, 0] == ids[150] and scores[0, 0] == pytest.approx(1.0, abs=1e-5)
+    index.add(np.array([7]), vectors[:1])
+    assert index.search(vectors[:1], 1)[1][0, 0] == 7 and index.size == 201
+
+
+def test_save_is_atomic(tmp_path, monkeypatch):
+    vectors = unit_rows(5, 8)
+    path = tmp_path / "index.faiss"
+    VectorIndex.build(np.arange(5), vectors, 8).save(path)
+    import faiss
+
+    def torn_write(index, name):
+        open(name, "wb").write(b"half")
+        raise OSError("killed")
+
+    monkeypatch.setattr(faiss, "write_index", torn_write)
+    with pytest.raises(OSError):
+        VectorIndex.build(np.arange(2), vectors[:2], 8).save(path)
+    monkeypatch.undo()
+    assert VectorIndex.load(path).size == 5
+
+
+def test_empty_index_returns_nothing():
+    index = VectorIndex.build(np.zeros(0, dtype=np.int64), np.zeros((0, 4), dtype=np.float32), 4)
+    scores, ids = index.search(unit_rows(2, 4), 3)
+    assert scores.shape == (2, 0) and ids.shape == (2, 0)
+
+
+def test_reciprocal_rank_fusion_exact_scores():
+    fused = reciprocal_rank_fusion([["a", "b", "c"], ["b", "d"]], k=60)
+    assert [key for key, _ in fused] == ["b", "a", "d", "c"]
+    assert dict(fused)["b"] == pytest.approx(1 / 62 + 1 / 61)
+    assert dict(fused)["a"] == pytest.approx(1 / 61)
+    assert dict(fused)["d"] == pytest.approx(1 / 62)
+    assert dict(fused)["c"] == pytest.approx(1 / 63)

@@ -1,0 +1,32 @@
+"""Tiny models built inside the tests: a random 2-layer Llama with a word-level tokenizer and chat template."""
+from pathlib import Path
+
+from retrieval.models import _write_manifest
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def build_tiny_generator(folder: Path) -> Path:
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    words = ["<unk>", "<|im_start|>", "<|im_end|>", "<pad>"] + [f"w{i}" for i in range(60)] + \
+        "the answer is in passage [ 1 2 ] question passages : you are a".split()
+    vocab = {w: i for i, w in enumerate(dict.fromkeys(words))}
+    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, unk_token="<unk>", eos_token="<|im_end|>",
+                                        pad_token="<pad>", bos_token="<|im_start|>")
+    tokenizer.chat_template = CHAT_TEMPLATE
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+                         eos_token_id=vocab["<|im_end|>"], pad_token_id=vocab["<pad>"])
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    _write_manifest(folder, "built in the test")
+    return folder
