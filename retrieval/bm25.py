@@ -1,10 +1,12 @@
 """BM25 over chunk texts with bm25s (English stop words, Snowball stemming)."""
 from __future__ import annotations
 
+import logging
+
 import bm25s
-import numpy as np
 import Stemmer
 
+logging.getLogger("bm25s").setLevel(logging.WARNING)  # it logs every index build at DEBUG
 _STEMMER = Stemmer.Stemmer("english")
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import shutil
 import threading
 import time
 from dataclasses import dataclass, field
@@ -87,10 +86,6 @@ class Collection:
 
     def close(self) -> None:
         self.store.close()
-
-    @staticmethod
-    def delete(directory: Path) -> None:
-        shutil.rmtree(directory)
 
     def _index_path(self, generation: int) -> Path:
         return self.directory / f"index-{generation}.faiss"

@@ -1,7 +1,6 @@
 """FastAPI application: models load once in lifespan; every error leaves as JSON with a 4xx where it is the caller's."""
 from __future__ import annotations
 
-import logging
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -15,7 +14,6 @@ from serve.routes import ask, health, search
 from serve.service import KbqaService
 from serve.settings import Settings
 
-log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 64 * 1024
 
 

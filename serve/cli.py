@@ -13,7 +13,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
-def _service(args, with_generator: bool):
+def _service(with_generator: bool):
     from serve.service import KbqaService
     from serve.settings import Settings
 
@@ -30,7 +30,7 @@ def cmd_prepare(args) -> int:
 
 
 def cmd_ingest(args) -> int:
-    service = _service(args, with_generator=False)
+    service = _service(with_generator=False)
     report = service.ingest(Path(args.path), args.collection, show_progress=not args.json)
     if args.json:
         print(json.dumps(report.to_dict(), indent=1))
@@ -46,7 +46,7 @@ def cmd_ingest(args) -> int:
 def cmd_search(args) -> int:
     from serve.service import hit_to_dict
 
-    hits = _service(args, with_generator=False).search(args.query, args.k, args.collection)
+    hits = _service(with_generator=False).search(args.query, args.k, args.collection)
     results = [hit_to_dict(h) for h in hits]
     if args.json:
         print(json.dumps({"query": args.query, "results": results}, indent=1))
@@ -58,7 +58,7 @@ def cmd_search(args) -> int:
 
 
 def cmd_ask(args) -> int:
-    answer = _service(args, with_generator=True).ask(args.question, args.k, args.collection)
+    answer = _service(with_generator=True).ask(args.question, args.k, args.collection)
     if args.json:
         print(json.dumps(answer.to_dict(), indent=1))
     else:

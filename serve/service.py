@@ -7,7 +7,7 @@ import time
 from ingest.chunker import Chunker
 from retrieval.collection import Collection, IngestReport, SearchHit
 from retrieval.encoder import SentenceEncoder, TextEncoder
-from retrieval.home import UnknownCollection, check_collection_name
+from retrieval.home import check_collection_name
 from retrieval.models import GENERATOR_BASE, STUDENT_START, model_path
 from serve.answer import Answer, Answerer
 from serve.settings import Settings
@@ -72,5 +72,3 @@ def hit_to_dict(hit: SearchHit) -> dict:
     return {"chunk_id": c.chunk_id, "doc_id": c.doc_id, "source": c.source, "title": c.title,
             "text": c.text, "score": round(hit.score, 6)}
 
-
-__all__ = ["KbqaService", "UnknownCollection", "hit_to_dict"]

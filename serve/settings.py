@@ -17,11 +17,9 @@ class Settings(BaseSettings):
     search_mode: str = DEFAULT_MODE
     # Below this cosine between question and best passage, abstain without generating.
     # Calibrated by benchs/calibrate_abstention.py (tune split); see README.
-    min_relevance: float = 0.33
+    min_relevance: float = 0.38
     prompt_passages: int = Field(3, ge=1, le=10, description="passages shown to the generator")
     max_new_tokens: int = Field(96, ge=8, le=1024)
-    max_query_chars: int = Field(2000, ge=16)
-    max_k: int = Field(50, ge=1, le=1000)
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
 

@@ -6,7 +6,7 @@ from serve.app import create_app
 from serve.service import KbqaService
 from serve.settings import Settings
 from tests.test_answer import ScriptedGenerator
-from tests.test_collection import make_kb, DOCS
+from tests.test_collection import make_kb
 
 
 @pytest.fixture

@@ -1,0 +1,62 @@
+"""Shared by the benchmark scripts: datasets in the normalised format, collections built the product's way."""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+from pathlib import Path
+
+DATASETS = ("emanualqa", "covid_faq_deepset", "techqa_dev", "plausible_docs")
+BENCH_HOME = Path(__file__).resolve().parents[1] / ".kbqa-bench"
+
+
+def dataset_files(data: Path, name: str) -> tuple[Path, Path]:
+    folder = data / name / "normalized"
+    if not folder.is_dir():
+        folder = data / name  # techqa_dev keeps kb.jsonl/questions.jsonl at its top level
+    return folder / "kb.jsonl", folder / "questions.jsonl"
+
+
+def load_questions(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def split_of(question_id: str) -> str:
+    """A fixed half/half split by id hash: tune on one half, report on the other."""
+    return "tune" if int(hashlib.sha256(question_id.encode()).hexdigest(), 16) % 2 == 0 else "report"
+
+
+def open_collection(service, data: Path, name: str):
+    """Ingest a dataset's kb.jsonl into its own collection (incremental: reruns embed nothing)."""
+    kb, _ = dataset_files(data, name)
+    staged = BENCH_HOME / "sources" / name
+    staged.mkdir(parents=True, exist_ok=True)
+    if not (staged / "kb.jsonl").exists() or (staged / "kb.jsonl").read_bytes() != kb.read_bytes():
+        shutil.copyfile(kb, staged / "kb.jsonl")
+    report = service.ingest(staged, collection=name.replace("_", "-"), show_progress=True)
+    if report.errors:
+        raise RuntimeError(f"{name}: {report.errors}")
+    return service.collection(name.replace("_", "-"))
+
+
+def ranked_docs(hits, depth: int = 10) -> list[str]:
+    """A document ranks where its best chunk ranks."""
+    seen: list[str] = []
+    for hit in hits:
+        if hit.chunk.doc_id not in seen:
+            seen.append(hit.chunk.doc_id)
+    return seen[:depth]
+
+
+def metrics(ranking: list[str], gold: set[str]) -> dict[str, float]:
+    first = next((i for i, d in enumerate(ranking) if d in gold), None)
+    dcg = sum(1 / math.log2(i + 2) for i, d in enumerate(ranking[:10]) if d in gold)
+    idcg = sum(1 / math.log2(i + 2) for i in range(min(len(gold), 10)))
+    return {"hit@1": float(first == 0), "hit@5": float(first is not None and first < 5),
+            "nDCG@10": dcg / idcg if idcg else 0.0,
+            "MRR@10": 1 / (first + 1) if first is not None and first < 10 else 0.0}
+
+
+def mean(rows: list[dict[str, float]]) -> dict[str, float]:
+    return {k: sum(r[k] for r in rows) / len(rows) for k in rows[0]} if rows else {}
