@@ -29,6 +29,8 @@ CREATE TABLE IF NOT EXISTS chunks (
     source TEXT NOT NULL, title TEXT NOT NULL, heading TEXT NOT NULL, position INTEGER NOT NULL,
     text TEXT NOT NULL, vector BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS chunks_by_doc ON chunks (doc_id);
+-- chunks the serving (distilled) encoder was trained on: the rest is "newer than the encoder"
+CREATE TABLE IF NOT EXISTS distilled (chunk_id TEXT PRIMARY KEY);
 """
 
 
@@ -111,6 +113,13 @@ class ChunkStore:
     def update_vectors(self, chunk_ids: list[str], vectors: np.ndarray) -> None:
         self.db.executemany("UPDATE chunks SET vector = ? WHERE chunk_id = ?",
                             [(np.asarray(v, dtype=np.float32).tobytes(), cid) for cid, v in zip(chunk_ids, vectors)])
+
+    def distilled_ids(self) -> set[str]:
+        return {r["chunk_id"] for r in self.db.execute("SELECT chunk_id FROM distilled")}
+
+    def set_distilled(self, chunk_ids: list[str]) -> None:
+        self.db.execute("DELETE FROM distilled")
+        self.db.executemany("INSERT OR IGNORE INTO distilled (chunk_id) VALUES (?)", [(c,) for c in chunk_ids])
 
     # --- chunks -------------------------------------------------------------------------------
     def vectors_for(self, chunk_ids: list[str]) -> dict[str, np.ndarray]:

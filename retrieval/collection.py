@@ -13,6 +13,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -71,12 +72,13 @@ def _walk(root: Path) -> list[Path]:
 
 class Collection:
     def __init__(self, directory: Path, encoder: TextEncoder, create: bool = False,
-                 exact_limit: int = EXACT_LIMIT):
+                 exact_limit: int = EXACT_LIMIT, encoder_loader: Callable[[Path], TextEncoder] | None = None):
         self.directory = Path(directory)
         self.name = self.directory.name
         if not (self.directory / "store.sqlite").exists() and not create:
             raise UnknownCollection(f"collection {self.name!r} does not exist: ingest documents into it first")
-        self.encoder = encoder
+        self.encoder = encoder  # the default; a distilled encoder promoted into this collection replaces it
+        self.encoder_loader = encoder_loader
         self.exact_limit = exact_limit
         self.store = ChunkStore(self.directory / "store.sqlite")
         self._lock = threading.RLock()
@@ -91,6 +93,21 @@ class Collection:
         return self.directory / f"index-{generation}.faiss"
 
     # --- reading --------------------------------------------------------------------------------
+    def _adopt_stored_encoder(self) -> None:
+        """Load the encoder this collection was (re-)embedded with, when it is a promoted one of its own."""
+        stored_id, stored_dir = self.store.get_meta("encoder"), self.store.get_meta("encoder_dir")
+        if stored_dir and stored_id != self.encoder.encoder_id and self.encoder_loader is not None:
+            encoder = self.encoder_loader(self.directory / stored_dir)
+            if encoder.encoder_id != stored_id:
+                raise EncoderMismatch(f"{self.directory / stored_dir} is {encoder.encoder_id}, expected {stored_id}")
+            self.encoder = encoder
+
+    @property
+    def encoder_dir(self) -> Path | None:
+        """Folder of the promoted encoder serving this collection; None while the default serves."""
+        stored = self.store.get_meta("encoder_dir")
+        return self.directory / stored if stored else None
+
     def _check_encoder(self) -> None:
         stored = self.store.get_meta("encoder")
         if stored is not None and stored != self.encoder.encoder_id:
@@ -108,6 +125,7 @@ class Collection:
             generation = self.store.generation
             if generation == self._generation:
                 return
+            self._adopt_stored_encoder()
             self._check_encoder()
             path = self._index_path(generation)
             index = None
@@ -141,8 +159,9 @@ class Collection:
             raise ValueError(f"unknown search mode {mode!r}; use one of {SEARCH_MODES}")
         with self._lock:
             self.refresh()
-            index, bm25 = self._index, self._bm25
-        query_vector = self.encoder.encode([query])  # (1, D)
+            # One consistent (encoder, index) pair: a promotion swapping both never mixes them.
+            encoder, index, bm25 = self.encoder, self._index, self._bm25
+        query_vector = encoder.encode([query])  # (1, D)
         depth = k if mode == "dense" else max(4 * k, 40)
         scores, ids = index.search(query_vector, depth)
         dense = {int(i): float(s) for i, s in zip(ids[0], scores[0]) if i >= 0}
@@ -179,6 +198,8 @@ class Collection:
         root_key = str(root.resolve())
         files = _walk(root) if path.is_dir() else [path]
         report = IngestReport(collection=self.name)
+        with self._lock:
+            self._adopt_stored_encoder()
         known = self.store.file_hashes(root_key)
         reembed_all = self.store.get_meta("encoder") not in (None, self.encoder.encoder_id)
 
@@ -266,3 +287,35 @@ class Collection:
                 stale.unlink(missing_ok=True)
         self._generation = -1  # reload the indexes (and BM25) from what was committed
         self.refresh()
+
+    def promote(self, encoder: TextEncoder, encoder_dir: Path, vectors: dict[str, np.ndarray],
+                trained_on: list[str] | None = None, show_progress: bool = False) -> int:
+        """Serve this collection with ``encoder`` from now on: re-embedded, swapped in one transaction.
+
+        ``vectors`` holds the new encoder's vectors by chunk id (computed beforehand, outside the
+        write lock); chunks added since are encoded here. Returns the new generation.
+        """
+        rel = Path(encoder_dir).resolve().relative_to(self.directory.resolve()).as_posix()
+        with self._lock, self.store.transaction():
+            chunks = self.store.all_chunks()
+            missing = [c for c in chunks if c.chunk_id not in vectors]
+            if missing:
+                fresh = encoder.encode([c.embedding_text() for c in missing], show_progress=show_progress)
+                vectors = {**vectors, **{c.chunk_id: v for c, v in zip(missing, fresh)}}
+            self.store.update_vectors([c.chunk_id for c in chunks], [vectors[c.chunk_id] for c in chunks])
+            self.store.set_meta("encoder", encoder.encoder_id)
+            self.store.set_meta("encoder_dir", rel)
+            if trained_on is not None:
+                self.store.set_distilled(trained_on)
+            generation = self.store.generation + 1
+            self.store.set_meta("generation", str(generation))
+            ids, rows = self.store.all_vectors()
+            VectorIndex.build(ids, rows, encoder.dim, self.exact_limit).save(self._index_path(generation))
+        for stale in self.directory.glob("index-*.faiss"):
+            if stale.name != self._index_path(generation).name:
+                stale.unlink(missing_ok=True)
+        with self._lock:
+            self.encoder = encoder
+            self._generation = -1
+            self.refresh()
+        return generation

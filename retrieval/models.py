@@ -40,7 +40,7 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _write_manifest(folder: Path, source: str) -> None:
+def write_manifest(folder: Path, source: str) -> None:
     files = {
         str(p.relative_to(folder)): {"size": p.stat().st_size, "sha256": _sha256(p)}
         for p in sorted(folder.rglob("*"))
@@ -75,7 +75,7 @@ def model_path(models_dir: Path, name: str) -> Path:
 
 def _publish(staging: Path, target: Path, source: str) -> None:
     """Write the manifest last, then swap the folder in, so a crash never leaves a half model looking whole."""
-    _write_manifest(staging, source)
+    write_manifest(staging, source)
     if target.exists():
         shutil.rmtree(target)
     staging.rename(target)

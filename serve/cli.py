@@ -69,6 +69,40 @@ def cmd_ask(args) -> int:
     return 0
 
 
+def cmd_distill(args) -> int:
+    from distill.config import DistillConfig
+    from distill.run import distill_collection
+
+    service = _service(with_generator=False)
+    config = DistillConfig(full=args.full, epochs=args.epochs, max_examples=args.max_examples)
+    report = distill_collection(service.collection(args.collection), service.home.models_dir, config,
+                                show_progress=not args.json)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=1))
+    else:
+        print(f"collection {report.collection}: {report.mode} distillation"
+              + (f", student {report.version}" if report.version else "") + f" -> "
+              + ("PROMOTED" if report.promoted else "not promoted") + f": {report.reason}")
+        if report.seconds:
+            print(f"  {report.pseudo_queries} pseudo-queries ({report.held_out} held out), {report.triples} triples, "
+                  f"{report.teacher_texts_encoded} texts encoded by the teacher; seconds {report.seconds}")
+    return 0
+
+
+def cmd_status(args) -> int:
+    from distill.run import freshness
+
+    service = _service(with_generator=False)
+    names = [args.collection] if args.collection else service.collection_names()
+    rows = [freshness(service.collection(name)) for name in names]
+    if args.json:
+        print(json.dumps(rows, indent=1))
+    for row in rows if not args.json else []:
+        print(f"{row['collection']}: {row['chunks']} chunks, {row['chunks_newer_than_encoder']} "
+              f"({row['share_newer']:.0%}) newer than the serving encoder {row['encoder']}")
+    return 0
+
+
 def cmd_serve(args) -> int:
     import uvicorn
 
@@ -108,6 +142,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--collection", default="default")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_ask)
+
+    p = sub.add_parser("distill", help="distil the teacher into this collection's encoder; promote it if better")
+    p.add_argument("--collection", default="default")
+    p.add_argument("--full", action="store_true", help="start over from MiniLM instead of the current student")
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--max-examples", type=int, default=1200)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_distill)
+
+    p = sub.add_parser("status", help="collections and how much of each is newer than its encoder")
+    p.add_argument("--collection")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("serve", help="serve the HTTP API")
     p.add_argument("--host")

@@ -14,10 +14,11 @@ from serve.settings import Settings
 
 
 class KbqaService:
-    def __init__(self, settings: Settings, encoder: TextEncoder, generator=None):
+    def __init__(self, settings: Settings, encoder: TextEncoder, generator=None, encoder_loader=SentenceEncoder):
         self.settings = settings
         self.home = settings.kbqa_home
-        self.encoder = encoder
+        self.encoder = encoder  # default for collections without a distilled encoder of their own
+        self.encoder_loader = encoder_loader
         self.chunker = Chunker(encoder.count_tokens)
         self.answerer = (Answerer(generator, settings.min_relevance, settings.prompt_passages)
                          if generator is not None else None)
@@ -40,7 +41,8 @@ class KbqaService:
         check_collection_name(name)
         with self._lock:
             if name not in self._collections:
-                self._collections[name] = Collection(self.home.collection_dir(name), self.encoder, create=create)
+                self._collections[name] = Collection(self.home.collection_dir(name), self.encoder, create=create,
+                                                     encoder_loader=self.encoder_loader)
             return self._collections[name]
 
     def collection_names(self) -> list[str]:

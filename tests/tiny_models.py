@@ -1,7 +1,7 @@
 """Tiny models built inside the tests: a random 2-layer Llama with a word-level tokenizer and chat template."""
 from pathlib import Path
 
-from retrieval.models import _write_manifest
+from retrieval.models import write_manifest
 
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
@@ -28,5 +28,5 @@ def build_tiny_generator(folder: Path) -> Path:
                          eos_token_id=vocab["<|im_end|>"], pad_token_id=vocab["<pad>"])
     LlamaForCausalLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    _write_manifest(folder, "built in the test")
+    write_manifest(folder, "built in the test")
     return folder

@@ -1,0 +1,60 @@
+"""Label-free training queries from a collection's own chunks."""
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+
+from ingest.records import Chunk
+
+_SENTENCE = re.compile(r"(?<=[.!?])\s+")
+_MARKUP = re.compile(r"[*_`#>|]+")
+
+
+@dataclass(frozen=True)
+class PseudoQuery:
+    text: str
+    chunk_id: str   # the chunk it was taken from: the positive
+    doc_id: str
+    kind: str       # title | heading | question | sentence
+
+
+def _clean(text: str) -> str:
+    return " ".join(_MARKUP.sub(" ", text).split())
+
+
+def make_pseudo_queries(chunks: list[Chunk], sentences_per_chunk: int = 1, seed: int = 0) -> list[PseudoQuery]:
+    """Titles and headings (for the first chunk under them), FAQ-style questions inside a chunk,
+    and a few salient sentences (5-30 words, not the first one, which often repeats the heading)."""
+    rng = random.Random(seed)
+    queries: dict[tuple[str, str], PseudoQuery] = {}
+    seen_sections: set[tuple[str, str]] = set()
+
+    def add(text: str, chunk: Chunk, kind: str) -> None:
+        text = _clean(text)
+        if 2 <= len(text.split()) <= 40 and text != _clean(chunk.text):
+            queries.setdefault((text.lower(), chunk.chunk_id), PseudoQuery(text, chunk.chunk_id, chunk.doc_id, kind))
+
+    for chunk in sorted(chunks, key=lambda c: (c.doc_id, c.position)):
+        if chunk.position == 0:
+            add(chunk.title, chunk, "title")
+        section = (chunk.doc_id, chunk.heading)
+        if chunk.heading and section not in seen_sections:
+            add(chunk.heading.split(" > ")[-1], chunk, "heading")
+        seen_sections.add(section)
+        sentences = [s.strip() for line in chunk.text.splitlines() for s in _SENTENCE.split(line) if s.strip()]
+        for sentence in sentences:
+            if sentence.endswith("?"):
+                add(sentence, chunk, "question")
+        salient = [s for s in sentences[1:] if 5 <= len(s.split()) <= 30 and not s.endswith("?")]
+        for sentence in rng.sample(salient, min(sentences_per_chunk, len(salient))):
+            add(sentence, chunk, "sentence")
+    return list(queries.values())
+
+
+def split_holdout(queries: list[PseudoQuery], ratio: float, seed: int = 0) -> tuple[list[PseudoQuery], list[PseudoQuery]]:
+    """(train, held out); held-out queries are never trained on and decide promotion."""
+    shuffled = queries[:]
+    random.Random(seed).shuffle(shuffled)
+    cut = max(1, int(len(shuffled) * ratio)) if len(shuffled) > 1 else 0
+    return shuffled[cut:], shuffled[:cut]

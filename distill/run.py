@@ -1,0 +1,170 @@
+"""`kbqa distill`: teacher -> student on a collection's own chunks, promoted only if it beats the serving encoder.
+
+Nothing the server reads changes until ``Collection.promote`` commits: the student is trained and
+saved under ``encoders/.staging-*`` and renamed to ``encoders/vNNNN`` first, so Ctrl-C or a kill at
+any point leaves the serving encoder and index as they were.
+"""
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from distill.config import DistillConfig
+from distill.evaluate import chunk_retrieval_metrics
+from distill.losses import TeacherPCA
+from distill.mining import bm25_scores, mine_triples
+from distill.pseudo_queries import make_pseudo_queries, split_holdout
+from distill.teacher_cache import TeacherCache
+from distill.trainer import train_student
+from retrieval.collection import Collection
+from retrieval.encoder import SentenceEncoder, pick_device
+from retrieval.models import STUDENT_START, TEACHER, model_path, write_manifest
+
+
+@dataclass
+class DistillReport:
+    collection: str
+    mode: str                       # full | incremental | up to date
+    version: str | None = None
+    promoted: bool = False
+    reason: str = ""
+    chunks_total: int = 0
+    chunks_new: int = 0
+    chunks_trained_on: int = 0
+    pseudo_queries: int = 0
+    held_out: int = 0
+    triples: int = 0
+    teacher_texts_encoded: int = 0
+    serving: dict = field(default_factory=dict)
+    student: dict = field(default_factory=dict)
+    seconds: dict = field(default_factory=dict)
+    device: str = "cpu"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def freshness(collection: Collection) -> dict:
+    """How much of the collection the serving encoder has not been trained on."""
+    collection.refresh()
+    chunk_ids = [c.chunk_id for c in collection.store.all_chunks()]
+    distilled = collection.store.distilled_ids()
+    newer = sum(1 for c in chunk_ids if c not in distilled)
+    return {"collection": collection.name, "chunks": len(chunk_ids), "chunks_newer_than_encoder": newer,
+            "share_newer": round(newer / len(chunk_ids), 4) if chunk_ids else 0.0,
+            "encoder": collection.encoder.encoder_id,
+            "encoder_dir": str(collection.encoder_dir) if collection.encoder_dir else None}
+
+
+def _next_version(encoders: Path) -> str:
+    taken = [int(p.name[1:]) for p in encoders.glob("v[0-9]*") if p.name[1:].isdigit()]
+    return f"v{max(taken, default=0) + 1:04d}"
+
+
+def distill_collection(collection: Collection, models_dir: Path, config: DistillConfig | None = None,
+                       device: str | None = None, show_progress: bool = False) -> DistillReport:
+    from sentence_transformers import SentenceTransformer
+
+    config = config or DistillConfig()
+    device = device or pick_device()
+    clock = {"start": time.perf_counter()}
+    collection.refresh()
+    chunks = collection.store.all_chunks()
+    if not chunks:
+        raise ValueError(f"collection {collection.name!r} is empty: run `kbqa ingest PATH --collection {collection.name}` first")
+    current = collection.encoder_dir
+    incremental = current is not None and not config.full
+    distilled = collection.store.distilled_ids()
+    new = [c for c in chunks if c.chunk_id not in distilled]
+    report = DistillReport(collection.name, "incremental" if incremental else "full", chunks_total=len(chunks),
+                           chunks_new=len(new), device=device)
+    if incremental and not new:
+        report.mode, report.reason = "up to date", "every chunk was already seen by the serving encoder"
+        return report
+    train_chunks = chunks
+    if incremental:  # new and changed chunks, plus a replay sample so old topics are not forgotten
+        old = [c for c in chunks if c.chunk_id in distilled]
+        replay = random.Random(config.seed).sample(old, min(len(old), max(config.replay_min, int(config.replay_ratio * len(new)))))
+        train_chunks = new + replay
+    report.chunks_trained_on = len(train_chunks)
+
+    queries = make_pseudo_queries(train_chunks, config.sentences_per_chunk, config.seed)
+    train_queries, held_out = split_holdout(queries, config.holdout_ratio, config.seed)
+    report.pseudo_queries, report.held_out = len(queries), len(held_out)
+    passages = [c.embedding_text() for c in chunks]
+    ids, docs = [c.chunk_id for c in chunks], [c.doc_id for c in chunks]
+    position = {cid: i for i, cid in enumerate(ids)}
+
+    teacher = SentenceEncoder(model_path(models_dir, TEACHER), device=device)
+    cache = TeacherCache(collection.directory / "teacher_cache.sqlite", teacher)
+    try:
+        teacher_passages = cache.encode(passages, show_progress=show_progress)
+        teacher_queries = cache.encode([q.text for q in train_queries], show_progress=show_progress)
+        report.teacher_texts_encoded = cache.encoded
+    finally:
+        cache.close()
+    del teacher
+    clock["teacher"] = time.perf_counter()
+
+    extra = config.bm25_weight * bm25_scores(passages, [q.text for q in train_queries]) if config.bm25_weight else None
+    triples = mine_triples(train_queries, teacher_queries, teacher_passages, ids, docs,
+                           config.negatives_from_rank, config.negatives_to_rank, extra, config.seed)
+    report.triples = len(triples)
+    pca_targets = None
+    start_dir = current if incremental else model_path(models_dir, STUDENT_START)
+    student = SentenceTransformer(str(start_dir), device=device, local_files_only=True)
+    if config.mse_weight > 0:
+        pca = TeacherPCA(teacher_passages, student.get_embedding_dimension())
+        texts = [q.text for q in train_queries] + passages
+        pca_targets = dict(zip(texts, pca(np.concatenate([teacher_queries, teacher_passages])).astype(np.float32)))
+    losses = train_student(student, triples, passages, config, device, pca_targets, show_progress)
+    clock["train"] = time.perf_counter()
+
+    # Save a versioned student (config and metrics beside it), whatever the verdict.
+    encoders = collection.directory / "encoders"
+    encoders.mkdir(exist_ok=True)
+    version = _next_version(encoders)
+    staging = encoders / f".staging-{version}"
+    shutil.rmtree(staging, ignore_errors=True)
+    student.save(str(staging))
+    del student
+    (staging / "distill_config.json").write_text(json.dumps(
+        {**config.to_dict(), "started_from": str(start_dir), "device": device}, indent=1))
+    write_manifest(staging, f"kbqa distill {version} of collection {collection.name}")
+    final = encoders / version
+    staging.rename(final)
+    report.version = version
+
+    # Decide on held-out pseudo-queries: the serving encoder's stored vectors vs the student's.
+    candidate = SentenceEncoder(final, device=device)
+    gold = [position[q.chunk_id] for q in held_out]
+    held_texts = [q.text for q in held_out]
+    stored = collection.store.vectors_for(ids)
+    serving_passages = np.stack([stored[c] for c in ids])
+    report.serving = chunk_retrieval_metrics(collection.encoder.encode(held_texts), serving_passages, gold)
+    student_passages = candidate.encode(passages, show_progress=show_progress)
+    report.student = chunk_retrieval_metrics(candidate.encode(held_texts), student_passages, gold)
+    clock["evaluate"] = time.perf_counter()
+
+    better = report.student["mrr@10"] > report.serving["mrr@10"]
+    if better:
+        collection.promote(candidate, final, dict(zip(ids, student_passages)), trained_on=ids)
+        report.promoted = True
+        report.reason = (f"student MRR@10 {report.student['mrr@10']:.3f} > serving {report.serving['mrr@10']:.3f} "
+                         f"on {len(gold)} held-out pseudo-queries")
+    else:
+        report.reason = (f"kept {collection.encoder.encoder_id}: student MRR@10 {report.student['mrr@10']:.3f} "
+                         f"<= serving {report.serving['mrr@10']:.3f} on {len(gold)} held-out pseudo-queries")
+    clock["end"] = time.perf_counter()
+    report.seconds = {"teacher": round(clock["teacher"] - clock["start"], 1),
+                      "train": round(clock["train"] - clock["teacher"], 1),
+                      "evaluate": round(clock["evaluate"] - clock["train"], 1),
+                      "total": round(clock["end"] - clock["start"], 1)}
+    (final / "metrics.json").write_text(json.dumps({**report.to_dict(), "loss_first_last": [losses[0], losses[-1]] if losses else []}, indent=1))
+    return report

@@ -1,0 +1,47 @@
+"""Teacher embeddings cached by content hash: a re-distillation encodes only text it has not seen."""
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+
+from retrieval.encoder import TextEncoder
+
+
+class TeacherCache:
+    def __init__(self, path: Path, teacher: TextEncoder):
+        self.teacher = teacher
+        self.db = sqlite3.connect(Path(path), isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("CREATE TABLE IF NOT EXISTS vectors (key TEXT PRIMARY KEY, vector BLOB NOT NULL)")
+        self.encoded = 0  # texts actually sent to the teacher by this object
+
+    def _key(self, text: str) -> str:
+        # The teacher's id is part of the key: another teacher's vectors never answer.
+        return hashlib.sha256(f"{self.teacher.encoder_id}\x00{text}".encode()).hexdigest()
+
+    def encode(self, texts: list[str], show_progress: bool = False) -> np.ndarray:
+        keys = [self._key(t) for t in texts]
+        found: dict[str, np.ndarray] = {}
+        unique = list(dict.fromkeys(keys))
+        for start in range(0, len(unique), 500):
+            batch = unique[start:start + 500]
+            rows = self.db.execute(f"SELECT key, vector FROM vectors WHERE key IN ({','.join('?' * len(batch))})", batch)
+            found.update({k: np.frombuffer(v, dtype=np.float32) for k, v in rows})
+        todo = list(dict.fromkeys(t for t, k in zip(texts, keys) if k not in found))
+        if todo:
+            vectors = self.teacher.encode(todo, show_progress=show_progress)
+            rows = [(self._key(t), v.astype(np.float32).tobytes()) for t, v in zip(todo, vectors)]
+            self.db.execute("BEGIN")
+            self.db.executemany("INSERT OR REPLACE INTO vectors (key, vector) VALUES (?, ?)", rows)
+            self.db.execute("COMMIT")
+            found.update({self._key(t): v for t, v in zip(todo, vectors)})
+            self.encoded += len(todo)
+        if not texts:
+            return np.zeros((0, self.teacher.dim), dtype=np.float32)
+        return np.stack([found[k] for k in keys]).astype(np.float32)
+
+    def close(self) -> None:
+        self.db.close()

@@ -1,0 +1,61 @@
+"""The training loop: MarginMSE on teacher-scored triples (+ optional MSE to the teacher's PCA space)."""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers import get_linear_schedule_with_warmup
+
+from distill.config import DistillConfig
+from distill.losses import EmbeddingMSELoss, InBatchContrastiveLoss, MarginMSELoss
+from distill.mining import Triple
+
+
+def _embed(student, texts: list[str], device: str) -> torch.Tensor:
+    features = student.tokenize(texts)
+    features = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in features.items()}
+    return torch.nn.functional.normalize(student(features)["sentence_embedding"], dim=-1)  # (B, D)
+
+
+def train_student(student, triples: list[Triple], passages: list[str], config: DistillConfig, device: str,
+                  pca_targets: dict[str, np.ndarray] | None = None, show_progress: bool = False) -> list[float]:
+    """Trains ``student`` (a SentenceTransformer) in place; returns the loss of every step."""
+    torch.manual_seed(config.seed)
+    order = triples[:]
+    random.Random(config.seed).shuffle(order)
+    order = order[: config.max_examples]
+    steps = config.epochs * max(1, (len(order) + config.batch_size - 1) // config.batch_size)
+    student.to(device).train()
+    student.max_seq_length = config.passage_max_tokens
+    optimizer = torch.optim.AdamW(student.parameters(), lr=config.lr)
+    schedule = get_linear_schedule_with_warmup(optimizer, int(steps * config.warmup_ratio), steps)
+    margin_loss, mse_loss, contrastive_loss = MarginMSELoss(), EmbeddingMSELoss(), InBatchContrastiveLoss()
+    losses: list[float] = []
+    with tqdm(total=steps, desc="training student", disable=not show_progress) as bar:
+        for epoch in range(config.epochs):
+            random.Random(config.seed + epoch).shuffle(order)
+            for start in range(0, len(order), config.batch_size):
+                batch = order[start:start + config.batch_size]
+                q = _embed(student, [t.query for t in batch], device)
+                p = _embed(student, [passages[t.positive] for t in batch], device)
+                n = _embed(student, [passages[t.negative] for t in batch], device)
+                target = torch.tensor([t.teacher_margin for t in batch], dtype=torch.float32, device=device)
+                loss = config.margin_weight * margin_loss(q, p, n, target)
+                if config.contrastive_weight > 0:
+                    loss = loss + config.contrastive_weight * contrastive_loss(q, p, n)
+                if config.mse_weight > 0 and pca_targets is not None:
+                    texts = [t.query for t in batch] + [passages[t.positive] for t in batch]
+                    goal = torch.tensor(np.stack([pca_targets[x] for x in texts]), device=device)
+                    loss = loss + config.mse_weight * mse_loss(torch.cat([q, p]), goal)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
+                optimizer.step()
+                schedule.step()
+                optimizer.zero_grad()
+                losses.append(float(loss))
+                bar.update(1)
+                bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+    student.eval()
+    return losses
