@@ -54,7 +54,7 @@ def train_student(student, triples: list[Triple], passages: list[str], config: D
                 optimizer.step()
                 schedule.step()
                 optimizer.zero_grad()
-                losses.append(float(loss))
+                losses.append(loss.item())
                 bar.update(1)
                 bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
     student.eval()

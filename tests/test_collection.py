@@ -144,3 +144,27 @@ def test_large_collections_switch_to_ivf_and_deletions_still_work(tmp_path, fake
     ids = collection.index.search(fake_encoder.encode(["topic3 alpha3 beta3"]), 60)[1][0]
     stored = {c.faiss_id for c in collection.store.all_chunks()}
     assert collection.index.size == 59 and set(int(i) for i in ids if i >= 0) <= stored
+
+
+def test_promotion_swaps_encoder_and_index_and_a_running_reader_follows(kb, collection, fake_encoder, tmp_path):
+    collection.ingest(kb, chunker(fake_encoder))
+    new_encoder = FakeEncoder("fake@promoted")
+    encoder_dir = collection.directory / "encoders" / "v0001"
+    encoder_dir.mkdir(parents=True)
+    loaded = []
+
+    def loader(path):
+        loaded.append(path)
+        return new_encoder
+
+    server_view = Collection(collection.directory, fake_encoder, encoder_loader=loader)  # like a running server
+    assert sources(server_view.search("refunds paid back", k=1)) == ["billing.md"]
+    chunks = collection.store.all_chunks()
+    vectors = dict(zip([c.chunk_id for c in chunks], new_encoder.encode([c.embedding_text() for c in chunks[:-1]])))
+    generation = collection.promote(new_encoder, encoder_dir, vectors, trained_on=[c.chunk_id for c in chunks])
+    assert collection.store.get_meta("encoder") == "fake@promoted" and collection.encoder is new_encoder
+    assert collection.store.get_meta("encoder_dir") == "encoders/v0001" and generation == 2
+    assert len(collection.store.distilled_ids()) == len(chunks)
+    # The reader picks up the new encoder on its next search, with no error in between.
+    assert sources(server_view.search("refunds paid back", k=1)) == ["billing.md"]
+    assert loaded == [encoder_dir] and server_view.encoder is new_encoder

@@ -30,3 +30,30 @@ def build_tiny_generator(folder: Path) -> Path:
     tokenizer.save_pretrained(folder)
     write_manifest(folder, "built in the test")
     return folder
+
+
+WORDS = ("refund refunds paid days invoice invoices monthly email cookies privacy data team teams invite "
+         "settings page export csv stats account password reset billing plan cancel subscription how do i "
+         "are is the a of to in we never use store personal within five ten colleagues from can my "
+         "what when where why who get set up change delete add new site website").split()
+
+
+def build_tiny_sentence_encoder(folder: Path, hidden: int = 32, seed: int = 0) -> Path:
+    """A 1-layer random BERT with mean pooling, saved as a sentence-transformers folder with a manifest."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer import modules as models
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    raw = folder.parent / f"{folder.name}-raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", ",", "?", ">", ":"] + sorted(set(WORDS))
+    (raw / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    BertTokenizerFast(vocab_file=str(raw / "vocab.txt")).save_pretrained(raw)
+    torch.manual_seed(seed)
+    BertModel(BertConfig(vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=2 * hidden, max_position_embeddings=512)).save_pretrained(raw)
+    transformer = models.Transformer(str(raw), max_seq_length=256)
+    SentenceTransformer(modules=[transformer, models.Pooling(hidden, "mean")], device="cpu").save(str(folder))
+    write_manifest(folder, "built in the test")
+    return folder

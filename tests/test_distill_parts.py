@@ -1,0 +1,82 @@
+import numpy as np
+import pytest
+import torch
+
+from distill.evaluate import chunk_retrieval_metrics
+from distill.losses import InBatchContrastiveLoss, MarginMSELoss, TeacherPCA
+from distill.mining import mine_triples
+from distill.pseudo_queries import PseudoQuery, make_pseudo_queries, split_holdout
+from distill.teacher_cache import TeacherCache
+from ingest.records import Chunk
+
+
+def test_pseudo_queries_from_titles_headings_questions_and_sentences():
+    chunks = [
+        Chunk("a", "a", "Billing guide", "", 0, "Intro line. Refunds are paid back within five days of the request."),
+        Chunk("a", "a", "Billing guide", "Refund policy", 1, "Can I get a refund? Yes, always."),
+        Chunk("a", "a", "Billing guide", "Refund policy", 2, "More text here."),
+    ]
+    queries = make_pseudo_queries(chunks, sentences_per_chunk=1)
+    found = {(q.kind, q.text, q.chunk_id) for q in queries}
+    assert ("title", "Billing guide", chunks[0].chunk_id) in found
+    assert ("heading", "Refund policy", chunks[1].chunk_id) in found          # only the first chunk under it
+    assert not any(q.kind == "heading" and q.chunk_id == chunks[2].chunk_id for q in queries)
+    assert ("question", "Can I get a refund?", chunks[1].chunk_id) in found
+    assert ("sentence", "Refunds are paid back within five days of the request.", chunks[0].chunk_id) in found
+    assert make_pseudo_queries(chunks) == queries  # deterministic for a seed
+
+
+def test_holdout_split_is_disjoint_and_sized():
+    queries = [PseudoQuery(f"q{i}", "c", "d", "title") for i in range(20)]
+    train, held = split_holdout(queries, 0.1)
+    assert len(held) == 2 and len(train) == 18 and not set(train) & set(held)
+
+
+def test_margin_mse_exact_value():
+    q = torch.tensor([[1.0, 0.0]])
+    p = torch.tensor([[0.6, 0.8]])
+    n = torch.tensor([[0.0, 1.0]])
+    # student margin = 0.6 - 0.0 = 0.6; teacher margin 0.2 -> (0.4)^2
+    assert MarginMSELoss()(q, p, n, torch.tensor([0.2])).item() == pytest.approx(0.16)
+
+
+def test_contrastive_loss_prefers_matching_pairs():
+    eye = torch.eye(3)
+    good = InBatchContrastiveLoss()(eye, eye, -eye)
+    bad = InBatchContrastiveLoss()(eye, eye.roll(1, 0), -eye)
+    assert good.item() < 0.01 < bad.item()
+
+
+def test_teacher_pca_projects_to_student_width_normalised():
+    rng = np.random.default_rng(0)
+    teacher = rng.normal(size=(50, 12)).astype(np.float32)
+    projected = TeacherPCA(teacher, 4)(teacher)
+    assert projected.shape == (50, 4)
+    assert np.allclose(np.linalg.norm(projected, axis=1), 1.0, atol=1e-5)
+    assert TeacherPCA(teacher[:2], 4)(teacher).shape == (50, 4)  # fewer passages than dims
+
+
+def test_mining_takes_negatives_from_other_documents_with_exact_margins():
+    passages = np.eye(4, dtype=np.float32)
+    query_vectors = np.array([[0.9, 0.5, 0.3, 0.1]], dtype=np.float32)
+    q = PseudoQuery("q", "c0", "docA", "title")
+    triples = mine_triples([q], query_vectors, passages, ["c0", "c1", "c2", "c3"], ["docA", "docA", "docB", "docC"],
+                           from_rank=0, to_rank=1)
+    [t] = triples
+    assert (t.positive, t.negative) == (0, 2)  # c1 shares the document: skipped; c2 is the best other one
+    assert t.teacher_margin == pytest.approx(0.9 - 0.3)
+
+
+def test_chunk_retrieval_metrics_exact():
+    passages = np.eye(3, dtype=np.float32)
+    queries = np.array([[1, 0, 0], [0.9, 0.1, 0], [0, 0, 1]], dtype=np.float32)
+    m = chunk_retrieval_metrics(queries, passages, gold=[0, 1, 2])
+    assert m["hit@1"] == pytest.approx(2 / 3) and m["mrr@10"] == pytest.approx((1 + 0.5 + 1) / 3)
+
+
+def test_teacher_cache_encodes_each_text_once(tmp_path, fake_encoder):
+    cache = TeacherCache(tmp_path / "cache.sqlite", fake_encoder)
+    first = cache.encode(["a b", "c d", "a b"])
+    again = TeacherCache(tmp_path / "cache.sqlite", fake_encoder).encode(["c d", "a b", "e f"])
+    assert fake_encoder.calls == [2, 1]
+    assert np.allclose(first[0], again[1]) and np.allclose(first[1], again[0])

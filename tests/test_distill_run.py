@@ -1,0 +1,105 @@
+"""kbqa distill end to end on tiny models built in the test (a 48-d 'teacher', a 32-d 'student')."""
+import json
+import shutil
+
+import pytest
+
+import distill.run as distill_run
+from distill.config import DistillConfig
+from distill.run import distill_collection, freshness
+from ingest.chunker import Chunker
+from retrieval.collection import Collection
+from retrieval.encoder import SentenceEncoder
+from retrieval.models import STUDENT_START, TEACHER
+from tests.test_collection import make_kb
+from tests.tiny_models import build_tiny_sentence_encoder
+
+DOCS = {
+    f"doc{i}.md": f"# {title}\n{body}\n## How do I {verb}?\nYou can {verb} from the settings page. We never store personal data."
+    for i, (title, body, verb) in enumerate([
+        ("Billing", "Refunds are paid within five days.", "cancel my subscription"),
+        ("Privacy", "We never use cookies or store personal data.", "delete my account"),
+        ("Teams", "Invite colleagues from the team settings page.", "add a new website"),
+        ("Exports", "Export stats as csv from the dashboard.", "change my email"),
+        ("Passwords", "Reset the password from the account page.", "reset my password"),
+    ])
+}
+
+
+@pytest.fixture
+def setup(tmp_path):
+    models = tmp_path / "models"
+    build_tiny_sentence_encoder(models / TEACHER, hidden=48, seed=1)
+    build_tiny_sentence_encoder(models / STUDENT_START, hidden=32, seed=2)
+    encoder = SentenceEncoder(models / STUDENT_START, device="cpu")
+    collection = Collection(tmp_path / "home" / "default", encoder, create=True, encoder_loader=SentenceEncoder)
+    kb = make_kb(tmp_path / "kb", DOCS)
+    collection.ingest(kb, Chunker(encoder.count_tokens, chunk_tokens=30, overlap_tokens=5))
+    return models, collection, kb
+
+
+def config(**overrides):
+    return DistillConfig(batch_size=4, max_examples=16, holdout_ratio=0.3, **overrides)
+
+
+def test_full_run_writes_a_versioned_student_and_promotes_only_if_better(setup):
+    models, collection, _ = setup
+    before = collection.store.get_meta("encoder")
+    report = distill_collection(collection, models, config(), device="cpu")
+    final = collection.directory / "encoders" / report.version
+    assert report.mode == "full" and report.version == "v0001" and report.triples > 0
+    assert json.loads((final / "distill_config.json").read_text())["batch_size"] == 4
+    assert json.loads((final / "metrics.json").read_text())["student"]["queries"] == report.held_out
+    if report.promoted:
+        assert report.student["mrr@10"] > report.serving["mrr@10"]
+        assert collection.encoder_dir == final and collection.store.get_meta("encoder") != before
+        assert freshness(collection)["chunks_newer_than_encoder"] == 0
+    else:
+        assert report.student["mrr@10"] <= report.serving["mrr@10"] and "kept" in report.reason
+        assert collection.store.get_meta("encoder") == before and collection.encoder_dir is None
+    assert collection.search("refunds", k=1)  # serving either way
+
+
+def test_teacher_vectors_are_cached_between_runs(setup):
+    models, collection, _ = setup
+    first = distill_collection(collection, models, config(full=True), device="cpu")
+    second = distill_collection(collection, models, config(full=True), device="cpu")
+    assert first.teacher_texts_encoded > 0 and second.teacher_texts_encoded == 0
+    assert second.version == "v0002"
+
+
+def test_interrupted_training_leaves_the_serving_state_alone(setup, monkeypatch):
+    models, collection, _ = setup
+    before = (collection.store.get_meta("encoder"), collection.store.generation)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(distill_run, "train_student", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        distill_collection(collection, models, config(), device="cpu")
+    assert (collection.store.get_meta("encoder"), collection.store.generation) == before
+    assert not list(collection.directory.glob("encoders/v*"))
+
+
+def test_incremental_run_trains_on_new_chunks_plus_replay(setup):
+    models, collection, kb = setup
+    # A student serves (promoted by hand here: the promotion decision is tested above), then the docs change.
+    encoder_dir = collection.directory / "encoders" / "v0001"
+    shutil.copytree(models / STUDENT_START, encoder_dir)
+    (encoder_dir / "kbqa-manifest.json").write_text((encoder_dir / "kbqa-manifest.json").read_text().replace("built in the test", "v0001"))
+    candidate = SentenceEncoder(encoder_dir, device="cpu")
+    chunks = collection.store.all_chunks()
+    ids = [c.chunk_id for c in chunks]
+    collection.promote(candidate, encoder_dir, dict(zip(ids, candidate.encode([c.embedding_text() for c in chunks]))),
+                       trained_on=ids)
+    (kb / "new.md").write_text("# Invoices\nInvoices are emailed monthly to the billing email.")
+    collection.ingest(kb, Chunker(candidate.count_tokens, chunk_tokens=30, overlap_tokens=5))
+    status = freshness(collection)
+    assert status["chunks_newer_than_encoder"] == 1 and status["encoder_dir"] == str(encoder_dir)
+    report = distill_collection(collection, models, config(replay_min=3), device="cpu")
+    assert report.mode == "incremental" and report.chunks_new == 1 and report.chunks_trained_on == 4
+    started = json.loads((collection.directory / "encoders" / report.version / "distill_config.json").read_text())
+    assert started["started_from"] == str(encoder_dir)
+    if report.promoted:
+        assert distill_collection(collection, models, config(), device="cpu").mode == "up to date"
