@@ -88,9 +88,10 @@ def main() -> None:
                 lines.append(f"| {name} | {split} | {len(picked)} | {label} | " +
                              " | ".join(f"{scores[k]:.3f}" for k in KEYS) + " |")
                 print(lines[-1], flush=True)
+        student_dir = student_collection.encoder_dir
         student_collection.close()
     texts = [c.embedding_text() for c in base.store.all_chunks()[:256]]
-    student = SentenceEncoder(student_collection.encoder_dir) if student_collection.encoder_dir else service.encoder
+    student = SentenceEncoder(student_dir) if student_dir else service.encoder
     t_rate, s_rate = throughput(teacher, texts), throughput(student, texts)
     short = [q["question"][:200] for q in questions[:256]]
     tq_rate, sq_rate = throughput(teacher, short), throughput(student, short)

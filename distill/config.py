@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass
 @dataclass
 class DistillConfig:
     epochs: int = 1
+    max_epochs: int = 4            # small collections repeat their triples up to this many times to use the
+                                   # example budget (covid: 1 epoch = 27 steps was too little: see README)
     batch_size: int = 16           # triples per step: 16 queries + 32 passages
     lr: float = 2e-5
     warmup_ratio: float = 0.1
@@ -18,6 +20,7 @@ class DistillConfig:
     margin_weight: float = 1.0      # MarginMSE on teacher-scored triples
     contrastive_weight: float = 1.0  # in-batch contrastive on (pseudo-query, chunk, hard negative); MarginMSE
                                      # alone lowered held-out MRR@10 on kb/ from 0.454 to 0.388
+    listwise_weight: float = 0.0   # KL to the teacher's softmax over the batch's passages
     mse_weight: float = 0.0        # MSE to the teacher's PCA-projected embeddings; 0 = MarginMSE alone (measured)
     bm25_weight: float = 0.0       # scorer for margins = teacher cosine + w * BM25 normalised per query
     passage_max_tokens: int = 256

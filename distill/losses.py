@@ -72,3 +72,25 @@ class InBatchContrastiveLoss(nn.Module):
         logits = self.scale * query @ candidates.T                   # (B, 2B)
         labels = torch.arange(len(query), device=query.device)       # query i's positive is row i
         return nn.functional.cross_entropy(logits, labels)
+
+
+class InBatchDistillLoss(nn.Module):
+    """Listwise distillation: the student's softmax over every passage in the batch should match the
+    teacher's (KL divergence, temperature-scaled), so the teacher's whole ranking is transferred,
+    not one margin per triple.
+
+    | inputs | shape |
+    |---|---|
+    | query, positive, negative embeddings of the student (L2-normalised) | (B, D) each |
+    | teacher scores of each query against the batch's passages [positives; negatives] | (B, 2B) |
+    """
+
+    def __init__(self, student_scale: float = 20.0, teacher_scale: float = 20.0):
+        super().__init__()
+        self.student_scale, self.teacher_scale = student_scale, teacher_scale
+
+    def forward(self, query: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor,
+                teacher_scores: torch.Tensor) -> torch.Tensor:
+        student_logits = self.student_scale * query @ torch.cat([positive, negative]).T  # (B, 2B)
+        target = nn.functional.softmax(self.teacher_scale * teacher_scores, dim=-1)
+        return nn.functional.kl_div(nn.functional.log_softmax(student_logits, dim=-1), target, reduction="batchmean")

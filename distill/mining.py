@@ -15,6 +15,7 @@ class Triple:
     positive: int        # index into the passage list
     negative: int
     teacher_margin: float
+    query_index: int = -1  # row of the query's teacher vector, for listwise distillation
 
 
 def bm25_scores(passages: list[str], queries: list[str]) -> np.ndarray:
@@ -52,5 +53,5 @@ def mine_triples(queries: list[PseudoQuery], query_vectors: np.ndarray, passage_
         if not others:
             continue
         negative = rng.choice(others)
-        triples.append(Triple(query.text, positive, negative, float(scores[row, positive] - scores[row, negative])))
+        triples.append(Triple(query.text, positive, negative, float(scores[row, positive] - scores[row, negative]), row))
     return triples

@@ -123,7 +123,8 @@ def distill_collection(collection: Collection, models_dir: Path, config: Distill
         pca = TeacherPCA(teacher_passages, student.get_embedding_dimension())
         texts = [q.text for q in train_queries] + passages
         pca_targets = dict(zip(texts, pca(np.concatenate([teacher_queries, teacher_passages])).astype(np.float32)))
-    losses = train_student(student, triples, passages, config, device, pca_targets, show_progress)
+    losses = train_student(student, triples, passages, config, device, pca_targets, show_progress,
+                           teacher_queries=teacher_queries, teacher_passages=teacher_passages)
     clock["train"] = time.perf_counter()
 
     # Save a versioned student (config and metrics beside it), whatever the verdict.

@@ -80,3 +80,13 @@ def test_teacher_cache_encodes_each_text_once(tmp_path, fake_encoder):
     again = TeacherCache(tmp_path / "cache.sqlite", fake_encoder).encode(["c d", "a b", "e f"])
     assert fake_encoder.calls == [2, 1]
     assert np.allclose(first[0], again[1]) and np.allclose(first[1], again[0])
+
+
+def test_listwise_distillation_is_zero_when_student_matches_teacher():
+    q = torch.nn.functional.normalize(torch.tensor([[1.0, 0.2], [0.1, 1.0]]), dim=-1)
+    p, n = q.clone(), -q.clone()
+    teacher = q @ torch.cat([p, n]).T
+    from distill.losses import InBatchDistillLoss
+
+    assert InBatchDistillLoss()(q, p, n, teacher).item() == pytest.approx(0.0, abs=1e-6)
+    assert InBatchDistillLoss()(q, p, n, -teacher).item() > 1.0

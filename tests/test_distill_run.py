@@ -62,7 +62,7 @@ def test_full_run_writes_a_versioned_student_and_promotes_only_if_better(setup):
 
 def test_teacher_vectors_are_cached_between_runs(setup):
     models, collection, _ = setup
-    first = distill_collection(collection, models, config(full=True), device="cpu")
+    first = distill_collection(collection, models, config(full=True, listwise_weight=1.0, mse_weight=0.5), device="cpu")
     second = distill_collection(collection, models, config(full=True), device="cpu")
     assert first.teacher_texts_encoded > 0 and second.teacher_texts_encoded == 0
     assert second.version == "v0002"

@@ -65,3 +65,22 @@ def test_api_answers_with_a_resolvable_citation_and_abstains_off_topic(ingested)
         off_topic = client.post("/v1/ask", json={"question": "What is the boiling point of mercury in kelvin?"}).json()
         assert off_topic["abstained"] is True and off_topic["citations"] == []
         assert off_topic["answer"] == "I don't know based on the documentation."
+
+
+def test_distill_on_real_models_small_collection(home, tmp_path):
+    small = tmp_path / "small"
+    small.mkdir()
+    for name in ("2fa.md", "billing.md", "cancel-subscription.md", "change-email.md", "excluding.md",
+                 "export-stats.md", "reset-password.md", "delete-account.md"):
+        (small / name).write_text((REPO / "kb" / "docs" / name).read_text())
+    assert kbqa(home, "ingest", str(small), "--collection", "small").returncode == 0
+    done = kbqa(home, "distill", "--collection", "small", "--max-examples", "32", "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["mode"] == "full" and report["version"] == "v0001" and report["triples"] >= 32
+    assert report["student"]["queries"] == report["held_out"] > 0
+    assert (report["student"]["mrr@10"] > report["serving"]["mrr@10"]) == report["promoted"]
+    status = json.loads(kbqa(home, "status", "--collection", "small", "--json").stdout)[0]
+    assert status["chunks_newer_than_encoder"] == (0 if report["promoted"] else status["chunks"])
+    found = json.loads(kbqa(home, "search", "enable two-factor authentication", "--collection", "small", "--json").stdout)
+    assert found["results"][0]["source"] == "2fa.md"
