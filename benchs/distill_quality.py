@@ -10,6 +10,7 @@ Also: query/passage encoding throughput of the student vs the teacher (same text
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -54,6 +55,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--datasets", nargs="*", default=["emanualqa", "covid_faq_deepset", "techqa_dev"])
     parser.add_argument("--out", type=Path, default=Path("benchs/results/distill_quality.md"))
+    parser.add_argument("--config", default="{}", help='DistillConfig overrides as JSON, e.g. \'{"listwise_weight": 1}\'')
     args = parser.parse_args()
     service = KbqaService.load(Settings(home=BENCH_HOME), with_generator=False)
     teacher = SentenceEncoder(model_path(BENCH_HOME / "models", TEACHER))
@@ -65,7 +67,8 @@ def main() -> None:
         shutil.rmtree(copy_dir, ignore_errors=True)
         shutil.copytree(base.directory, copy_dir, ignore=shutil.ignore_patterns("encoders"))
         student_collection = Collection(copy_dir, service.encoder, encoder_loader=SentenceEncoder)
-        report = distill_collection(student_collection, BENCH_HOME / "models", DistillConfig(full=True), show_progress=True)
+        config = DistillConfig(**{**json.loads(args.config), "full": True})
+        report = distill_collection(student_collection, BENCH_HOME / "models", config, show_progress=True)
         shutil.copyfile(copy_dir / "teacher_cache.sqlite", base.directory / "teacher_cache.sqlite")  # reuse next time
         notes.append(f"- {name}: {report.reason}; {report.chunks_total} chunks, {report.pseudo_queries} pseudo-queries, "
                      f"seconds {report.seconds}")
@@ -99,7 +102,7 @@ def main() -> None:
               "|---|---|---|---|",
               f"| 256 passages of {name} | {t_rate:.1f} | {s_rate:.1f} | {s_rate / t_rate:.1f}x |",
               f"| 256 questions of {name} | {tq_rate:.1f} | {sq_rate:.1f} | {sq_rate / tq_rate:.1f}x |",
-              "", "Distillation runs:", *notes]
+              "", f"Distillation runs (config overrides {args.config}):", *notes]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines[-(len(notes) + 7):]))
