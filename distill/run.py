@@ -6,6 +6,7 @@ any point leaves the serving encoder and index as they were.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import shutil
@@ -93,6 +94,8 @@ def distill_collection(collection: Collection, models_dir: Path, config: Distill
         replay = random.Random(config.seed).sample(old, min(len(old), max(config.replay_min, int(config.replay_ratio * len(new)))))
         train_chunks = new + replay
     report.chunks_trained_on = len(train_chunks)
+    if incremental:  # new chunks plus replay are seen once: repeating them would cost what a full run costs
+        config = dataclasses.replace(config, max_epochs=1)
 
     queries = make_pseudo_queries(train_chunks, config.sentences_per_chunk, config.seed)
     train_queries, held_out = split_holdout(queries, config.holdout_ratio, config.seed)

@@ -14,7 +14,7 @@ from distill.mining import Triple
 
 
 def _embed(student, texts: list[str], device: str) -> torch.Tensor:
-    features = student.tokenize(texts)
+    features = student.preprocess(texts)
     features = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in features.items()}
     return torch.nn.functional.normalize(student(features)["sentence_embedding"], dim=-1)  # (B, D)
 
