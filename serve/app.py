@@ -21,6 +21,13 @@ def _error(status: int, message: str, detail: object | None = None) -> JSONRespo
     return JSONResponse(status_code=status, content={"error": message, "detail": detail})
 
 
+def _status_handler(status: int):
+    async def handler(_: Request, exc: Exception) -> JSONResponse:
+        return _error(status, str(exc))
+
+    return handler
+
+
 def create_app(settings: Settings | None = None, service: KbqaService | None = None) -> FastAPI:
     settings = settings or Settings()
 
@@ -48,20 +55,8 @@ def create_app(settings: Settings | None = None, service: KbqaService | None = N
         problems = [{"field": ".".join(str(p) for p in e["loc"]), "problem": e["msg"]} for e in exc.errors()]
         return _error(422, "invalid request", problems)
 
-    @app.exception_handler(UnknownCollection)
-    async def unknown_collection(_: Request, exc: UnknownCollection) -> JSONResponse:
-        return _error(404, str(exc))
-
-    @app.exception_handler(EncoderMismatch)
-    async def encoder_mismatch(_: Request, exc: EncoderMismatch) -> JSONResponse:
-        return _error(409, str(exc))
-
-    @app.exception_handler(ModelNotReady)
-    async def model_not_ready(_: Request, exc: ModelNotReady) -> JSONResponse:
-        return _error(503, str(exc))
-
-    @app.exception_handler(ValueError)
-    async def bad_value(_: Request, exc: ValueError) -> JSONResponse:
-        return _error(422, str(exc))
+    # The caller's mistakes and known states map to 4xx/503 with the message that names the fix.
+    for error_type, status in ((UnknownCollection, 404), (EncoderMismatch, 409), (ModelNotReady, 503), (ValueError, 422)):
+        app.add_exception_handler(error_type, _status_handler(status))
 
     return app
