@@ -51,6 +51,8 @@ def main() -> None:
     source = work / "source"
     source.mkdir(parents=True)
     name = f"{args.dataset.replace('_', '-')}-incremental"
+    for stale in (name, name + "-full"):  # an earlier run's promoted student would be the baseline otherwise
+        shutil.rmtree(BENCH_HOME / "collections" / stale, ignore_errors=True)
     cached = BENCH_HOME / "collections" / args.dataset.replace("_", "-") / "teacher_cache.sqlite"
     collection = service.collection(name, create=True)
     if cached.exists():  # the teacher's vectors of these texts, if distill_quality.py ran: both arms share them
@@ -65,7 +67,6 @@ def main() -> None:
 
     # The full arm: the complete docs in a collection still served by MiniLM, distilled from scratch.
     full_name = name + "-full"
-    shutil.rmtree(BENCH_HOME / "collections" / full_name, ignore_errors=True)
     full_collection = service.collection(full_name, create=True)
     service.ingest(source, full_name)
     start = time.perf_counter()

@@ -89,6 +89,44 @@ def cmd_distill(args) -> int:
     return 0
 
 
+def cmd_train_generator(args) -> int:
+    import random
+
+    from distill.generator_data import faq_pairs, make_example, read_examples
+    from distill.generator_train import SHIPPED_EXAMPLES, GeneratorTrainConfig, train_generator
+    from retrieval.encoder import pick_device
+    from retrieval.models import GENERATOR_BASE, model_path
+
+    service = _service(with_generator=False)
+    examples = [] if args.no_shipped else read_examples(SHIPPED_EXAMPLES)
+    for path in args.examples or []:
+        examples += read_examples(Path(path))
+    mined = 0
+    if args.collection in service.collection_names():
+        collection = service.collection(args.collection)
+        rng = random.Random(0)
+        for question, answer, gold in faq_pairs(collection.store.all_chunks()):
+            hits = collection.search(question, 8)
+            distractors = [{"title": " > ".join(p for p in (h.chunk.title, h.chunk.heading) if p), "text": h.chunk.text}
+                           for h in hits if h.chunk.chunk_id != gold["chunk_id"]]
+            keep_gold = rng.random() >= 0.25  # a quarter teach abstention: the answer is not among the passages
+            examples.append(make_example(question, answer if keep_gold else None, gold if keep_gold else None,
+                                         distractors, service.settings.prompt_passages, rng))
+            mined += 1
+    config = GeneratorTrainConfig(epochs=args.epochs, max_examples=args.max_examples, lr=args.lr)
+    print(f"{len(examples)} training examples ({mined} mined from the FAQ headings of collection "
+          f"{args.collection!r}); device {pick_device()}", file=sys.stderr)
+    report = train_generator(model_path(service.home.models_dir, GENERATOR_BASE), examples, service.home.models_dir,
+                             config, device=pick_device(), show_progress=not args.json,
+                             source=f"shipped examples + {mined} FAQ pairs of {args.collection}")
+    if args.json:
+        print(json.dumps(report, indent=1))
+    else:
+        print(f"generator adapter {report['version']} is now current: {report['examples']} examples in "
+              f"{report['seconds']:.0f} s, final loss {report['loss_per_step'][-1]}; restart `kbqa serve` to load it")
+    return 0
+
+
 def cmd_status(args) -> int:
     from distill.run import freshness
 
@@ -150,6 +188,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-examples", type=int, default=1200)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_distill)
+
+    p = sub.add_parser("train-generator", help="fine-tune the generator (LoRA) on grounded, cited answers")
+    p.add_argument("--collection", default="default", help="also learn from this collection's FAQ headings")
+    p.add_argument("--examples", action="append", help="extra training examples (JSONL), repeatable")
+    p.add_argument("--no-shipped", action="store_true", help="skip the examples shipped with kbqa")
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--max-examples", type=int)
+    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_train_generator)
 
     p = sub.add_parser("status", help="collections and how much of each is newer than its encoder")
     p.add_argument("--collection")

@@ -54,9 +54,10 @@ def cited_numbers(answer: str, n_passages: int) -> tuple[str, list[int]]:
 
 
 class Generator:
-    """SmolLM2 (or a fine-tuned successor) from a prepared checkpoint folder, greedy decoding."""
+    """SmolLM2 from a prepared checkpoint folder, optionally with a fine-tuned LoRA adapter merged in; greedy."""
 
-    def __init__(self, model_dir: Path, device: str | None = None, max_new_tokens: int = 96):
+    def __init__(self, model_dir: Path, device: str | None = None, max_new_tokens: int = 96,
+                 adapter_dir: Path | None = None):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -64,20 +65,53 @@ class Generator:
         verify(model_dir)
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).to(self.device).eval()
-        self.max_new_tokens = max_new_tokens
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
         self.name = model_dir.name
+        if adapter_dir is not None:
+            from peft import PeftModel
+
+            verify(Path(adapter_dir))
+            # Merged once at load: serving then costs exactly what the base model costs.
+            model = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
+            self.name = f"{model_dir.name}+{Path(adapter_dir).name}"
+        self.model = model.to(self.device).eval()
+        self.max_new_tokens = max_new_tokens
         self._lock = threading.Lock()  # one generation at a time: the CPU has no spare cores for two
 
-    def generate(self, messages: list[dict]) -> tuple[str, int, int]:
-        """(text, prompt tokens, new tokens)."""
+    def stream(self, messages: list[dict], stats: dict | None = None):
+        """Yields decoded text pieces as they are generated; fills stats with token counts at the end."""
         import torch
+        from transformers import TextIteratorStreamer
 
         inputs = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True,
                                                     return_tensors="pt", return_dict=True).to(self.device)
-        with self._lock, torch.inference_mode():
-            output = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False,
-                                         repetition_penalty=1.1, pad_token_id=self.tokenizer.eos_token_id)
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        result: dict = {}
+
+        def run() -> None:
+            try:
+                with torch.inference_mode():
+                    result["output"] = self.model.generate(
+                        **inputs, max_new_tokens=self.max_new_tokens, do_sample=False, repetition_penalty=1.1,
+                        pad_token_id=self.tokenizer.eos_token_id, streamer=streamer)
+            except BaseException as exc:  # re-raised in the caller's thread once the stream ends
+                result["error"] = exc
+                streamer.end()
+
+        with self._lock:
+            worker = threading.Thread(target=run, daemon=True)
+            worker.start()
+            yield from streamer
+            worker.join()
+        if "error" in result:
+            raise result["error"]
         prompt_len = inputs["input_ids"].shape[1]
-        new = output[0][prompt_len:]
-        return self.tokenizer.decode(new, skip_special_tokens=True).strip(), prompt_len, len(new)
+        if stats is not None:
+            stats["prompt_tokens"] = prompt_len
+            stats["new_tokens"] = int(result["output"].shape[1] - prompt_len)
+
+    def generate(self, messages: list[dict]) -> tuple[str, int, int]:
+        """(text, prompt tokens, new tokens)."""
+        stats: dict = {}
+        text = "".join(self.stream(messages, stats)).strip()
+        return text, stats["prompt_tokens"], stats["new_tokens"]

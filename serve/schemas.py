@@ -49,7 +49,10 @@ class AskResponse(BaseModel):
     question: str
     answer: str
     abstained: bool
+    grounding: str = Field(description="generated (passed the support check), extractive (an unsupported "
+                           "answer was replaced by sentences quoted from the best passage) or abstained")
     citations: list[CitationOut]
+    unsupported: list[str] = Field(description="generated sentences the support check rejected")
     timings_ms: dict[str, float]
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 from ingest.chunker import Chunker
 from retrieval.collection import Collection, IngestReport, SearchHit
@@ -20,7 +21,8 @@ class KbqaService:
         self.encoder = encoder  # default for collections without a distilled encoder of their own
         self.encoder_loader = encoder_loader
         self.chunker = Chunker(encoder.count_tokens)
-        self.answerer = (Answerer(generator, settings.min_relevance, settings.prompt_passages)
+        self.answerer = (Answerer(generator, settings.min_relevance, settings.prompt_passages,
+                                  settings.support_threshold, settings.on_unsupported)
                          if generator is not None else None)
         self._collections: dict[str, Collection] = {}
         self._lock = threading.Lock()
@@ -34,7 +36,8 @@ class KbqaService:
             from serve.generator import Generator
 
             generator = Generator(model_path(settings.kbqa_home.models_dir, GENERATOR_BASE),
-                                  max_new_tokens=settings.max_new_tokens)
+                                  max_new_tokens=settings.max_new_tokens,
+                                  adapter_dir=resolve_adapter(settings.generator_adapter, settings.kbqa_home.models_dir))
         return cls(settings, encoder, generator)
 
     def collection(self, name: str, create: bool = False) -> Collection:
@@ -67,6 +70,20 @@ class KbqaService:
     def close(self) -> None:
         for collection in self._collections.values():
             collection.close()
+
+
+def resolve_adapter(choice: str, models_dir: Path) -> Path | None:
+    """Which fine-tuned generator adapter to load (see Settings.generator_adapter)."""
+    from distill.generator_train import SHIPPED_ADAPTER, current_adapter
+    from retrieval.models import MANIFEST
+
+    if choice == "none":
+        return None
+    if choice != "auto":
+        if not Path(choice).is_dir():
+            raise FileNotFoundError(f"generator adapter {choice} does not exist")
+        return Path(choice)
+    return current_adapter(models_dir) or (SHIPPED_ADAPTER if (SHIPPED_ADAPTER / MANIFEST).exists() else None)
 
 
 def hit_to_dict(hit: SearchHit) -> dict:

@@ -20,6 +20,14 @@ class Settings(BaseSettings):
     min_relevance: float = 0.38
     prompt_passages: int = Field(3, ge=1, le=10, description="passages shown to the generator")
     max_new_tokens: int = Field(96, ge=8, le=1024)
+    # An answer sentence needs this share of its content words in the passages it cites, else the
+    # answer is replaced (see serve/grounding.py; chosen on the tune split by benchs/answer_quality.py).
+    support_threshold: float = Field(0.6, ge=0.0, le=1.0)
+    on_unsupported: str = Field("extractive", pattern="^(extractive|abstain)$",
+                                description="what replaces an unsupported answer")
+    # auto: the adapter `kbqa train-generator` made current, else the one shipped in distill/adapters,
+    # else none (the base model); none: always the base model; or a path to an adapter folder.
+    generator_adapter: str = "auto"
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
 

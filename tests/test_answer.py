@@ -13,9 +13,11 @@ class ScriptedGenerator:
     def __init__(self, text):
         self.text, self.prompts = text, []
 
-    def generate(self, messages):
+    def stream(self, messages, stats=None):
         self.prompts.append(messages)
-        return self.text, 100, 10
+        if stats is not None:
+            stats.update(prompt_tokens=100, new_tokens=10)
+        yield from (piece + " " for piece in self.text.split(" "))
 
 
 def hit(source, text, cosine, heading=""):
@@ -92,3 +94,49 @@ def test_tiny_real_generator_runs_end_to_end(tmp_path):
     generator = Generator(build_tiny_generator(tmp_path / "gen"), device="cpu", max_new_tokens=5)
     text, prompt_tokens, new_tokens = generator.generate(build_messages("the answer", [Passage("a", "w1 w2")]))
     assert isinstance(text, str) and prompt_tokens > 5 and 1 <= new_tokens <= 5
+
+
+def test_unsupported_answer_is_replaced_by_a_quote_from_the_top_passage():
+    generator = ScriptedGenerator("Refunds arrive by cheque from the Berlin office within ninety days [1].")
+    answer = Answerer(generator, 0.3, support_threshold=0.6).answer("When are refunds paid?", HITS)
+    assert answer.grounding == "extractive" and not answer.abstained
+    assert answer.answer == "Refunds are paid within five days. [1]"
+    assert [c.source for c in answer.citations] == ["refunds"]
+    assert answer.unsupported == ["Refunds arrive by cheque from the Berlin office within ninety days."]
+
+
+def test_unsupported_answer_abstains_when_configured_so():
+    generator = ScriptedGenerator("Refunds arrive by cheque from the Berlin office within ninety days [1].")
+    answer = Answerer(generator, 0.3, on_unsupported="abstain").answer("When are refunds paid?", HITS)
+    assert answer.abstained and answer.grounding == "abstained" and answer.citations == []
+
+
+def test_supported_answer_is_kept_as_generated():
+    answer = Answerer(ScriptedGenerator("Refunds are paid within five days [1]."), 0.3).answer("refunds?", HITS)
+    assert answer.grounding == "generated" and answer.answer == "Refunds are paid within five days [1]."
+    assert answer.unsupported == []
+
+
+def test_stream_yields_tokens_then_the_final_answer():
+    events = list(Answerer(ScriptedGenerator("Refunds are paid within five days [1]."), 0.3).stream("q", HITS))
+    kinds = [kind for kind, _ in events]
+    assert kinds[-1] == "final" and set(kinds[:-1]) == {"token"} and len(kinds) > 2
+    assert "".join(v for k, v in events if k == "token").strip() == events[-1][1].answer
+
+
+def test_support_check_and_extraction():
+    from serve.grounding import check_support, extract_answer
+
+    verdicts = check_support("Yes. Cookies are never stored on visitors' devices [1].",
+                             ["Plausible stores no cookies on the devices of visitors."], threshold=0.6)
+    assert [v.supported for v in verdicts] == [True, True] and verdicts[0].support == 1.0
+    assert not check_support("Payments are refunded by cheque in Berlin.", ["Cookies are not used."], 0.6)[0].supported
+    text = "Intro line here. Refunds are paid within five days. Teams are invited from settings."
+    assert extract_answer("how fast are refunds paid", text, max_sentences=1) == "Refunds are paid within five days."
+
+
+def test_tiny_real_generator_streams(tmp_path):
+    generator = Generator(build_tiny_generator(tmp_path / "gen"), device="cpu", max_new_tokens=4)
+    stats = {}
+    pieces = list(generator.stream(build_messages("q", [Passage("a", "w1")]), stats))
+    assert stats["new_tokens"] >= 1 and all(isinstance(p, str) for p in pieces)

@@ -1,0 +1,207 @@
+"""Answer quality on real questions: extractive baseline vs the generator (base or fine-tuned), with and without
+the support check.
+
+    python benchs/answer_quality.py --data PATH/TO/shared/data [--split report] [--per-dataset 40]
+                                    [--adapter PATH] [--label NAME]
+
+For each dataset (emanualqa, covid_faq_deepset, techqa_dev) a fixed sample of answerable questions of the
+split, plus every TechQA unanswerable question of the split, goes through the product's path: hybrid
+retrieval in the dataset's collection, the relevance gate, three passages, the generator. Generations are
+cached in .kbqa-bench/answers/ so the support-check sweep costs nothing. Reported per system:
+token-F1 and ROUGE-L against the reference answer (answerable questions; an abstention scores 0),
+citation precision (cited passage from a gold document), abstention precision/recall on TechQA's
+unanswerable questions, abstention on answerable questions whose gold passage was in the prompt,
+and the share of answers with a sentence the support check rejects.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import sys
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from benchs.common import BENCH_HOME, dataset_files, load_questions, open_collection, split_of  # noqa: E402
+from retrieval.models import GENERATOR_BASE, model_path  # noqa: E402
+from serve.answer import Answerer  # noqa: E402
+from serve.generator import ABSTENTION, Generator, build_messages  # noqa: E402
+from serve.grounding import check_support, extract_answer  # noqa: E402
+from serve.service import KbqaService  # noqa: E402
+from serve.settings import Settings  # noqa: E402
+
+DATASETS = ("emanualqa", "covid_faq_deepset", "techqa_dev")
+_TOKEN = re.compile(r"[a-z0-9]+")
+_CITE = re.compile(r"\s*\[\d{1,2}\]")
+
+
+def tokens(text: str) -> list[str]:
+    return _TOKEN.findall(_CITE.sub("", text).lower())
+
+
+def token_f1(prediction: str, reference: str) -> float:
+    p, r = tokens(prediction), tokens(reference)
+    common = sum((Counter(p) & Counter(r)).values())
+    if not p or not r or not common:
+        return 0.0
+    precision, recall = common / len(p), common / len(r)
+    return 2 * precision * recall / (precision + recall)
+
+
+def rouge_l(prediction: str, reference: str) -> float:
+    """ROUGE-L F1 on lower-cased word tokens (longest common subsequence, as in Lin 2004)."""
+    p, r = tokens(prediction), tokens(reference)
+    if not p or not r:
+        return 0.0
+    previous = [0] * (len(r) + 1)
+    for a in p:
+        current = [0]
+        for j, b in enumerate(r):
+            current.append(previous[j] + 1 if a == b else max(previous[j + 1], current[j]))
+        previous = current
+    lcs = previous[-1]
+    if not lcs:
+        return 0.0
+    precision, recall = lcs / len(p), lcs / len(r)
+    return 2 * precision * recall / (precision + recall)
+
+
+def sample_questions(data: Path, name: str, split: str, per_dataset: int) -> list[dict]:
+    questions = [q for q in load_questions(dataset_files(data, name)[1]) if split_of(q["id"]) == split]
+    answerable = [q for q in questions if q.get("answerable", True) and q.get("gold_ids")]
+    unanswerable = [q for q in questions if not (q.get("answerable", True) and q.get("gold_ids"))]
+    return random.Random(0).sample(answerable, min(per_dataset, len(answerable))) + unanswerable
+
+
+def generate_all(args, service: KbqaService, answerer: Answerer, generator: Generator | None, cache: Path) -> list[dict]:
+    """One row per question: the prompt passages, and the generator's raw text (cached)."""
+    done = {}
+    if cache.exists():
+        done = {r["id"]: r for r in map(json.loads, cache.read_text().splitlines())}
+    rows = []
+    with cache.open("a") as out:
+        for name in DATASETS:
+            collection = open_collection(service, args.data, name)
+            for q in sample_questions(args.data, name, args.split, args.per_dataset):
+                if q["id"] in done:
+                    rows.append(done[q["id"]])
+                    continue
+                used = answerer.select(collection.search(q["question"], 5))
+                passages = answerer.passages(used)
+                raw = generator.generate(build_messages(q["question"], passages))[0] if used and generator else None
+                row = {"id": q["id"], "dataset": name, "question": q["question"], "reference": q.get("answer") or "",
+                       "gold_ids": q.get("gold_ids") or [], "answerable": bool(q.get("answerable", True) and q.get("gold_ids")),
+                       "passages": [{"doc_id": h.chunk.doc_id, "title": p.title, "text": p.text} for h, p in zip(used, passages)],
+                       "raw": raw}
+                out.write(json.dumps(row) + "\n")
+                out.flush()
+                rows.append(row)
+                print(f"{len(rows)} {name} {q['id']}: {(raw or ABSTENTION)[:80]!r}", flush=True)
+    return rows
+
+
+def outcome(row: dict, system: str, threshold: float) -> tuple[str, list[int], bool]:
+    """(answer text, cited passage numbers, abstained) of a system on a cached row."""
+    if not row["passages"]:
+        return ABSTENTION, [], True
+    if system == "extractive":
+        return extract_answer(row["question"], row["passages"][0]["text"]), [1], False
+    from ingest.records import Chunk
+    from retrieval.collection import SearchHit
+
+    used = [SearchHit(Chunk(p["doc_id"], p["doc_id"], p["title"], "", 0, p["text"]), 1.0, 1.0) for p in row["passages"]]
+    policy = {"generator": "none", "generator+check": "extractive", "generator+check/abstain": "abstain"}[system]
+    answerer = Answerer(None, -1.0, len(used), threshold if policy != "none" else 0.0,
+                        policy if policy != "none" else "extractive")
+    answer = answerer.finish(row["question"], row["raw"], used, {})
+    return answer.answer, [c.n for c in answer.citations], answer.abstained
+
+
+def score(rows: list[dict], system: str, threshold: float) -> dict[str, float]:
+    f1, rl, cite_ok, cites, unsupported, answered = [], [], 0, 0, 0, 0
+    abst_unans, abst_total, unans = 0, 0, 0
+    abst_gold_in_prompt, gold_in_prompt = 0, 0
+    for row in rows:
+        text, numbers, abstained = outcome(row, system, threshold)
+        gold = set(row["gold_ids"])
+        if row["answerable"]:
+            f1.append(0.0 if abstained else token_f1(text, row["reference"]))
+            rl.append(0.0 if abstained else rouge_l(text, row["reference"]))
+            if any(p["doc_id"] in gold for p in row["passages"]):
+                gold_in_prompt += 1
+                abst_gold_in_prompt += abstained
+        if row["dataset"] == "techqa_dev":
+            unans += not row["answerable"]
+            abst_total += abstained
+            abst_unans += abstained and not row["answerable"]
+        if not abstained:
+            answered += 1
+            cites += len(numbers)
+            cite_ok += sum(row["passages"][n - 1]["doc_id"] in gold for n in numbers)
+            texts = [row["passages"][n - 1]["title"] + " " + row["passages"][n - 1]["text"] for n in numbers]
+            unsupported += any(not v.supported for v in check_support(text, texts, threshold))
+    return {"token-F1": sum(f1) / len(f1), "ROUGE-L": sum(rl) / len(rl),
+            "citation precision": cite_ok / cites if cites else 0.0,
+            "abstention precision (TechQA)": abst_unans / abst_total if abst_total else 0.0,
+            "abstention recall (TechQA)": abst_unans / unans if unans else 0.0,
+            "abstains, gold in prompt": abst_gold_in_prompt / gold_in_prompt if gold_in_prompt else 0.0,
+            "answers with an unsupported sentence": unsupported / answered if answered else 0.0}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--split", default="report", choices=("tune", "report"))
+    parser.add_argument("--per-dataset", type=int, default=40)
+    parser.add_argument("--adapter", type=Path, help="a fine-tuned LoRA adapter folder (default: the base model)")
+    parser.add_argument("--label", help="name of the generator in the table")
+    parser.add_argument("--threshold", type=float, default=Settings().support_threshold)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    label = args.label or (args.adapter.name if args.adapter else "base")
+    settings = Settings(home=BENCH_HOME)
+    service = KbqaService.load(settings, with_generator=False)
+    generator = Generator(model_path(settings.kbqa_home.models_dir, GENERATOR_BASE),
+                          max_new_tokens=settings.max_new_tokens, adapter_dir=args.adapter)
+    answerer = Answerer(None, settings.min_relevance, settings.prompt_passages)
+    cache = BENCH_HOME / "answers" / f"{label}-{args.split}-{args.per_dataset}.jsonl"
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    rows = generate_all(args, service, answerer, generator, cache)
+
+    systems = ["extractive", "generator", "generator+check", "generator+check/abstain"]
+    results = {s: score(rows, s, args.threshold) for s in systems}
+    columns = list(results["extractive"])
+    n_answerable = sum(r["answerable"] for r in rows)
+    lines = [f"Generator `{label}`, {args.split} split: {n_answerable} answerable questions "
+             f"({args.per_dataset} per dataset) + {len(rows) - n_answerable} TechQA unanswerable; "
+             f"support threshold {args.threshold}.", "",
+             "| system | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for system in systems:
+        name = system.replace("generator", label)
+        lines.append(f"| {name} | " + " | ".join(f"{results[system][c]:.3f}" for c in columns) + " |")
+    lines += ["", "Support-threshold sweep (generator+check):", "",
+              "| threshold | token-F1 | ROUGE-L | citation precision | answers with an unsupported sentence (of the raw generator) |",
+              "|---|---|---|---|---|"]
+    for threshold in (0.4, 0.5, 0.6, 0.7, 0.8):
+        checked, raw = score(rows, "generator+check", threshold), score(rows, "generator", threshold)
+        lines.append(f"| {threshold} | {checked['token-F1']:.3f} | {checked['ROUGE-L']:.3f} | "
+                     f"{checked['citation precision']:.3f} | {raw['answers with an unsupported sentence']:.3f} |")
+    per_dataset = []
+    for name in DATASETS:
+        subset = [r for r in rows if r["dataset"] == name]
+        cells = [f"{score(subset, s, args.threshold)['token-F1']:.3f}" for s in systems]
+        per_dataset.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", "token-F1 per dataset:", "", "| dataset | " + " | ".join(s.replace("generator", label) for s in systems) + " |",
+              "|---" * (len(systems) + 1) + "|"] + per_dataset
+    out = args.out or Path(f"benchs/results/answer_quality_{label}_{args.split}.md")
+    out.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""Training examples for the grounded generator: question + shuffled passages -> cited answer or abstention.
+
+An example is {"question", "passages": [{"title", "text"}], "target"}; the prompt is built at training
+time with serve.generator.build_messages, so training and serving always share one prompt format.
+Passages are the gold passage among distractors retrieved by kbqa itself; for a share of examples the
+gold passage is left out and the target becomes the abstention sentence.
+"""
+from __future__ import annotations
+
+import json
+import random
+import re
+from pathlib import Path
+
+from serve.generator import ABSTENTION
+from serve.grounding import content_words, split_sentences
+
+_FAQ_HEADING = re.compile(r"\?\s*$")
+MAX_TARGET_WORDS = 60
+
+
+def short_answer(text: str, max_words: int = MAX_TARGET_WORDS) -> str:
+    """The first sentences of a reference answer, within a word budget: the answers we want are short."""
+    kept: list[str] = []
+    for sentence in split_sentences(" ".join(text.split())):
+        if kept and len(" ".join(kept + [sentence]).split()) > max_words:
+            break
+        kept.append(sentence)
+    words = " ".join(kept).split()
+    return " ".join(words[:max_words]) + (" ..." if len(words) > max_words else "")
+
+
+def best_passage(answer: str, candidates: list[dict]) -> dict | None:
+    """The candidate sharing most content words with the answer (the gold passage inside a gold document)."""
+    words = content_words(answer)
+    scored = [(len(words & content_words(c["text"])), i) for i, c in enumerate(candidates)]
+    best = max(scored, default=(0, -1))
+    return candidates[best[1]] if best[0] > 0 else None
+
+
+def make_example(question: str, answer: str | None, gold: dict | None, distractors: list[dict],
+                 n_passages: int, rng: random.Random) -> dict:
+    """Gold among distractors, shuffled, target cites its position; no gold (or no answer) -> abstention."""
+    passages = [{"title": d["title"], "text": d["text"]} for d in distractors[: n_passages - (gold is not None)]]
+    if gold is not None and answer:
+        passages.append({"title": gold["title"], "text": gold["text"]})
+        rng.shuffle(passages)
+        n = next(i for i, p in enumerate(passages, start=1) if p["text"] == gold["text"])
+        target = f"{short_answer(answer)} [{n}]"
+    else:
+        rng.shuffle(passages)
+        target = ABSTENTION
+    return {"question": " ".join(question.split()), "passages": passages, "target": target}
+
+
+def faq_pairs(chunks) -> list[tuple[str, str, dict]]:
+    """(question, answer, gold passage) from the knowledge base's own FAQ headings and their sections."""
+    pairs = []
+    for chunk in chunks:
+        heading = (chunk.heading or "").split(" > ")[-1].strip()
+        if _FAQ_HEADING.search(heading) and len(chunk.text.split()) >= 8:
+            body = chunk.text.split("\n", 1)[-1] if chunk.text.startswith(("#", heading)) else chunk.text
+            passage = {"title": " > ".join(p for p in (chunk.title, chunk.heading) if p), "text": chunk.text,
+                       "chunk_id": chunk.chunk_id}
+            pairs.append((heading, short_answer(body), passage))
+    return pairs
+
+
+def read_examples(path: Path) -> list[dict]:
+    examples = []
+    for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        example = json.loads(line)
+        if not {"question", "passages", "target"} <= set(example):
+            raise ValueError(f"{path}:{number}: an example needs question, passages and target")
+        examples.append(example)
+    return examples

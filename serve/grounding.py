@@ -1,0 +1,67 @@
+"""Is each answer sentence backed by the passages it cites? And, when it is not, an extractive answer instead.
+
+Support is lexical: the share of a sentence's content words (stemmed) found in the cited passages.
+It is cheap, needs no model, and catches the failure that matters most for a small generator:
+details (names, numbers, steps) that appear in no passage. Threshold chosen on the tune split by
+benchs/answer_quality.py.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import Stemmer
+
+_WORD = re.compile(r"[a-z0-9]+")
+_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])|\n+")
+_CITATION = re.compile(r"\s*\[\d{1,2}\]")
+_STOP = frozenset("""a an the and or but of to in on at for with from by as is are was were be been being it its
+this that these those you your yours we our i me my he she they them their there here can could will would should
+may might must do does did done have has had not no yes if then than so such how what when where which who why all
+any each some more most other into out up down over about also just only very too please click select go""".split())
+_STEMMER = Stemmer.Stemmer("english")
+
+MIN_FACT_WORDS = 3  # a sentence with fewer content words ("Yes.", "See below.") states no checkable fact
+
+
+def content_words(text: str) -> set[str]:
+    return set(_STEMMER.stemWords([w for w in _WORD.findall(text.lower()) if w not in _STOP]))
+
+
+def split_sentences(text: str) -> list[str]:
+    return [s.strip() for s in _SENTENCE.split(text) if s and s.strip()]
+
+
+@dataclass
+class SentenceSupport:
+    sentence: str
+    support: float          # share of its content words found in the cited passages; 1.0 when nothing to check
+    supported: bool
+
+
+def check_support(answer: str, cited_texts: list[str], threshold: float) -> list[SentenceSupport]:
+    """One verdict per answer sentence against the union of the cited passages."""
+    vocabulary: set[str] = set()
+    for text in cited_texts:
+        vocabulary |= content_words(text)
+    verdicts = []
+    for sentence in split_sentences(_CITATION.sub("", answer)):
+        words = content_words(sentence)
+        if len(words) < MIN_FACT_WORDS:
+            verdicts.append(SentenceSupport(sentence, 1.0, True))
+            continue
+        share = len(words & vocabulary) / len(words)
+        verdicts.append(SentenceSupport(sentence, round(share, 3), share >= threshold))
+    return verdicts
+
+
+def extract_answer(question: str, passage_text: str, max_sentences: int = 2, max_chars: int = 400) -> str:
+    """The passage's sentences that share the most content words with the question, in passage order."""
+    sentences = split_sentences(passage_text)
+    if not sentences:
+        return passage_text.strip()[:max_chars]
+    asked = content_words(question)
+    scored = sorted(range(len(sentences)),
+                    key=lambda i: (-len(asked & content_words(sentences[i])), i))[:max_sentences]
+    picked = " ".join(sentences[i] for i in sorted(scored))
+    return picked if len(picked) <= max_chars else picked[:max_chars].rsplit(" ", 1)[0] + " ..."

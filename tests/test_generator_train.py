@@ -1,0 +1,64 @@
+import json
+import random
+
+from distill.generator_data import faq_pairs, make_example, read_examples, short_answer
+from distill.generator_train import CURRENT, GeneratorTrainConfig, current_adapter, train_generator
+from ingest.records import Chunk
+from serve.generator import ABSTENTION, Generator, Passage, build_messages
+from tests.tiny_models import build_tiny_generator
+
+GOLD = {"title": "Billing", "text": "Refunds are paid within five days."}
+DISTRACTORS = [{"title": "Teams", "text": "Invite colleagues."}, {"title": "Privacy", "text": "No cookies."}]
+
+
+def test_example_cites_the_shuffled_gold_position_or_abstains():
+    example = make_example("refunds?", "Refunds take five days.", GOLD, DISTRACTORS, 3, random.Random(1))
+    n = [p["text"] for p in example["passages"]].index(GOLD["text"]) + 1
+    assert example["target"] == f"Refunds take five days. [{n}]" and len(example["passages"]) == 3
+    abstain = make_example("refunds?", None, None, DISTRACTORS, 3, random.Random(1))
+    assert abstain["target"] == ABSTENTION and GOLD["text"] not in [p["text"] for p in abstain["passages"]]
+
+
+def test_short_answer_keeps_whole_sentences_within_the_budget():
+    assert short_answer("One two three. Four five six. Seven.", max_words=6) == "One two three. Four five six."
+    assert short_answer("a " * 100, max_words=5) == "a a a a a ..."
+
+
+def test_faq_pairs_come_from_question_headings():
+    chunks = [Chunk("faq.md", "faq.md", "FAQ", "FAQ > Do you use cookies?", 0,
+                    "No. Plausible stores no cookies on visitors' devices at all."),
+              Chunk("faq.md", "faq.md", "FAQ", "FAQ > Pricing", 1, "Plans start at nine euros per month for all.")]
+    pairs = faq_pairs(chunks)
+    assert [(q, a) for q, a, _ in pairs] == [("Do you use cookies?", "No. Plausible stores no cookies on visitors' devices at all.")]
+
+
+def test_read_examples_rejects_incomplete_rows(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text(json.dumps({"question": "q"}) + "\n")
+    try:
+        read_examples(path)
+    except ValueError as exc:
+        assert "bad.jsonl:1" in str(exc)
+    else:
+        raise AssertionError("an incomplete example was accepted")
+
+
+def test_training_publishes_a_current_adapter_that_serving_loads(tmp_path):
+    base = build_tiny_generator(tmp_path / "base")
+    rng = random.Random(0)
+    examples = [make_example("the answer", "w1 w2", {"title": "a", "text": "w1 w2"},
+                             [{"title": "b", "text": "w3"}], 2, rng) for _ in range(4)]
+    models = tmp_path / "models"
+    assert current_adapter(models) is None
+    report = train_generator(base, examples, models, GeneratorTrainConfig(grad_accum=2, lora_r=4))
+    assert report["version"] == "v0001" and report["examples"] == 4 and len(report["loss_per_step"]) == 2
+    adapter = current_adapter(models)
+    assert adapter.name == "v0001" and (models / "generator-adapters" / CURRENT).read_text().strip() == "v0001"
+    assert json.loads((adapter / "training.json").read_text())["config"]["lora_r"] == 4
+    assert not list((models / "generator-adapters").glob(".staging-*"))
+    generator = Generator(base, device="cpu", max_new_tokens=3, adapter_dir=adapter)
+    assert generator.name == "base+v0001"
+    text, _, new_tokens = generator.generate(build_messages("the answer", [Passage("a", "w1 w2")]))
+    assert 1 <= new_tokens <= 3
+    second = train_generator(base, examples, models, GeneratorTrainConfig(grad_accum=4, lora_r=4))
+    assert second["version"] == "v0002" and current_adapter(models).name == "v0002"
