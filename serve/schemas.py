@@ -34,6 +34,8 @@ class AskRequest(BaseModel):
     question: str = Field(min_length=1, max_length=2000)
     k: int = Field(5, ge=1, le=50)
     collection: str = _COLLECTION
+    stream: bool = Field(False, description="answer as Server-Sent Events: `token` events as the generator "
+                         "writes, then one `final` event holding the AskResponse")
 
 
 class CitationOut(BaseModel):

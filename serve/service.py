@@ -67,6 +67,22 @@ class KbqaService:
         answer.timings_ms["total"] = round((time.perf_counter() - start) * 1000, 1)
         return answer
 
+    def ask_stream(self, question: str, k: int = 5, collection: str = "default"):
+        """Retrieve now (so an unknown collection fails before anything is sent), then an iterator of
+        ("token", text) events and one ("final", Answer)."""
+        if self.answerer is None:
+            raise RuntimeError("this service was loaded without a generator")
+        start = time.perf_counter()
+        hits = self.search(question, k, collection)
+        timings = {"retrieve": round((time.perf_counter() - start) * 1000, 1)}
+
+        def events():
+            for kind, value in self.answerer.stream(question, hits, timings):
+                if kind == "final":
+                    value.timings_ms["total"] = round((time.perf_counter() - start) * 1000, 1)
+                yield kind, value
+        return events()
+
     def close(self) -> None:
         for collection in self._collections.values():
             collection.close()

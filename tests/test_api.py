@@ -72,3 +72,22 @@ def test_missing_models_fail_at_startup_with_the_fix(tmp_path):
     with pytest.raises(ModelNotReady, match="kbqa prepare"):
         with TestClient(app):
             pass
+
+
+def test_ask_streams_tokens_then_a_final_answer(client):
+    import json
+
+    with client.stream("POST", "/v1/ask", json={"question": "How are refunds paid back?", "stream": True}) as response:
+        assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
+        body = "".join(response.iter_text())
+    events = [(block.split("\n")[0].removeprefix("event: "), json.loads(block.split("\n")[1].removeprefix("data: ")))
+              for block in body.strip().split("\n\n")]
+    assert [kind for kind, _ in events[:-1]] == ["token"] * (len(events) - 1) and len(events) > 2
+    kind, final = events[-1]
+    assert kind == "final" and final["citations"][0]["source"] == "billing.md" and final["abstained"] is False
+    assert "".join(e["text"] for _, e in events[:-1]).strip() == final["answer"]
+
+
+def test_streaming_ask_on_an_unknown_collection_is_a_plain_404(client):
+    response = client.post("/v1/ask", json={"question": "x", "stream": True, "collection": "nope"})
+    assert response.status_code == 404 and response.json()["error"]

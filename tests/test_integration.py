@@ -57,6 +57,7 @@ def test_api_answers_with_a_resolvable_citation_and_abstains_off_topic(ingested)
     with TestClient(create_app(Settings(home=ingested))) as client:
         body = client.post("/v1/ask", json={"question": "How do I enable two-factor authentication?"}).json()
         assert body["abstained"] is False and body["answer"] and body["citations"]
+        assert body["grounding"] in ("generated", "extractive")
         search = client.post("/v1/search", json={"query": "How do I enable two-factor authentication?", "k": 5}).json()
         retrieved = {r["chunk_id"]: r["source"] for r in search["results"]}
         assert all(c["chunk_id"] in retrieved for c in body["citations"])
@@ -65,6 +66,12 @@ def test_api_answers_with_a_resolvable_citation_and_abstains_off_topic(ingested)
         off_topic = client.post("/v1/ask", json={"question": "What is the boiling point of mercury in kelvin?"}).json()
         assert off_topic["abstained"] is True and off_topic["citations"] == []
         assert off_topic["answer"] == "I don't know based on the documentation."
+
+        with client.stream("POST", "/v1/ask", json={"question": "Does Plausible use cookies?", "stream": True}) as r:
+            blocks = "".join(r.iter_text()).strip().split("\n\n")
+        assert blocks[0].startswith("event: token") and blocks[-1].startswith("event: final")
+        final = json.loads(blocks[-1].split("\n", 1)[1].removeprefix("data: "))
+        assert final["answer"] and final["grounding"] in ("generated", "extractive", "abstained")
 
 
 def test_distill_on_real_models_small_collection(home, tmp_path):

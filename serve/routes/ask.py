@@ -1,4 +1,7 @@
+import json
+
 from fastapi import APIRouter
+from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from serve.deps import ServiceDep
@@ -7,8 +10,24 @@ from serve.schemas import AskRequest, AskResponse, ErrorResponse
 router = APIRouter()
 
 
-@router.post("/v1/ask", response_model=AskResponse, responses={404: {"model": ErrorResponse}})
-async def ask(body: AskRequest, service: ServiceDep) -> AskResponse:
+def _sse(event: str, data: dict) -> str:
+    return f"event: {event}\ndata: {json.dumps(data)}\n\n"
+
+
+@router.post("/v1/ask", response_model=AskResponse, responses={
+    404: {"model": ErrorResponse},
+    200: {"content": {"text/event-stream": {"description": "with stream=true: token events, then a final event"}}}})
+async def ask(body: AskRequest, service: ServiceDep):
     # Retrieval and generation are CPU-bound: keep them off the event loop.
-    answer = await run_in_threadpool(service.ask, body.question, body.k, body.collection)
-    return AskResponse(**answer.to_dict())
+    if not body.stream:
+        answer = await run_in_threadpool(service.ask, body.question, body.k, body.collection)
+        return AskResponse(**answer.to_dict())
+    events = await run_in_threadpool(service.ask_stream, body.question, body.k, body.collection)
+
+    def encode():  # a sync iterator: Starlette runs it in the threadpool, piece by piece
+        for kind, value in events:
+            if kind == "token":
+                yield _sse("token", {"text": value})
+            else:
+                yield _sse("final", AskResponse(**value.to_dict()).model_dump())
+    return StreamingResponse(encode(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
