@@ -35,6 +35,7 @@ class Answer:
     grounding: str = "abstained"
     citations: list[Citation] = field(default_factory=list)
     unsupported: list[str] = field(default_factory=list)   # generated sentences the check rejected
+    answer_id: str = ""   # set when the service records the answer (POST /v1/feedback refers to it)
     timings_ms: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -104,7 +105,7 @@ class Answerer:
         timings = dict(timings_ms or {})
         used = self.select(hits)
         if not used:
-            yield "final", Answer(question, ABSTENTION, True, "abstained", [], [], timings)
+            yield "final", Answer(question, ABSTENTION, True, "abstained", [], [], timings_ms=timings)
             return
         passages = self.passages(used)
         start = time.perf_counter()
@@ -121,7 +122,7 @@ class Answerer:
         """Generated text -> the answer to show: citations resolved, support checked, replaced if unsupported."""
         passages = self.passages(used)
         if says_abstain(raw) or not raw.strip():
-            return Answer(question, ABSTENTION, True, "abstained", [], [], timings)
+            return Answer(question, ABSTENTION, True, "abstained", [], [], timings_ms=timings)
         text, numbers = cited_numbers(trim_to_sentence(raw), len(passages))
         if not numbers:
             # The small base generator often forgets to cite: point at the passage it drew most words from.
@@ -135,10 +136,10 @@ class Answerer:
         grounding = "generated"
         if unsupported or not numbers:
             if self.on_unsupported == "abstain":
-                return Answer(question, ABSTENTION, True, "abstained", [], unsupported, timings)
+                return Answer(question, ABSTENTION, True, "abstained", [], unsupported, timings_ms=timings)
             # Quote the passage retrieval ranked first: it is the one the gate trusts most.
             text, numbers, grounding = f"{extract_answer(question, passages[0].text)} [1]", [1], "extractive"
         citations = [Citation(n=n, chunk_id=used[n - 1].chunk.chunk_id, doc_id=used[n - 1].chunk.doc_id,
                               source=used[n - 1].chunk.source, title=used[n - 1].chunk.title,
                               score=round(used[n - 1].score, 6)) for n in numbers]
-        return Answer(question, text, False, grounding, citations, unsupported, timings)
+        return Answer(question, text, False, grounding, citations, unsupported, timings_ms=timings)

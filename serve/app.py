@@ -1,6 +1,7 @@
 """FastAPI application: models load once in lifespan; every error leaves as JSON with a 4xx where it is the caller's."""
 from __future__ import annotations
 
+import time
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -10,8 +11,10 @@ from fastapi.responses import JSONResponse
 from retrieval.collection import EncoderMismatch
 from retrieval.home import UnknownCollection
 from retrieval.models import ModelNotReady
-from serve.routes import ask, health, search
-from serve.service import KbqaService
+from serve.feedback import UnknownAnswer
+from serve.metrics import Metrics
+from serve.routes import ask, collections, feedback, health, search
+from serve.service import CollectionExists, KbqaService
 from serve.settings import Settings
 
 MAX_BODY_BYTES = 64 * 1024
@@ -39,8 +42,19 @@ def create_app(settings: Settings | None = None, service: KbqaService | None = N
 
     app = FastAPI(title="kbqa", version="0.1.0", lifespan=lifespan,
                   description="Grounded question answering over a knowledge base.")
-    for module in (search, ask, health):
+    for module in (search, ask, collections, feedback, health):
         app.include_router(module.router)
+    app.state.metrics = Metrics()
+
+    @app.middleware("http")
+    async def count_and_time(request: Request, call_next):
+        start = time.perf_counter()
+        response = await call_next(request)
+        # The route template, not the raw path: /v1/collections/{name} is one series, not one per name.
+        route = getattr(request.scope.get("route"), "path", "unmatched")
+        app.state.metrics.requests.labels(route, request.method, str(response.status_code)).inc()
+        app.state.metrics.latency.labels(route).observe(time.perf_counter() - start)
+        return response
 
     @app.middleware("http")
     async def limit_body(request: Request, call_next):
@@ -56,7 +70,8 @@ def create_app(settings: Settings | None = None, service: KbqaService | None = N
         return _error(422, "invalid request", problems)
 
     # The caller's mistakes and known states map to 4xx/503 with the message that names the fix.
-    for error_type, status in ((UnknownCollection, 404), (EncoderMismatch, 409), (ModelNotReady, 503), (ValueError, 422)):
+    for error_type, status in ((UnknownCollection, 404), (UnknownAnswer, 404), (CollectionExists, 409),
+                              (EncoderMismatch, 409), (ModelNotReady, 503), (ValueError, 422)):
         app.add_exception_handler(error_type, _status_handler(status))
 
     return app

@@ -55,9 +55,49 @@ class AskResponse(BaseModel):
                            "answer was replaced by sentences quoted from the best passage) or abstained")
     citations: list[CitationOut]
     unsupported: list[str] = Field(description="generated sentences the support check rejected")
+    answer_id: str = Field(description="refer to this answer in POST /v1/feedback")
     timings_ms: dict[str, float]
 
 
 class ErrorResponse(BaseModel):
     error: str
     detail: object | None = None
+
+
+class CollectionCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=COLLECTION_NAME.pattern)
+
+
+class CollectionOut(BaseModel):
+    collection: str
+    documents: int
+    chunks: int
+    generation: int
+    index: str
+    encoder: str | None
+
+
+class FeedbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    answer_id: str = Field(pattern="^[0-9a-f]{32}$")
+    helpful: bool
+    comment: str = Field("", max_length=4000)
+
+
+class FeedbackCreated(BaseModel):
+    feedback_id: int
+
+
+class FeedbackOut(BaseModel):
+    feedback_id: int
+    answer_id: str
+    helpful: bool
+    comment: str
+    created: float
+    collection: str
+    question: str
+    answer: str
+    abstained: bool
+    grounding: str
+    citations: list[dict]

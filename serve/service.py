@@ -1,6 +1,8 @@
 """The running system: loaded models plus open collections, shared by the CLI and the API."""
 from __future__ import annotations
 
+import os
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -11,7 +13,12 @@ from retrieval.encoder import SentenceEncoder, TextEncoder
 from retrieval.home import check_collection_name
 from retrieval.models import GENERATOR_BASE, STUDENT_START, model_path
 from serve.answer import Answer, Answerer
+from serve.feedback import FeedbackStore
 from serve.settings import Settings
+
+
+class CollectionExists(RuntimeError):
+    """A collection of that name is already there."""
 
 
 class KbqaService:
@@ -26,6 +33,7 @@ class KbqaService:
                          if generator is not None else None)
         self._collections: dict[str, Collection] = {}
         self._lock = threading.Lock()
+        self.feedback = FeedbackStore(self.home.root / "feedback.sqlite")
 
     @classmethod
     def load(cls, settings: Settings, with_generator: bool = True) -> "KbqaService":
@@ -51,6 +59,24 @@ class KbqaService:
     def collection_names(self) -> list[str]:
         return self.home.collections()
 
+    def create_collection(self, name: str) -> Collection:
+        if name in self.collection_names():
+            raise CollectionExists(f"collection {name!r} already exists")
+        collection = self.collection(name, create=True)
+        collection.refresh()  # writes the store, so the collection is listed from now on
+        return collection
+
+    def delete_collection(self, name: str) -> None:
+        """Remove a collection and everything in it (store, indexes, distilled encoders)."""
+        collection = self.collection(name)  # UnknownCollection if there is none
+        with self._lock:
+            self._collections.pop(name, None)
+            collection.close()
+            # Rename first: a crash mid-delete leaves a hidden folder, never a half collection.
+            doomed = collection.directory.with_name(f".deleted-{name}-{os.getpid()}")
+            collection.directory.rename(doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
+
     def ingest(self, path, collection: str = "default", show_progress: bool = False) -> IngestReport:
         return self.collection(collection, create=True).ingest(path, self.chunker, show_progress=show_progress)
 
@@ -65,6 +91,7 @@ class KbqaService:
         retrieve_ms = round((time.perf_counter() - start) * 1000, 1)
         answer = self.answerer.answer(question, hits, {"retrieve": retrieve_ms})
         answer.timings_ms["total"] = round((time.perf_counter() - start) * 1000, 1)
+        answer.answer_id = self.feedback.record_answer(collection, answer)
         return answer
 
     def ask_stream(self, question: str, k: int = 5, collection: str = "default"):
@@ -80,12 +107,14 @@ class KbqaService:
             for kind, value in self.answerer.stream(question, hits, timings):
                 if kind == "final":
                     value.timings_ms["total"] = round((time.perf_counter() - start) * 1000, 1)
+                    value.answer_id = self.feedback.record_answer(collection, value)
                 yield kind, value
         return events()
 
     def close(self) -> None:
         for collection in self._collections.values():
             collection.close()
+        self.feedback.close()
 
 
 def resolve_adapter(choice: str, models_dir: Path) -> Path | None:

@@ -28,7 +28,7 @@ def test_search_shape(client):
 
 def test_ask_shape_and_citation(client):
     body = client.post("/v1/ask", json={"question": "How are refunds paid back?"}).json()
-    assert set(body) == {"question", "answer", "abstained", "grounding", "citations", "unsupported", "timings_ms"}
+    assert set(body) == {"question", "answer", "abstained", "grounding", "citations", "unsupported", "answer_id", "timings_ms"}
     assert body["abstained"] is False and body["grounding"] == "generated" and body["unsupported"] == []
     assert body["citations"][0]["source"] == "billing.md" and body["citations"][0]["n"] == 1
     assert set(body["citations"][0]) == {"n", "chunk_id", "doc_id", "source", "title", "score"}
@@ -91,3 +91,51 @@ def test_ask_streams_tokens_then_a_final_answer(client):
 def test_streaming_ask_on_an_unknown_collection_is_a_plain_404(client):
     response = client.post("/v1/ask", json={"question": "x", "stream": True, "collection": "nope"})
     assert response.status_code == 404 and response.json()["error"]
+
+
+def test_feedback_on_an_answer_is_stored_and_listed(client):
+    answer = client.post("/v1/ask", json={"question": "How are refunds paid back?"}).json()
+    created = client.post("/v1/feedback", json={"answer_id": answer["answer_id"], "helpful": False,
+                                                "comment": "too vague"})
+    assert created.status_code == 201
+    rows = client.get("/v1/feedback", params={"helpful": False}).json()
+    assert rows[0]["feedback_id"] == created.json()["feedback_id"] and rows[0]["comment"] == "too vague"
+    assert rows[0]["question"] == "How are refunds paid back?" and rows[0]["answer"] == answer["answer"]
+    assert client.get("/v1/feedback", params={"helpful": True}).json() == []
+
+
+def test_feedback_on_an_unknown_or_malformed_answer_id_is_4xx(client):
+    assert client.post("/v1/feedback", json={"answer_id": "0" * 32, "helpful": True}).status_code == 404
+    assert client.post("/v1/feedback", json={"answer_id": "../x", "helpful": True}).status_code == 422
+    assert client.post("/v1/feedback", json={"answer_id": "0" * 32, "helpful": "maybe"}).status_code == 422
+
+
+def test_collections_create_list_delete(client):
+    assert client.post("/v1/collections", json={"name": "support"}).status_code == 201
+    assert client.post("/v1/collections", json={"name": "support"}).status_code == 409
+    assert client.post("/v1/collections", json={"name": "../up"}).status_code == 422
+    listed = {c["collection"]: c for c in client.get("/v1/collections").json()}
+    assert set(listed) == {"default", "support"} and listed["support"]["chunks"] == 0
+    assert listed["default"]["chunks"] > 0
+    assert client.delete("/v1/collections/support").status_code == 204
+    assert client.delete("/v1/collections/support").status_code == 404
+    assert [c["collection"] for c in client.get("/v1/collections").json()] == ["default"]
+    assert client.post("/v1/search", json={"query": "refunds", "collection": "support"}).status_code == 404
+    assert client.post("/v1/search", json={"query": "refunds"}).status_code == 200  # the others are untouched
+
+
+def test_readyz_and_metrics(client):
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json() == {"ready": True, "problems": {}}
+    client.post("/v1/ask", json={"question": "How are refunds paid back?"})
+    text = client.get("/metrics").text
+    assert 'kbqa_requests_total{method="POST",route="/v1/ask",status="200"} 1.0' in text
+    assert "kbqa_generation_seconds_count 1.0" in text and 'kbqa_answers_total{grounding="generated"} 1.0' in text
+    assert 'kbqa_index_vectors{collection="default"}' in text
+
+
+def test_readyz_is_503_without_a_generator(tmp_path, fake_encoder):
+    settings = Settings(home=tmp_path / "home")
+    with TestClient(create_app(settings, KbqaService(settings, fake_encoder))) as bare:
+        response = bare.get("/readyz")
+    assert response.status_code == 503 and response.json()["problems"] == {"generator": "not loaded"}

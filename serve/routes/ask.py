@@ -1,6 +1,6 @@
 import json
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -17,10 +17,11 @@ def _sse(event: str, data: dict) -> str:
 @router.post("/v1/ask", response_model=AskResponse, responses={
     404: {"model": ErrorResponse},
     200: {"content": {"text/event-stream": {"description": "with stream=true: token events, then a final event"}}}})
-async def ask(body: AskRequest, service: ServiceDep):
+async def ask(body: AskRequest, service: ServiceDep, request: Request):
     # Retrieval and generation are CPU-bound: keep them off the event loop.
     if not body.stream:
         answer = await run_in_threadpool(service.ask, body.question, body.k, body.collection)
+        request.app.state.metrics.observe_answer(answer)
         return AskResponse(**answer.to_dict())
     events = await run_in_threadpool(service.ask_stream, body.question, body.k, body.collection)
 
@@ -29,5 +30,6 @@ async def ask(body: AskRequest, service: ServiceDep):
             if kind == "token":
                 yield _sse("token", {"text": value})
             else:
+                request.app.state.metrics.observe_answer(value)
                 yield _sse("final", AskResponse(**value.to_dict()).model_dump())
     return StreamingResponse(encode(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})

@@ -1,10 +1,45 @@
-from fastapi import APIRouter
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.concurrency import run_in_threadpool
 
 from serve.deps import ServiceDep
 
-router = APIRouter()
+router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz")
 async def healthz(service: ServiceDep) -> dict:
+    """Alive."""
     return {"status": "ok", "encoder": service.encoder.encoder_id, "collections": service.collection_names()}
+
+
+@router.get("/readyz")
+async def readyz(service: ServiceDep):
+    """Ready to answer: models loaded and every collection's index open."""
+    problems = {}
+    if service.answerer is None:
+        problems["generator"] = "not loaded"
+
+    def open_all() -> None:
+        for name in service.collection_names():
+            try:
+                service.collection(name).refresh()
+            except Exception as exc:  # any failure to open is a reason not to be ready, reported by name
+                problems[f"collection {name}"] = str(exc)
+
+    await run_in_threadpool(open_all)
+    status = 503 if problems else 200
+    return JSONResponse(status_code=status, content={"ready": not problems, "problems": problems})
+
+
+@router.get("/metrics")
+async def metrics(request: Request, service: ServiceDep) -> Response:
+    gauge = request.app.state.metrics.index_vectors
+
+    def sizes() -> None:
+        for name in service.collection_names():
+            gauge.labels(name).set(service.collection(name).index.size)
+
+    await run_in_threadpool(sizes)
+    return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

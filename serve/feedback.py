@@ -1,0 +1,64 @@
+"""Answers given and what users said about them, in $KBQA_HOME/feedback.sqlite: material for the next fine-tune."""
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+import uuid
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS answers (
+    answer_id TEXT PRIMARY KEY, created REAL NOT NULL, collection TEXT NOT NULL, question TEXT NOT NULL,
+    answer TEXT NOT NULL, abstained INTEGER NOT NULL, grounding TEXT NOT NULL, citations TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS feedback (
+    feedback_id INTEGER PRIMARY KEY AUTOINCREMENT, answer_id TEXT NOT NULL REFERENCES answers(answer_id),
+    helpful INTEGER NOT NULL, comment TEXT NOT NULL, created REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS feedback_by_answer ON feedback (answer_id);
+"""
+
+
+class UnknownAnswer(LookupError):
+    """Feedback names an answer id this server never gave."""
+
+
+class FeedbackStore:
+    def __init__(self, path: Path):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(SCHEMA)
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self._db.close()
+
+    def record_answer(self, collection: str, answer) -> str:
+        answer_id = uuid.uuid4().hex
+        citations = json.dumps([{"n": c.n, "chunk_id": c.chunk_id, "source": c.source} for c in answer.citations])
+        with self._lock:
+            self._db.execute("INSERT INTO answers VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                             (answer_id, time.time(), collection, answer.question, answer.answer,
+                              int(answer.abstained), answer.grounding, citations))
+        return answer_id
+
+    def add_feedback(self, answer_id: str, helpful: bool, comment: str = "") -> int:
+        with self._lock:
+            if self._db.execute("SELECT 1 FROM answers WHERE answer_id = ?", (answer_id,)).fetchone() is None:
+                raise UnknownAnswer(f"no answer with id {answer_id!r}")
+            cursor = self._db.execute("INSERT INTO feedback (answer_id, helpful, comment, created) VALUES (?, ?, ?, ?)",
+                                      (answer_id, int(helpful), comment, time.time()))
+            return int(cursor.lastrowid)
+
+    def list_feedback(self, limit: int = 100, helpful: bool | None = None) -> list[dict]:
+        query = ("SELECT f.feedback_id, f.answer_id, f.helpful, f.comment, f.created, a.collection, a.question, "
+                 "a.answer, a.abstained, a.grounding, a.citations FROM feedback f JOIN answers a USING (answer_id)")
+        params: tuple = ()
+        if helpful is not None:
+            query, params = query + " WHERE f.helpful = ?", (int(helpful),)
+        with self._lock:
+            rows = self._db.execute(query + " ORDER BY f.feedback_id DESC LIMIT ?", params + (limit,)).fetchall()
+        return [{**dict(r), "helpful": bool(r["helpful"]), "abstained": bool(r["abstained"]),
+                 "citations": json.loads(r["citations"])} for r in rows]

@@ -1,0 +1,30 @@
+"""Prometheus metrics: one registry per app (tests build many apps), filled by a middleware and the ask route."""
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32)
+
+
+class Metrics:
+    def __init__(self):
+        self.registry = CollectorRegistry()
+        self.requests = Counter("kbqa_requests_total", "HTTP requests", ["route", "method", "status"],
+                                registry=self.registry)
+        self.latency = Histogram("kbqa_request_seconds", "HTTP request latency", ["route"],
+                                 buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.retrieval = Histogram("kbqa_retrieval_seconds", "retrieval time per question",
+                                   buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.generation = Histogram("kbqa_generation_seconds", "generation time per answer",
+                                    buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.answers = Counter("kbqa_answers_total", "answers by grounding", ["grounding"], registry=self.registry)
+        self.index_vectors = Gauge("kbqa_index_vectors", "vectors in a collection's index", ["collection"],
+                                   registry=self.registry)
+
+    def observe_answer(self, answer) -> None:
+        timings = answer.timings_ms
+        if "retrieve" in timings:
+            self.retrieval.observe(timings["retrieve"] / 1000)
+        if "generate" in timings:
+            self.generation.observe(timings["generate"] / 1000)
+        self.answers.labels(answer.grounding).inc()

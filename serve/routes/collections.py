@@ -1,0 +1,29 @@
+from fastapi import APIRouter, Response
+from starlette.concurrency import run_in_threadpool
+
+from serve.deps import ServiceDep
+from serve.schemas import CollectionCreate, CollectionOut, ErrorResponse
+
+router = APIRouter(prefix="/v1/collections", tags=["collections"])
+
+
+def _out(collection) -> CollectionOut:
+    stats = collection.stats()
+    return CollectionOut(collection=stats["collection"], documents=stats["documents"], chunks=stats["chunks"],
+                         generation=stats["generation"], index=stats["index"], encoder=stats["encoder"])
+
+
+@router.get("", response_model=list[CollectionOut])
+async def list_collections(service: ServiceDep) -> list[CollectionOut]:
+    return await run_in_threadpool(lambda: [_out(service.collection(n)) for n in service.collection_names()])
+
+
+@router.post("", status_code=201, response_model=CollectionOut, responses={409: {"model": ErrorResponse}})
+async def create_collection(body: CollectionCreate, service: ServiceDep) -> CollectionOut:
+    return _out(await run_in_threadpool(service.create_collection, body.name))
+
+
+@router.delete("/{name}", status_code=204, responses={404: {"model": ErrorResponse}})
+async def delete_collection(name: str, service: ServiceDep) -> Response:
+    await run_in_threadpool(service.delete_collection, name)
+    return Response(status_code=204)
