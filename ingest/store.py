@@ -150,6 +150,21 @@ class ChunkStore:
         ids = np.array([r["faiss_id"] for r in rows], dtype=np.int64)
         return ids, np.stack([np.frombuffer(r["vector"], dtype=np.float32) for r in rows])
 
+    def documents(self) -> list[dict]:
+        rows = self.db.execute(
+            "SELECT d.doc_id, d.root, d.path, d.source, d.title, COUNT(c.chunk_id) AS chunks FROM documents d "
+            "LEFT JOIN chunks c USING (doc_id) GROUP BY d.doc_id ORDER BY d.source, d.doc_id")
+        return [dict(r) for r in rows]
+
+    def document(self, doc_id: str) -> dict | None:
+        row = self.db.execute("SELECT doc_id, root, path, source, title, metadata FROM documents WHERE doc_id = ?",
+                              (doc_id,)).fetchone()
+        if row is None:
+            return None
+        chunks = self.db.execute("SELECT chunk_id, heading, position, text FROM chunks WHERE doc_id = ? "
+                                 "ORDER BY position", (doc_id,))
+        return {**dict(row), "metadata": json.loads(row["metadata"]), "chunks": [dict(c) for c in chunks]}
+
     def counts(self) -> dict[str, int]:
         return {table: self.db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
                 for table in ("files", "documents", "chunks")}

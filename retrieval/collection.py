@@ -288,6 +288,12 @@ class Collection:
         self._generation = -1  # reload the indexes (and BM25) from what was committed
         self.refresh()
 
+    def remove_file(self, root_key: str, rel: str) -> None:
+        """Drop one ingested file (all its documents) from the store and the index, in one transaction."""
+        if rel not in self.store.file_hashes(root_key):
+            raise KeyError(f"{rel} is not in collection {self.name!r}")
+        self._commit(root_key, [], [rel], {}, reembed_all=False)
+
     def promote(self, encoder: TextEncoder, encoder_dir: Path, vectors: dict[str, np.ndarray],
                 trained_on: list[str] | None = None, show_progress: bool = False) -> int:
         """Serve this collection with ``encoder`` from now on: re-embedded, swapped in one transaction.

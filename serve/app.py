@@ -11,9 +11,10 @@ from fastapi.responses import JSONResponse
 from retrieval.collection import EncoderMismatch
 from retrieval.home import UnknownCollection
 from retrieval.models import ModelNotReady
+from serve.documents import MAX_UPLOAD_BYTES, UnknownDocument, UploadRejected
 from serve.feedback import UnknownAnswer
 from serve.metrics import Metrics
-from serve.routes import ask, collections, feedback, health, search
+from serve.routes import ask, collections, documents, feedback, health, search
 from serve.service import CollectionExists, KbqaService
 from serve.settings import Settings
 
@@ -42,7 +43,7 @@ def create_app(settings: Settings | None = None, service: KbqaService | None = N
 
     app = FastAPI(title="kbqa", version="0.1.0", lifespan=lifespan,
                   description="Grounded question answering over a knowledge base.")
-    for module in (search, ask, collections, feedback, health):
+    for module in (search, ask, collections, documents, feedback, health):
         app.include_router(module.router)
     app.state.metrics = Metrics()
 
@@ -58,10 +59,14 @@ def create_app(settings: Settings | None = None, service: KbqaService | None = N
 
     @app.middleware("http")
     async def limit_body(request: Request, call_next):
-        # Refuse oversized bodies before reading them; questions are short.
+        # Refuse oversized bodies before reading them; questions are short, uploads are not.
+        is_upload = request.method == "POST" and request.url.path.endswith("/documents")
+        limit = MAX_UPLOAD_BYTES if is_upload else MAX_BODY_BYTES
         length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-            return _error(413, f"request body larger than {MAX_BODY_BYTES} bytes")
+        if length is None and is_upload:
+            return _error(411, "uploads need a Content-Length header")
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            return _error(413, f"request body larger than {limit} bytes")
         return await call_next(request)
 
     @app.exception_handler(RequestValidationError)
@@ -70,8 +75,12 @@ def create_app(settings: Settings | None = None, service: KbqaService | None = N
         return _error(422, "invalid request", problems)
 
     # The caller's mistakes and known states map to 4xx/503 with the message that names the fix.
-    for error_type, status in ((UnknownCollection, 404), (UnknownAnswer, 404), (CollectionExists, 409),
+    for error_type, status in ((UnknownCollection, 404), (UnknownAnswer, 404), (UnknownDocument, 404), (CollectionExists, 409),
                               (EncoderMismatch, 409), (ModelNotReady, 503), (ValueError, 422)):
         app.add_exception_handler(error_type, _status_handler(status))
+
+    @app.exception_handler(UploadRejected)
+    async def upload_rejected(_: Request, exc: UploadRejected) -> JSONResponse:
+        return _error(exc.status, str(exc))
 
     return app

@@ -101,3 +101,42 @@ class FeedbackOut(BaseModel):
     abstained: bool
     grounding: str
     citations: list[dict]
+
+
+class UploadReport(BaseModel):
+    collection: str
+    added: list[str]
+    changed: list[str]
+    removed: list[str]
+    unchanged: list[str]
+    errors: dict[str, str] = Field(description="files refused, with the reason; their stored versions stay")
+    chunks_embedded: int
+    chunks_total: int
+    seconds: float
+
+
+class DocumentOut(BaseModel):
+    doc_id: str
+    source: str
+    title: str
+    chunks: int
+
+
+class ChunkOut(BaseModel):
+    chunk_id: str
+    heading: str
+    position: int
+    text: str
+
+
+class DocumentDetail(BaseModel):
+    doc_id: str
+    source: str
+    title: str
+    metadata: dict
+    chunks: list[ChunkOut]
+
+
+class DocumentDeleted(BaseModel):
+    removed: list[str] = Field(description="every document of the file (a JSONL file holds many)")
+    file: str

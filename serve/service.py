@@ -13,6 +13,7 @@ from retrieval.encoder import SentenceEncoder, TextEncoder
 from retrieval.home import check_collection_name
 from retrieval.models import GENERATOR_BASE, STUDENT_START, model_path
 from serve.answer import Answer, Answerer
+from serve.documents import DocumentManager
 from serve.feedback import FeedbackStore
 from serve.settings import Settings
 
@@ -34,6 +35,7 @@ class KbqaService:
         self._collections: dict[str, Collection] = {}
         self._lock = threading.Lock()
         self.feedback = FeedbackStore(self.home.root / "feedback.sqlite")
+        self.documents = DocumentManager(self.chunker)
 
     @classmethod
     def load(cls, settings: Settings, with_generator: bool = True) -> "KbqaService":

@@ -139,3 +139,57 @@ def test_readyz_is_503_without_a_generator(tmp_path, fake_encoder):
     with TestClient(create_app(settings, KbqaService(settings, fake_encoder))) as bare:
         response = bare.get("/readyz")
     assert response.status_code == 503 and response.json()["problems"] == {"generator": "not loaded"}
+
+
+def _upload(client, *files, collection="default"):
+    return client.post(f"/v1/collections/{collection}/documents", files=[("files", f) for f in files])
+
+
+def test_upload_list_get_replace_and_delete_documents(client):
+    page = ("faq.md", b"# Shipping\n\nParcels ship within two working days from our warehouse.\n", "text/markdown")
+    report = _upload(client, page)
+    assert report.status_code == 201 and report.json()["added"] == ["faq.md"]
+    docs = {d["doc_id"]: d for d in client.get("/v1/collections/default/documents").json()}
+    assert "faq.md" in docs and docs["faq.md"]["chunks"] >= 1 and "billing.md" in docs
+    detail = client.get("/v1/collections/default/documents/faq.md").json()
+    assert "two working days" in detail["chunks"][0]["text"]
+    hits = client.post("/v1/search", json={"query": "parcels ship warehouse", "k": 1}).json()["results"]
+    assert hits[0]["source"] == "faq.md"
+
+    replaced = _upload(client, ("faq.md", b"# Shipping\n\nParcels ship the same day.\n", "text/markdown")).json()
+    assert replaced["changed"] == ["faq.md"] and replaced["chunks_embedded"] == 1
+    assert "same day" in client.get("/v1/collections/default/documents/faq.md").json()["chunks"][0]["text"]
+
+    deleted = client.delete("/v1/collections/default/documents/faq.md")
+    assert deleted.status_code == 200 and deleted.json()["removed"] == ["faq.md"]
+    assert client.get("/v1/collections/default/documents/faq.md").status_code == 404
+    assert client.delete("/v1/collections/default/documents/faq.md").status_code == 404
+
+
+def test_a_corrupt_upload_keeps_the_stored_version(client):
+    _upload(client, ("records.json", b'[{"id": "r1", "title": "Returns", "text": "Returns are free for 30 days."}]',
+                     "application/json"))
+    report = _upload(client, ("records.json", b"[{broken json", "application/json")).json()
+    assert "records.json" in report["errors"]
+    assert "free for 30 days" in client.get("/v1/collections/default/documents/r1").json()["chunks"][0]["text"]
+    again = _upload(client, ("records.json", b'[{"id": "r1", "title": "Returns", "text": "Returns are free for 30 days."}]',
+                             "application/json")).json()
+    assert again["unchanged"] == ["records.json"]  # the good file is back in place, not the broken one
+
+
+@pytest.mark.parametrize("name,data,status", [
+    ("../escape.md", b"x", 422),
+    (".hidden.md", b"x", 422),
+    ("sub/dir.md", b"x", 422),
+    ("tool.exe", b"x", 415),
+    ("big.txt", b"x" * (10 * 1024 * 1024 + 1), 413),
+])
+def test_bad_uploads_are_refused_and_nothing_escapes(client, tmp_path, name, data, status):
+    response = _upload(client, (name, data, "application/octet-stream"))
+    assert response.status_code == status and response.json()["error"]
+    assert not (tmp_path / "home" / "collections" / "escape.md").exists()
+    assert not (tmp_path / "home" / "collections" / "default" / "escape.md").exists()
+
+
+def test_upload_to_an_unknown_collection_is_404(client):
+    assert _upload(client, ("a.md", b"# A\n\ntext here", "text/markdown"), collection="nope").status_code == 404

@@ -1,0 +1,42 @@
+from fastapi import APIRouter, File, UploadFile
+from starlette.concurrency import run_in_threadpool
+
+from serve.deps import ServiceDep
+from serve.documents import MAX_FILE_BYTES
+from serve.schemas import DocumentDeleted, DocumentDetail, DocumentOut, ErrorResponse, UploadReport
+
+router = APIRouter(prefix="/v1/collections/{collection}/documents", tags=["documents"])
+_ERRORS = {404: {"model": ErrorResponse}, 413: {"model": ErrorResponse}, 415: {"model": ErrorResponse}}
+
+
+@router.post("", status_code=201, response_model=UploadReport, responses=_ERRORS)
+async def upload(collection: str, service: ServiceDep, files: list[UploadFile] = File(...)) -> UploadReport:
+    """Add or replace files (md, mdx, html, txt, pdf, csv, json, jsonl); ingested incrementally."""
+    # Read one byte past the limit: enough to refuse an oversized file without holding all of it.
+    payload = [(f.filename or "", await f.read(MAX_FILE_BYTES + 1)) for f in files]
+    target = service.collection(collection)
+    report = await run_in_threadpool(service.documents.upload, target, payload)
+    return UploadReport(**report.to_dict())
+
+
+@router.get("", response_model=list[DocumentOut], responses=_ERRORS)
+async def list_documents(collection: str, service: ServiceDep) -> list[DocumentOut]:
+    return [DocumentOut(**d) for d in service.collection(collection).store.documents()]
+
+
+@router.get("/{doc_id:path}", response_model=DocumentDetail, responses=_ERRORS)
+async def get_document(collection: str, doc_id: str, service: ServiceDep) -> DocumentDetail:
+    from serve.documents import UnknownDocument
+
+    document = service.collection(collection).store.document(doc_id)
+    if document is None:
+        raise UnknownDocument(f"no document {doc_id!r} in collection {collection!r}")
+    return DocumentDetail(**document)
+
+
+@router.delete("/{doc_id:path}", response_model=DocumentDeleted, responses=_ERRORS)
+async def delete_document(collection: str, doc_id: str, service: ServiceDep) -> DocumentDeleted:
+    """Removes the file the document came from. A file ingested by `kbqa ingest` comes back on the next
+    ingest of its folder: delete it there too."""
+    target = service.collection(collection)
+    return DocumentDeleted(**await run_in_threadpool(service.documents.delete, target, doc_id))
