@@ -1,6 +1,7 @@
 """FastAPI application: models load once in lifespan; every error leaves as JSON with a 4xx where it is the caller's."""
 from __future__ import annotations
 
+import logging
 import time
 from contextlib import asynccontextmanager
 
@@ -11,6 +12,7 @@ from fastapi.responses import JSONResponse
 from retrieval.collection import EncoderMismatch
 from retrieval.home import UnknownCollection
 from retrieval.models import ModelNotReady
+from serve.auth import AuthError, KeyStore, RateLimiter
 from serve.documents import MAX_UPLOAD_BYTES, UnknownDocument, UploadRejected
 from serve.feedback import UnknownAnswer
 from serve.metrics import Metrics
@@ -19,6 +21,7 @@ from serve.service import CollectionExists, KbqaService
 from serve.settings import Settings
 
 MAX_BODY_BYTES = 64 * 1024
+log = logging.getLogger("kbqa.serve")
 
 
 def _error(status: int, message: str, detail: object | None = None) -> JSONResponse:
@@ -38,14 +41,20 @@ def create_app(settings: Settings | None = None, service: KbqaService | None = N
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         app.state.service = service or KbqaService.load(settings)
+        app.state.keys = KeyStore(settings.kbqa_home.root / "keys.sqlite")
+        if not app.state.keys.any_active():
+            log.warning("NO API KEYS CONFIGURED: local development mode, every request is allowed. "
+                        "Create keys with `kbqa keys create` before exposing this server beyond 127.0.0.1.")
         yield
         app.state.service.close()
+        app.state.keys.close()
 
     app = FastAPI(title="kbqa", version="0.1.0", lifespan=lifespan,
                   description="Grounded question answering over a knowledge base.")
     for module in (search, ask, collections, documents, feedback, health):
         app.include_router(module.router)
     app.state.metrics = Metrics()
+    app.state.limiter = RateLimiter(settings.rate_limit_per_minute)
 
     @app.middleware("http")
     async def count_and_time(request: Request, call_next):
@@ -78,6 +87,15 @@ def create_app(settings: Settings | None = None, service: KbqaService | None = N
     for error_type, status in ((UnknownCollection, 404), (UnknownAnswer, 404), (UnknownDocument, 404), (CollectionExists, 409),
                               (EncoderMismatch, 409), (ModelNotReady, 503), (ValueError, 422)):
         app.add_exception_handler(error_type, _status_handler(status))
+
+    @app.exception_handler(AuthError)
+    async def auth_error(_: Request, exc: AuthError) -> JSONResponse:
+        response = _error(exc.status, str(exc))
+        if exc.retry_after is not None:
+            response.headers["Retry-After"] = str(exc.retry_after)
+        if exc.status == 401:
+            response.headers["WWW-Authenticate"] = "Bearer"
+        return response
 
     @app.exception_handler(UploadRejected)
     async def upload_rejected(_: Request, exc: UploadRejected) -> JSONResponse:

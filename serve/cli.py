@@ -141,14 +141,51 @@ def cmd_status(args) -> int:
     return 0
 
 
+def cmd_keys(args) -> int:
+    from retrieval.home import check_collection_name
+    from serve.auth import KeyStore
+    from serve.settings import Settings
+
+    keys = KeyStore(Settings().kbqa_home.root / "keys.sqlite")
+    if args.keys_command == "create":
+        for name in args.collection or []:
+            check_collection_name(name)
+        key = keys.create(args.name, args.scope, args.collection)
+        print(key)
+        print("Store it now: only its hash is kept.", file=sys.stderr)
+    elif args.keys_command == "revoke":
+        try:
+            keys.revoke(args.key_id)
+        except KeyError as exc:
+            print(f"kbqa: {exc.args[0]}", file=sys.stderr)
+            return 2
+    else:
+        rows = keys.list()
+        if args.json:
+            print(json.dumps(rows, indent=1))
+        for r in rows if not args.json else []:
+            print(f"{r['key_id']}  {r['name']}  {r['scope']}  collections={r['collections'] or '*'}"
+                  + ("  REVOKED" if r["revoked"] else ""))
+    return 0
+
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
 def cmd_serve(args) -> int:
     import uvicorn
 
     from serve.app import create_app
+    from serve.auth import KeyStore
     from serve.settings import Settings
 
     settings = Settings()
-    uvicorn.run(create_app(settings), host=args.host or settings.host, port=args.port or settings.port)
+    host = args.host or settings.host
+    if host not in LOOPBACK and not KeyStore(settings.kbqa_home.root / "keys.sqlite").any_active():
+        print(f"kbqa: refusing to listen on {host} with no API keys: create one with `kbqa keys create`, "
+              "or serve on 127.0.0.1", file=sys.stderr)
+        return 2
+    uvicorn.run(create_app(settings), host=host, port=args.port or settings.port)
     return 0
 
 
@@ -203,6 +240,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--collection")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("keys", help="API keys: create, list, revoke")
+    keys_sub = p.add_subparsers(dest="keys_command", required=True)
+    k = keys_sub.add_parser("create", help="create a key and print it (once)")
+    k.add_argument("--name", required=True, help="who or what uses it")
+    k.add_argument("--scope", choices=("query", "admin"), required=True)
+    k.add_argument("--collection", action="append", help="bind the key to this collection (repeatable)")
+    k = keys_sub.add_parser("list", help="list keys (never the secrets)")
+    k.add_argument("--json", action="store_true")
+    k = keys_sub.add_parser("revoke", help="revoke a key by its id")
+    k.add_argument("key_id")
+    p.set_defaults(func=cmd_keys)
 
     p = sub.add_parser("serve", help="serve the HTTP API")
     p.add_argument("--host")

@@ -52,12 +52,25 @@ class FeedbackStore:
                                       (answer_id, int(helpful), comment, time.time()))
             return int(cursor.lastrowid)
 
-    def list_feedback(self, limit: int = 100, helpful: bool | None = None) -> list[dict]:
+    def answer_collection(self, answer_id: str) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT collection FROM answers WHERE answer_id = ?", (answer_id,)).fetchone()
+        return row["collection"] if row else None
+
+    def list_feedback(self, limit: int = 100, helpful: bool | None = None,
+                      collections: list[str] | None = None) -> list[dict]:
         query = ("SELECT f.feedback_id, f.answer_id, f.helpful, f.comment, f.created, a.collection, a.question, "
                  "a.answer, a.abstained, a.grounding, a.citations FROM feedback f JOIN answers a USING (answer_id)")
-        params: tuple = ()
+        where, params = [], []
         if helpful is not None:
-            query, params = query + " WHERE f.helpful = ?", (int(helpful),)
+            where.append("f.helpful = ?")
+            params.append(int(helpful))
+        if collections is not None:
+            where.append(f"a.collection IN ({','.join('?' * len(collections))})")
+            params += collections
+        if where:
+            query += " WHERE " + " AND ".join(where)
+        params = tuple(params)
         with self._lock:
             rows = self._db.execute(query + " ORDER BY f.feedback_id DESC LIMIT ?", params + (limit,)).fetchall()
         return [{**dict(r), "helpful": bool(r["helpful"]), "abstained": bool(r["abstained"]),

@@ -28,6 +28,7 @@ class Settings(BaseSettings):
     # auto: the adapter `kbqa train-generator` made current, else the one shipped in distill/adapters,
     # else none (the base model); none: always the base model; or a path to an adapter folder.
     generator_adapter: str = "auto"
+    rate_limit_per_minute: int = Field(120, ge=0, description="requests a minute per API key; 0 turns it off")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
 

@@ -4,7 +4,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from serve.deps import ServiceDep
+from serve.deps import QueryKey, ServiceDep
 from serve.schemas import AskRequest, AskResponse, ErrorResponse
 
 router = APIRouter()
@@ -17,7 +17,8 @@ def _sse(event: str, data: dict) -> str:
 @router.post("/v1/ask", response_model=AskResponse, responses={
     404: {"model": ErrorResponse},
     200: {"content": {"text/event-stream": {"description": "with stream=true: token events, then a final event"}}}})
-async def ask(body: AskRequest, service: ServiceDep, request: Request):
+async def ask(body: AskRequest, service: ServiceDep, request: Request, key: QueryKey):
+    key.check_collection(body.collection)
     # Retrieval and generation are CPU-bound: keep them off the event loop.
     if not body.stream:
         answer = await run_in_threadpool(service.ask, body.question, body.k, body.collection)

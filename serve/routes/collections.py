@@ -1,7 +1,7 @@
 from fastapi import APIRouter, Response
 from starlette.concurrency import run_in_threadpool
 
-from serve.deps import ServiceDep
+from serve.deps import AdminKey, ServiceDep
 from serve.schemas import CollectionCreate, CollectionOut, ErrorResponse
 
 router = APIRouter(prefix="/v1/collections", tags=["collections"])
@@ -14,16 +14,19 @@ def _out(collection) -> CollectionOut:
 
 
 @router.get("", response_model=list[CollectionOut])
-async def list_collections(service: ServiceDep) -> list[CollectionOut]:
-    return await run_in_threadpool(lambda: [_out(service.collection(n)) for n in service.collection_names()])
+async def list_collections(service: ServiceDep, key: AdminKey) -> list[CollectionOut]:
+    names = [n for n in service.collection_names() if key.can_see(n)]
+    return await run_in_threadpool(lambda: [_out(service.collection(n)) for n in names])
 
 
 @router.post("", status_code=201, response_model=CollectionOut, responses={409: {"model": ErrorResponse}})
-async def create_collection(body: CollectionCreate, service: ServiceDep) -> CollectionOut:
+async def create_collection(body: CollectionCreate, service: ServiceDep, key: AdminKey) -> CollectionOut:
+    key.check_collection(body.name)
     return _out(await run_in_threadpool(service.create_collection, body.name))
 
 
 @router.delete("/{name}", status_code=204, responses={404: {"model": ErrorResponse}})
-async def delete_collection(name: str, service: ServiceDep) -> Response:
+async def delete_collection(name: str, service: ServiceDep, key: AdminKey) -> Response:
+    key.check_collection(name)
     await run_in_threadpool(service.delete_collection, name)
     return Response(status_code=204)

@@ -1,7 +1,7 @@
 from fastapi import APIRouter, File, UploadFile
 from starlette.concurrency import run_in_threadpool
 
-from serve.deps import ServiceDep
+from serve.deps import AdminKey, ServiceDep
 from serve.documents import MAX_FILE_BYTES
 from serve.schemas import DocumentDeleted, DocumentDetail, DocumentOut, ErrorResponse, UploadReport
 
@@ -10,8 +10,10 @@ _ERRORS = {404: {"model": ErrorResponse}, 413: {"model": ErrorResponse}, 415: {"
 
 
 @router.post("", status_code=201, response_model=UploadReport, responses=_ERRORS)
-async def upload(collection: str, service: ServiceDep, files: list[UploadFile] = File(...)) -> UploadReport:
+async def upload(collection: str, service: ServiceDep, key: AdminKey,
+                 files: list[UploadFile] = File(...)) -> UploadReport:
     """Add or replace files (md, mdx, html, txt, pdf, csv, json, jsonl); ingested incrementally."""
+    key.check_collection(collection)
     # Read one byte past the limit: enough to refuse an oversized file without holding all of it.
     payload = [(f.filename or "", await f.read(MAX_FILE_BYTES + 1)) for f in files]
     target = service.collection(collection)
@@ -20,12 +22,14 @@ async def upload(collection: str, service: ServiceDep, files: list[UploadFile] =
 
 
 @router.get("", response_model=list[DocumentOut], responses=_ERRORS)
-async def list_documents(collection: str, service: ServiceDep) -> list[DocumentOut]:
+async def list_documents(collection: str, service: ServiceDep, key: AdminKey) -> list[DocumentOut]:
+    key.check_collection(collection)
     return [DocumentOut(**d) for d in service.collection(collection).store.documents()]
 
 
 @router.get("/{doc_id:path}", response_model=DocumentDetail, responses=_ERRORS)
-async def get_document(collection: str, doc_id: str, service: ServiceDep) -> DocumentDetail:
+async def get_document(collection: str, doc_id: str, service: ServiceDep, key: AdminKey) -> DocumentDetail:
+    key.check_collection(collection)
     from serve.documents import UnknownDocument
 
     document = service.collection(collection).store.document(doc_id)
@@ -35,8 +39,10 @@ async def get_document(collection: str, doc_id: str, service: ServiceDep) -> Doc
 
 
 @router.delete("/{doc_id:path}", response_model=DocumentDeleted, responses=_ERRORS)
-async def delete_document(collection: str, doc_id: str, service: ServiceDep) -> DocumentDeleted:
+async def delete_document(collection: str, doc_id: str, service: ServiceDep,
+                          key: AdminKey) -> DocumentDeleted:
     """Removes the file the document came from. A file ingested by `kbqa ingest` comes back on the next
     ingest of its folder: delete it there too."""
+    key.check_collection(collection)
     target = service.collection(collection)
     return DocumentDeleted(**await run_in_threadpool(service.documents.delete, target, doc_id))

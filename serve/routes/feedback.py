@@ -1,17 +1,24 @@
 from fastapi import APIRouter, Query
 
-from serve.deps import ServiceDep
+from serve.feedback import UnknownAnswer
+from serve.deps import AdminKey, QueryKey, ServiceDep
 from serve.schemas import ErrorResponse, FeedbackCreated, FeedbackOut, FeedbackRequest
 
 router = APIRouter(prefix="/v1/feedback", tags=["feedback"])
 
 
 @router.post("", status_code=201, response_model=FeedbackCreated, responses={404: {"model": ErrorResponse}})
-async def add_feedback(body: FeedbackRequest, service: ServiceDep) -> FeedbackCreated:
+async def add_feedback(body: FeedbackRequest, service: ServiceDep, key: QueryKey) -> FeedbackCreated:
+    collection = service.feedback.answer_collection(body.answer_id)
+    if collection is not None and not key.can_see(collection):
+        collection = None  # another collection's answer: as if it did not exist
+    if collection is None:
+        raise UnknownAnswer(f"no answer with id {body.answer_id!r}")
     return FeedbackCreated(feedback_id=service.feedback.add_feedback(body.answer_id, body.helpful, body.comment))
 
 
 @router.get("", response_model=list[FeedbackOut])
-async def list_feedback(service: ServiceDep, limit: int = Query(100, ge=1, le=1000),
+async def list_feedback(service: ServiceDep, key: AdminKey, limit: int = Query(100, ge=1, le=1000),
                         helpful: bool | None = None) -> list[FeedbackOut]:
-    return [FeedbackOut(**row) for row in service.feedback.list_feedback(limit, helpful)]
+    rows = service.feedback.list_feedback(limit, helpful, None if key.collections is None else sorted(key.collections))
+    return [FeedbackOut(**row) for row in rows]

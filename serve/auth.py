@@ -1,0 +1,118 @@
+"""API keys (stored hashed) with scopes and collection bindings, and a per-key rate limit.
+
+A key looks like ``kbqa_<id>_<secret>``; only sha256(key) is stored. Scopes: ``query`` (search, ask,
+feedback) and ``admin`` (everything, query included). With no key in the store the server runs in
+local development mode: everything is allowed, and `kbqa serve` refuses to listen beyond loopback.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import math
+import secrets
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+SCOPES = ("query", "admin")
+
+
+class AuthError(Exception):
+    def __init__(self, status: int, message: str, retry_after: int | None = None):
+        super().__init__(message)
+        self.status, self.retry_after = status, retry_after
+
+
+@dataclass(frozen=True)
+class Principal:
+    key_id: str | None            # None: local development mode (no keys configured)
+    scope: str
+    collections: frozenset[str] | None   # None: every collection
+
+    def allows(self, scope: str) -> bool:
+        return self.scope == "admin" or scope == self.scope
+
+    def can_see(self, collection: str) -> bool:
+        return self.collections is None or collection in self.collections
+
+    def check_collection(self, collection: str) -> None:
+        if not self.can_see(collection):
+            raise AuthError(403, f"this API key may not use collection {collection!r}")
+
+
+DEV_PRINCIPAL = Principal(None, "admin", None)
+
+
+class KeyStore:
+    def __init__(self, path: Path):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("CREATE TABLE IF NOT EXISTS keys (key_id TEXT PRIMARY KEY, name TEXT NOT NULL, "
+                         "key_hash TEXT NOT NULL, scope TEXT NOT NULL, collections TEXT, created REAL NOT NULL, "
+                         "revoked INTEGER NOT NULL DEFAULT 0)")
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self._db.close()
+
+    def create(self, name: str, scope: str, collections: list[str] | None = None) -> str:
+        if scope not in SCOPES:
+            raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
+        key_id, secret = secrets.token_hex(6), secrets.token_urlsafe(24)
+        key = f"kbqa_{key_id}_{secret}"
+        with self._lock:
+            self._db.execute("INSERT INTO keys (key_id, name, key_hash, scope, collections, created) VALUES (?, ?, ?, ?, ?, ?)",
+                             (key_id, name, hashlib.sha256(key.encode()).hexdigest(), scope,
+                              ",".join(collections) if collections else None, time.time()))
+        return key
+
+    def revoke(self, key_id: str) -> None:
+        with self._lock:
+            if self._db.execute("UPDATE keys SET revoked = 1 WHERE key_id = ?", (key_id,)).rowcount == 0:
+                raise KeyError(f"no API key {key_id!r}")
+
+    def list(self) -> list[dict]:
+        with self._lock:
+            rows = self._db.execute("SELECT key_id, name, scope, collections, created, revoked FROM keys").fetchall()
+        return [{**dict(r), "revoked": bool(r["revoked"])} for r in rows]
+
+    def any_active(self) -> bool:
+        with self._lock:
+            return self._db.execute("SELECT 1 FROM keys WHERE revoked = 0 LIMIT 1").fetchone() is not None
+
+    def authenticate(self, key: str | None) -> Principal:
+        if not key:
+            raise AuthError(401, "an API key is required: send it as 'Authorization: Bearer <key>' or 'X-API-Key'")
+        parts = key.split("_")
+        with self._lock:
+            row = self._db.execute("SELECT * FROM keys WHERE key_id = ? AND revoked = 0",
+                                   (parts[1] if len(parts) >= 3 else "",)).fetchone()
+        if row is None or not hmac.compare_digest(row["key_hash"], hashlib.sha256(key.encode()).hexdigest()):
+            raise AuthError(401, "unknown or revoked API key")
+        collections = frozenset(row["collections"].split(",")) if row["collections"] else None
+        return Principal(row["key_id"], row["scope"], collections)
+
+
+class RateLimiter:
+    """Token bucket per principal: ``per_minute`` requests a minute, bursts up to the same number."""
+
+    def __init__(self, per_minute: int):
+        self.rate = per_minute / 60.0
+        self.capacity = float(per_minute)
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def take(self, who: str) -> None:
+        if self.rate <= 0:
+            return
+        now = time.monotonic()
+        with self._lock:
+            tokens, last = self._buckets.get(who, (self.capacity, now))
+            tokens = min(self.capacity, tokens + (now - last) * self.rate)
+            if tokens < 1:
+                self._buckets[who] = (tokens, now)
+                raise AuthError(429, "rate limit exceeded", retry_after=math.ceil((1 - tokens) / self.rate))
+            self._buckets[who] = (tokens - 1, now)

@@ -1,0 +1,103 @@
+"""API keys, scopes, collection bindings and rate limits, through the real app."""
+import pytest
+from fastapi.testclient import TestClient
+
+from serve.app import create_app
+from serve.auth import KeyStore
+from serve.cli import main as kbqa_main
+from serve.service import KbqaService
+from serve.settings import Settings
+from tests.test_answer import ScriptedGenerator
+from tests.test_collection import make_kb
+
+
+@pytest.fixture
+def secured(tmp_path, fake_encoder):
+    settings = Settings(home=tmp_path / "home", min_relevance=0.1, rate_limit_per_minute=5)
+    service = KbqaService(settings, fake_encoder, ScriptedGenerator("Refunds are paid back within five days [1]."))
+    service.ingest(make_kb(tmp_path / "kb"), "default")
+    service.ingest(make_kb(tmp_path / "kb2"), "other")
+    keys = KeyStore(tmp_path / "home" / "keys.sqlite")
+    made = {"admin": keys.create("ops", "admin"), "query_a": keys.create("widget", "query", ["default"]),
+            "admin_a": keys.create("team-a", "admin", ["default"])}
+    with TestClient(create_app(settings, service)) as client:
+        yield client, made, keys
+
+
+def bearer(key):
+    return {"Authorization": f"Bearer {key}"}
+
+
+def test_no_or_wrong_key_is_401(secured):
+    client, made, _ = secured
+    assert client.post("/v1/search", json={"query": "refunds"}).status_code == 401
+    wrong = client.post("/v1/search", json={"query": "refunds"}, headers=bearer(made["admin"][:-2] + "xx"))
+    assert wrong.status_code == 401 and wrong.headers["www-authenticate"] == "Bearer"
+    assert client.post("/v1/search", json={"query": "refunds"}, headers={"X-API-Key": made["admin"]}).status_code == 200
+
+
+def test_query_scope_cannot_administer(secured):
+    client, made, _ = secured
+    assert client.post("/v1/ask", json={"question": "refunds?"}, headers=bearer(made["query_a"])).status_code == 200
+    assert client.get("/v1/collections", headers=bearer(made["query_a"])).status_code == 403
+    assert client.post("/v1/collections", json={"name": "x"}, headers=bearer(made["query_a"])).status_code == 403
+
+
+@pytest.mark.parametrize("method,path,body", [
+    ("post", "/v1/search", {"query": "refunds", "collection": "other"}),
+    ("post", "/v1/ask", {"question": "refunds?", "collection": "other"}),
+    ("get", "/v1/collections/other/documents", None),
+    ("get", "/v1/collections/other/documents/billing.md", None),
+    ("delete", "/v1/collections/other/documents/billing.md", None),
+    ("delete", "/v1/collections/other", None),
+    ("post", "/v1/collections", {"name": "other2"}),
+])
+def test_a_key_bound_to_one_collection_is_refused_on_another(secured, method, path, body):
+    client, made, _ = secured
+    kwargs = {"json": body} if body is not None else {}
+    response = getattr(client, method)(path, headers=bearer(made["admin_a"]), **kwargs)
+    assert response.status_code in (403, 404)
+    # ...and the unbound admin key can do it (the document still exists: nothing was deleted above)
+    assert client.get("/v1/collections/other/documents/billing.md", headers=bearer(made["admin"])).status_code == 200
+
+
+def test_bound_key_lists_only_its_collections_and_cannot_rate_other_answers(secured):
+    client, made, _ = secured
+    assert [c["collection"] for c in client.get("/v1/collections", headers=bearer(made["admin_a"])).json()] == ["default"]
+    other = client.post("/v1/ask", json={"question": "refunds?", "collection": "other"}, headers=bearer(made["admin"]))
+    answer_id = other.json()["answer_id"]
+    assert client.post("/v1/feedback", json={"answer_id": answer_id, "helpful": True},
+                       headers=bearer(made["query_a"])).status_code == 404
+    assert client.post("/v1/feedback", json={"answer_id": answer_id, "helpful": True},
+                       headers=bearer(made["admin"])).status_code == 201
+    assert client.get("/v1/feedback", headers=bearer(made["admin_a"])).json() == []
+
+
+def test_rate_limit_answers_429_with_retry_after(secured):
+    client, made, _ = secured
+    codes = [client.post("/v1/search", json={"query": "refunds"}, headers=bearer(made["admin"])).status_code
+             for _ in range(6)]
+    assert codes[:5] == [200] * 5 and codes[5] == 429
+    limited = client.post("/v1/search", json={"query": "refunds"}, headers=bearer(made["admin"]))
+    assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
+    # Another key has its own bucket.
+    assert client.post("/v1/search", json={"query": "refunds"}, headers=bearer(made["query_a"])).status_code == 200
+
+
+def test_revoked_key_is_refused(secured):
+    client, made, keys = secured
+    keys.revoke(made["query_a"].split("_")[1])
+    assert client.post("/v1/search", json={"query": "refunds"}, headers=bearer(made["query_a"])).status_code == 401
+
+
+def test_keys_cli_and_serve_refuses_public_host_without_keys(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("KBQA_HOME", str(tmp_path / "home"))
+    assert kbqa_main(["serve", "--host", "0.0.0.0"]) == 2
+    assert "no API keys" in capsys.readouterr().err
+    assert kbqa_main(["keys", "create", "--name", "w", "--scope", "query", "--collection", "default"]) == 0
+    key = capsys.readouterr().out.strip()
+    assert key.startswith("kbqa_")
+    assert kbqa_main(["keys", "list"]) == 0
+    listing = capsys.readouterr().out
+    assert "w  query  collections=default" in listing and key not in listing
+    assert kbqa_main(["keys", "revoke", "nope"]) == 2
