@@ -13,6 +13,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -69,8 +70,12 @@ def _next_version(encoders: Path) -> str:
 
 
 def distill_collection(collection: Collection, models_dir: Path, config: DistillConfig | None = None,
-                       device: str | None = None, show_progress: bool = False) -> DistillReport:
+                       device: str | None = None, show_progress: bool = False,
+                       on_stage: Callable[[str], None] | None = None) -> DistillReport:
+    """``on_stage`` hears each step's name as it starts (the API's job progress)."""
     from sentence_transformers import SentenceTransformer
+
+    stage = on_stage or (lambda name: None)
 
     config = config or DistillConfig()
     device = device or pick_device()
@@ -104,6 +109,7 @@ def distill_collection(collection: Collection, models_dir: Path, config: Distill
     ids, docs = [c.chunk_id for c in chunks], [c.doc_id for c in chunks]
     position = {cid: i for i, cid in enumerate(ids)}
 
+    stage("teacher")
     teacher = SentenceEncoder(model_path(models_dir, TEACHER), device=device)
     cache = TeacherCache(collection.directory / "teacher_cache.sqlite", teacher)
     try:
@@ -115,6 +121,7 @@ def distill_collection(collection: Collection, models_dir: Path, config: Distill
     del teacher
     clock["teacher"] = time.perf_counter()
 
+    stage("mining")
     extra = config.bm25_weight * bm25_scores(passages, [q.text for q in train_queries]) if config.bm25_weight else None
     triples = mine_triples(train_queries, teacher_queries, teacher_passages, ids, docs,
                            config.negatives_from_rank, config.negatives_to_rank, extra, config.seed)
@@ -126,6 +133,7 @@ def distill_collection(collection: Collection, models_dir: Path, config: Distill
         pca = TeacherPCA(teacher_passages, student.get_embedding_dimension())
         texts = [q.text for q in train_queries] + passages
         pca_targets = dict(zip(texts, pca(np.concatenate([teacher_queries, teacher_passages])).astype(np.float32)))
+    stage("training")
     losses = train_student(student, triples, passages, config, device, pca_targets, show_progress,
                            teacher_queries=teacher_queries, teacher_passages=teacher_passages)
     clock["train"] = time.perf_counter()
@@ -145,6 +153,7 @@ def distill_collection(collection: Collection, models_dir: Path, config: Distill
     staging.rename(final)
     report.version = version
 
+    stage("evaluating")
     # Decide on held-out pseudo-queries: the serving encoder's stored vectors vs the student's.
     candidate = SentenceEncoder(final, device=device)
     gold = [position[q.chunk_id] for q in held_out]
@@ -158,6 +167,7 @@ def distill_collection(collection: Collection, models_dir: Path, config: Distill
 
     better = report.student["mrr@10"] > report.serving["mrr@10"]
     if better:
+        stage("promoting")
         collection.promote(candidate, final, dict(zip(ids, student_passages)), trained_on=ids)
         report.promoted = True
         report.reason = (f"student MRR@10 {report.student['mrr@10']:.3f} > serving {report.serving['mrr@10']:.3f} "

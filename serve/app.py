@@ -16,7 +16,8 @@ from serve.auth import AuthError, KeyStore, RateLimiter
 from serve.documents import MAX_UPLOAD_BYTES, UnknownDocument, UploadRejected
 from serve.feedback import UnknownAnswer
 from serve.metrics import Metrics
-from serve.routes import ask, collections, documents, feedback, health, search
+from serve.jobs import UnknownJob
+from serve.routes import ask, collections, distill, documents, feedback, health, search
 from serve.service import CollectionExists, KbqaService
 from serve.settings import Settings
 
@@ -51,7 +52,7 @@ def create_app(settings: Settings | None = None, service: KbqaService | None = N
 
     app = FastAPI(title="kbqa", version="0.1.0", lifespan=lifespan,
                   description="Grounded question answering over a knowledge base.")
-    for module in (search, ask, collections, documents, feedback, health):
+    for module in (search, ask, collections, documents, distill, feedback, health):
         app.include_router(module.router)
     app.state.metrics = Metrics()
     app.state.limiter = RateLimiter(settings.rate_limit_per_minute)
@@ -84,7 +85,8 @@ def create_app(settings: Settings | None = None, service: KbqaService | None = N
         return _error(422, "invalid request", problems)
 
     # The caller's mistakes and known states map to 4xx/503 with the message that names the fix.
-    for error_type, status in ((UnknownCollection, 404), (UnknownAnswer, 404), (UnknownDocument, 404), (CollectionExists, 409),
+    for error_type, status in ((UnknownCollection, 404), (UnknownAnswer, 404), (UnknownDocument, 404),
+                              (UnknownJob, 404), (CollectionExists, 409),
                               (EncoderMismatch, 409), (ModelNotReady, 503), (ValueError, 422)):
         app.add_exception_handler(error_type, _status_handler(status))
 

@@ -140,3 +140,15 @@ class DocumentDetail(BaseModel):
 class DocumentDeleted(BaseModel):
     removed: list[str] = Field(description="every document of the file (a JSONL file holds many)")
     file: str
+
+
+class JobOut(BaseModel):
+    job_id: str
+    collection: str
+    state: str = Field(description="queued | running | succeeded | failed")
+    stage: str = Field(description="the step running now: teacher, mining, training, evaluating, promoting")
+    submitted: float
+    started: float | None
+    finished: float | None
+    report: dict | None = Field(description="kbqa distill --json's report, once finished")
+    error: str | None

@@ -15,6 +15,7 @@ from retrieval.models import GENERATOR_BASE, STUDENT_START, model_path
 from serve.answer import Answer, Answerer
 from serve.documents import DocumentManager
 from serve.feedback import FeedbackStore
+from serve.jobs import DistillJobs
 from serve.settings import Settings
 
 
@@ -36,6 +37,7 @@ class KbqaService:
         self._lock = threading.Lock()
         self.feedback = FeedbackStore(self.home.root / "feedback.sqlite")
         self.documents = DocumentManager(self.chunker)
+        self.jobs = DistillJobs(self.distill)
 
     @classmethod
     def load(cls, settings: Settings, with_generator: bool = True) -> "KbqaService":
@@ -112,6 +114,12 @@ class KbqaService:
                     value.answer_id = self.feedback.record_answer(collection, value)
                 yield kind, value
         return events()
+
+    def distill(self, collection: str, on_stage=None) -> dict:
+        """Distil this collection's encoder (see distill/run.py); the promotion, if any, serves at once."""
+        from distill.run import distill_collection
+
+        return distill_collection(self.collection(collection), self.home.models_dir, on_stage=on_stage).to_dict()
 
     def close(self) -> None:
         for collection in self._collections.values():

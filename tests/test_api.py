@@ -193,3 +193,53 @@ def test_bad_uploads_are_refused_and_nothing_escapes(client, tmp_path, name, dat
 
 def test_upload_to_an_unknown_collection_is_404(client):
     assert _upload(client, ("a.md", b"# A\n\ntext here", "text/markdown"), collection="nope").status_code == 404
+
+
+def test_distillation_runs_as_a_background_job_while_queries_go_on(client):
+    import threading
+    import time
+
+    service = client.app.state.service
+    release = threading.Event()
+
+    def fake_distill(collection, on_stage):  # the job machinery is under test here; distill has its own tests
+        on_stage("training")
+        release.wait(5)
+        return {"collection": collection, "promoted": True}
+
+    service.jobs._run = fake_distill
+    job = client.post("/v1/collections/default/distill")
+    assert job.status_code == 202 and job.json()["state"] in ("queued", "running")
+    job_id = job.json()["job_id"]
+    for _ in range(50):
+        if client.get(f"/v1/collections/default/distill/{job_id}").json()["stage"] == "training":
+            break
+        time.sleep(0.02)
+    running = client.get(f"/v1/collections/default/distill/{job_id}").json()
+    assert running["state"] == "running" and running["stage"] == "training"
+    assert client.post("/v1/search", json={"query": "refunds"}).status_code == 200  # not blocked
+    release.set()
+    for _ in range(50):
+        done = client.get(f"/v1/collections/default/distill/{job_id}").json()
+        if done["state"] != "running":
+            break
+        time.sleep(0.02)
+    assert done["state"] == "succeeded" and done["report"]["promoted"] is True and done["finished"]
+    assert [j["job_id"] for j in client.get("/v1/collections/default/distill").json()] == [job_id]
+    assert client.get("/v1/collections/default/distill/" + "0" * 32).status_code == 404
+    assert client.post("/v1/collections/nope/distill").status_code == 404
+
+
+def test_a_failed_distillation_job_reports_why(client, tmp_path):
+    import time
+
+    service = client.app.state.service
+    service.jobs._run = lambda collection, on_stage: (_ for _ in ()).throw(RuntimeError("teacher missing"))
+    job_id = client.post("/v1/collections/default/distill").json()["job_id"]
+    for _ in range(100):
+        job = client.get(f"/v1/collections/default/distill/{job_id}").json()
+        if job["state"] == "failed":
+            break
+        time.sleep(0.02)
+    assert job["state"] == "failed" and "teacher missing" in job["error"]
+    assert client.post("/v1/search", json={"query": "refunds"}).status_code == 200

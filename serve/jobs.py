@@ -1,0 +1,72 @@
+"""Distillation as a background job: one at a time, in a worker thread, while queries keep being answered.
+
+Jobs live in memory: a restart forgets them (a run cut short changes nothing the server reads;
+see distill/run.py), and `kbqa status` still tells what the serving encoder has not seen.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+
+@dataclass
+class Job:
+    job_id: str
+    collection: str
+    state: str = "queued"          # queued | running | succeeded | failed
+    stage: str = ""                # the step running now (teacher, mining, training, evaluating, promoting)
+    submitted: float = field(default_factory=time.time)
+    started: float | None = None
+    finished: float | None = None
+    report: dict | None = None
+    error: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class UnknownJob(LookupError):
+    """No job with that id (in that collection)."""
+
+
+class DistillJobs:
+    def __init__(self, run: Callable[[str, Callable[[str], None]], dict]):
+        """``run(collection, on_stage) -> report dict`` does the work (the service's distill)."""
+        self._run = run
+        self._jobs: dict[str, Job] = {}
+        self._queue: queue.Queue[Job] = queue.Queue()
+        self._lock = threading.Lock()
+        threading.Thread(target=self._work, name="distill-jobs", daemon=True).start()
+
+    def submit(self, collection: str) -> Job:
+        job = Job(uuid.uuid4().hex, collection)
+        with self._lock:
+            self._jobs[job.job_id] = job
+        self._queue.put(job)
+        return job
+
+    def get(self, job_id: str, collection: str | None = None) -> Job:
+        with self._lock:
+            job = self._jobs.get(job_id)
+        if job is None or (collection is not None and job.collection != collection):
+            raise UnknownJob(f"no distillation job {job_id!r}" + (f" in collection {collection!r}" if collection else ""))
+        return job
+
+    def list(self, collection: str) -> list[Job]:
+        with self._lock:
+            return [j for j in self._jobs.values() if j.collection == collection]
+
+    def _work(self) -> None:
+        while True:
+            job = self._queue.get()
+            job.state, job.started = "running", time.time()
+            try:
+                job.report = self._run(job.collection, lambda name: setattr(job, "stage", name))
+                job.state = "succeeded"
+            except Exception as exc:  # the job fails, the server goes on; the reason is kept for GET
+                job.state, job.error = "failed", f"{type(exc).__name__}: {exc}"
+            job.finished = time.time()

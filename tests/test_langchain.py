@@ -1,0 +1,18 @@
+from langchain_core.runnables import RunnableLambda
+
+from serve.langchain import KbqaRetriever, grounded_answer
+from serve.service import KbqaService
+from serve.settings import Settings
+from tests.test_answer import ScriptedGenerator
+from tests.test_collection import make_kb
+
+
+def test_retriever_and_answer_runnable_compose_in_a_chain(tmp_path, fake_encoder):
+    settings = Settings(home=tmp_path / "home", min_relevance=0.1)
+    service = KbqaService(settings, fake_encoder, ScriptedGenerator("Refunds are paid back within five days [1]."))
+    service.ingest(make_kb(tmp_path / "kb"), "default")
+    docs = KbqaRetriever(service=service, k=2).invoke("refunds paid back")
+    assert len(docs) == 2 and docs[0].metadata["source"] == "billing.md" and docs[0].page_content
+    chain = RunnableLambda(lambda q: {"question": q.strip()}) | grounded_answer(service)
+    result = chain.invoke("  How are refunds paid back?  ")
+    assert result["citations"][0]["source"] == "billing.md" and not result["abstained"]
