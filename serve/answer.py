@@ -36,6 +36,7 @@ class Answer:
     citations: list[Citation] = field(default_factory=list)
     unsupported: list[str] = field(default_factory=list)   # generated sentences the check rejected
     answer_id: str = ""   # set when the service records the answer (POST /v1/feedback refers to it)
+    rewritten_question: str | None = None   # the standalone form of a follow-up, when history changed it
     timings_ms: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict:

@@ -1,6 +1,8 @@
 """Request and response models of the HTTP API (the CLI's --json output uses the same shapes)."""
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from retrieval.home import COLLECTION_NAME
@@ -29,11 +31,19 @@ class SearchResponse(BaseModel):
     results: list[SearchResult]
 
 
+class Turn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    role: Literal["user", "assistant"]
+    content: str = Field(max_length=2000)
+
+
 class AskRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     question: str = Field(min_length=1, max_length=2000)
     k: int = Field(5, ge=1, le=50)
     collection: str = _COLLECTION
+    history: list[Turn] = Field(default_factory=list, max_length=20,
+                                description="earlier turns, oldest first: a follow-up question is made standalone")
     stream: bool = Field(False, description="answer as Server-Sent Events: `token` events as the generator "
                          "writes, then one `final` event holding the AskResponse")
 
@@ -56,6 +66,7 @@ class AskResponse(BaseModel):
     citations: list[CitationOut]
     unsupported: list[str] = Field(description="generated sentences the support check rejected")
     answer_id: str = Field(description="refer to this answer in POST /v1/feedback")
+    rewritten_question: str | None = Field(None, description="the standalone question used, when history changed it")
     timings_ms: dict[str, float]
 
 

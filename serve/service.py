@@ -15,6 +15,7 @@ from retrieval.models import GENERATOR_BASE, STUDENT_START, model_path
 from serve.answer import Answer, Answerer
 from serve.documents import DocumentManager
 from serve.feedback import FeedbackStore
+from serve.followup import standalone_question
 from serve.jobs import DistillJobs
 from serve.settings import Settings
 
@@ -87,29 +88,33 @@ class KbqaService:
     def search(self, query: str, k: int = 5, collection: str = "default") -> list[SearchHit]:
         return self.collection(collection).search(query, k, self.settings.search_mode)
 
-    def ask(self, question: str, k: int = 5, collection: str = "default") -> Answer:
+    def ask(self, question: str, k: int = 5, collection: str = "default", history: list[dict] | None = None) -> Answer:
         if self.answerer is None:
             raise RuntimeError("this service was loaded without a generator")
         start = time.perf_counter()
-        hits = self.search(question, k, collection)
+        standalone = standalone_question(question, history or [])
+        hits = self.search(standalone, k, collection)
         retrieve_ms = round((time.perf_counter() - start) * 1000, 1)
-        answer = self.answerer.answer(question, hits, {"retrieve": retrieve_ms})
+        answer = self.answerer.answer(standalone, hits, {"retrieve": retrieve_ms})
+        answer.question, answer.rewritten_question = question, standalone if standalone != question else None
         answer.timings_ms["total"] = round((time.perf_counter() - start) * 1000, 1)
         answer.answer_id = self.feedback.record_answer(collection, answer)
         return answer
 
-    def ask_stream(self, question: str, k: int = 5, collection: str = "default"):
+    def ask_stream(self, question: str, k: int = 5, collection: str = "default", history: list[dict] | None = None):
         """Retrieve now (so an unknown collection fails before anything is sent), then an iterator of
         ("token", text) events and one ("final", Answer)."""
         if self.answerer is None:
             raise RuntimeError("this service was loaded without a generator")
         start = time.perf_counter()
-        hits = self.search(question, k, collection)
+        standalone = standalone_question(question, history or [])
+        hits = self.search(standalone, k, collection)
         timings = {"retrieve": round((time.perf_counter() - start) * 1000, 1)}
 
         def events():
-            for kind, value in self.answerer.stream(question, hits, timings):
+            for kind, value in self.answerer.stream(standalone, hits, timings):
                 if kind == "final":
+                    value.question, value.rewritten_question = question, standalone if standalone != question else None
                     value.timings_ms["total"] = round((time.perf_counter() - start) * 1000, 1)
                     value.answer_id = self.feedback.record_answer(collection, value)
                 yield kind, value

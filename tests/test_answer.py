@@ -140,3 +140,13 @@ def test_tiny_real_generator_streams(tmp_path):
     stats = {}
     pieces = list(generator.stream(build_messages("q", [Passage("a", "w1")]), stats))
     assert stats["new_tokens"] >= 1 and all(isinstance(p, str) for p in pieces)
+
+
+def test_followup_detection():
+    from serve.followup import is_followup, standalone_question
+
+    assert is_followup("and how do I cancel it?") and is_followup("What about invoices?")
+    assert not is_followup("How do I add a new website to my account?")
+    history = [{"role": "user", "content": "How do I upgrade my subscription?"}]
+    assert standalone_question("Can I cancel it?", history) == "Can I cancel it? (upgrade subscription)"
+    assert standalone_question("Can I cancel it?", []) == "Can I cancel it?"

@@ -28,7 +28,7 @@ def test_search_shape(client):
 
 def test_ask_shape_and_citation(client):
     body = client.post("/v1/ask", json={"question": "How are refunds paid back?"}).json()
-    assert set(body) == {"question", "answer", "abstained", "grounding", "citations", "unsupported", "answer_id", "timings_ms"}
+    assert set(body) == {"question", "answer", "abstained", "grounding", "citations", "unsupported", "answer_id", "rewritten_question", "timings_ms"}
     assert body["abstained"] is False and body["grounding"] == "generated" and body["unsupported"] == []
     assert body["citations"][0]["source"] == "billing.md" and body["citations"][0]["n"] == 1
     assert set(body["citations"][0]) == {"n", "chunk_id", "doc_id", "source", "title", "score"}
@@ -243,3 +243,16 @@ def test_a_failed_distillation_job_reports_why(client, tmp_path):
         time.sleep(0.02)
     assert job["state"] == "failed" and "teacher missing" in job["error"]
     assert client.post("/v1/search", json={"query": "refunds"}).status_code == 200
+
+
+def test_follow_up_question_is_made_standalone_from_history(client):
+    history = [{"role": "user", "content": "How are refunds paid back?"},
+               {"role": "assistant", "content": "Within five days [1]."}]
+    body = client.post("/v1/ask", json={"question": "and how long does it take?", "history": history}).json()
+    assert body["question"] == "and how long does it take?"
+    assert body["rewritten_question"] == "and how long does it take? (refunds paid back)"
+    assert body["citations"][0]["source"] == "billing.md"
+    plain = client.post("/v1/ask", json={"question": "How are refunds paid back?", "history": history}).json()
+    assert plain["rewritten_question"] is None
+    bad = client.post("/v1/ask", json={"question": "x", "history": [{"role": "system", "content": "y"}]})
+    assert bad.status_code == 422

@@ -19,12 +19,13 @@ def _sse(event: str, data: dict) -> str:
     200: {"content": {"text/event-stream": {"description": "with stream=true: token events, then a final event"}}}})
 async def ask(body: AskRequest, service: ServiceDep, request: Request, key: QueryKey):
     key.check_collection(body.collection)
+    history = [turn.model_dump() for turn in body.history]
     # Retrieval and generation are CPU-bound: keep them off the event loop.
     if not body.stream:
-        answer = await run_in_threadpool(service.ask, body.question, body.k, body.collection)
+        answer = await run_in_threadpool(service.ask, body.question, body.k, body.collection, history)
         request.app.state.metrics.observe_answer(answer)
         return AskResponse(**answer.to_dict())
-    events = await run_in_threadpool(service.ask_stream, body.question, body.k, body.collection)
+    events = await run_in_threadpool(service.ask_stream, body.question, body.k, body.collection, history)
 
     def encode():  # a sync iterator: Starlette runs it in the threadpool, piece by piece
         for kind, value in events:
