@@ -17,7 +17,7 @@ from serve.documents import MAX_UPLOAD_BYTES, UnknownDocument, UploadRejected
 from serve.feedback import UnknownAnswer
 from serve.metrics import Metrics
 from serve.jobs import UnknownJob
-from serve.routes import ask, collections, distill, documents, feedback, health, search
+from serve.routes import ask, chat, collections, distill, documents, feedback, health, search
 from serve.service import CollectionExists, KbqaService
 from serve.settings import Settings
 
@@ -52,7 +52,7 @@ def create_app(settings: Settings | None = None, service: KbqaService | None = N
 
     app = FastAPI(title="kbqa", version="0.1.0", lifespan=lifespan,
                   description="Grounded question answering over a knowledge base.")
-    for module in (search, ask, collections, documents, distill, feedback, health):
+    for module in (search, ask, collections, documents, distill, feedback, health, chat):
         app.include_router(module.router)
     app.state.metrics = Metrics()
     app.state.limiter = RateLimiter(settings.rate_limit_per_minute)
