@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from ingest.chunker import Chunker
+from retrieval.batching import BatchingEncoder
 from retrieval.collection import Collection, IngestReport, SearchHit
 from retrieval.encoder import SentenceEncoder, TextEncoder
 from retrieval.home import check_collection_name
@@ -43,7 +44,8 @@ class KbqaService:
     @classmethod
     def load(cls, settings: Settings, with_generator: bool = True) -> "KbqaService":
         """Load the serving encoder (and generator) from prepared model folders."""
-        encoder = SentenceEncoder(model_path(settings.kbqa_home.models_dir, STUDENT_START))
+        # Served queries are micro-batched across concurrent requests (retrieval/batching.py).
+        encoder = BatchingEncoder(SentenceEncoder(model_path(settings.kbqa_home.models_dir, STUDENT_START)))
         generator = None
         if with_generator:
             from serve.generator import Generator
@@ -51,7 +53,7 @@ class KbqaService:
             generator = Generator(model_path(settings.kbqa_home.models_dir, GENERATOR_BASE),
                                   max_new_tokens=settings.max_new_tokens,
                                   adapter_dir=resolve_adapter(settings.generator_adapter, settings.kbqa_home.models_dir))
-        return cls(settings, encoder, generator)
+        return cls(settings, encoder, generator, encoder_loader=lambda folder: BatchingEncoder(SentenceEncoder(folder)))
 
     def collection(self, name: str, create: bool = False) -> Collection:
         check_collection_name(name)
