@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from retrieval.collection import EncoderMismatch
 from retrieval.home import UnknownCollection
@@ -18,6 +19,7 @@ from serve.feedback import UnknownAnswer
 from serve.metrics import Metrics
 from serve.jobs import UnknownJob
 from serve.routes import ask, chat, collections, distill, documents, feedback, health, search
+from serve.schemas import ErrorResponse
 from serve.service import CollectionExists, KbqaService
 from serve.settings import Settings
 
@@ -52,8 +54,10 @@ def create_app(settings: Settings | None = None, service: KbqaService | None = N
 
     app = FastAPI(title="kbqa", version="0.1.0", lifespan=lifespan,
                   description="Grounded question answering over a knowledge base.")
+    # Every error leaves as ErrorResponse, validation errors included: say so in the schema.
+    errors = {status: {"model": ErrorResponse} for status in (401, 403, 413, 422, 429)}
     for module in (search, ask, collections, documents, distill, feedback, health, chat):
-        app.include_router(module.router)
+        app.include_router(module.router, responses=errors)
     app.state.metrics = Metrics()
     app.state.limiter = RateLimiter(settings.rate_limit_per_minute)
 
@@ -89,6 +93,14 @@ def create_app(settings: Settings | None = None, service: KbqaService | None = N
                               (UnknownJob, 404), (CollectionExists, 409),
                               (EncoderMismatch, 409), (ModelNotReady, 503), (ValueError, 422)):
         app.add_exception_handler(error_type, _status_handler(status))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # Unmatched paths and wrong methods too: every error body has the same shape.
+        response = _error(exc.status_code, str(exc.detail))
+        for name, value in (exc.headers or {}).items():
+            response.headers[name] = value
+        return response
 
     @app.exception_handler(AuthError)
     async def auth_error(_: Request, exc: AuthError) -> JSONResponse:

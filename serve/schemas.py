@@ -1,12 +1,15 @@
 """Request and response models of the HTTP API (the CLI's --json output uses the same shapes)."""
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
+
+from fastapi import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from retrieval.home import COLLECTION_NAME
 
+CollectionPath = Annotated[str, Path(pattern=COLLECTION_NAME.pattern, description="collection name")]
 _COLLECTION = Field("default", pattern=COLLECTION_NAME.pattern, description="collection to search")
 
 

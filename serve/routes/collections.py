@@ -1,6 +1,7 @@
 from fastapi import APIRouter, Response
 from starlette.concurrency import run_in_threadpool
 
+from serve.schemas import CollectionPath
 from serve.deps import AdminKey, ServiceDep
 from serve.schemas import CollectionCreate, CollectionOut, ErrorResponse
 
@@ -26,7 +27,7 @@ async def create_collection(body: CollectionCreate, service: ServiceDep, key: Ad
 
 
 @router.delete("/{name}", status_code=204, responses={404: {"model": ErrorResponse}})
-async def delete_collection(name: str, service: ServiceDep, key: AdminKey) -> Response:
+async def delete_collection(name: CollectionPath, service: ServiceDep, key: AdminKey) -> Response:
     key.check_collection(name)
     await run_in_threadpool(service.delete_collection, name)
     return Response(status_code=204)

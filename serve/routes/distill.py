@@ -1,5 +1,6 @@
 from fastapi import APIRouter
 
+from serve.schemas import CollectionPath
 from serve.deps import AdminKey, ServiceDep
 from serve.schemas import ErrorResponse, JobOut
 
@@ -7,7 +8,7 @@ router = APIRouter(prefix="/v1/collections/{collection}/distill", tags=["distill
 
 
 @router.post("", status_code=202, response_model=JobOut, responses={404: {"model": ErrorResponse}})
-async def start(collection: str, service: ServiceDep, key: AdminKey) -> JobOut:
+async def start(collection: CollectionPath, service: ServiceDep, key: AdminKey) -> JobOut:
     """Queue a distillation of this collection's encoder; answers go on meanwhile."""
     key.check_collection(collection)
     service.collection(collection)  # 404 now rather than a failed job later
@@ -15,12 +16,12 @@ async def start(collection: str, service: ServiceDep, key: AdminKey) -> JobOut:
 
 
 @router.get("", response_model=list[JobOut])
-async def list_jobs(collection: str, service: ServiceDep, key: AdminKey) -> list[JobOut]:
+async def list_jobs(collection: CollectionPath, service: ServiceDep, key: AdminKey) -> list[JobOut]:
     key.check_collection(collection)
     return [JobOut(**j.to_dict()) for j in service.jobs.list(collection)]
 
 
 @router.get("/{job_id}", response_model=JobOut, responses={404: {"model": ErrorResponse}})
-async def get_job(collection: str, job_id: str, service: ServiceDep, key: AdminKey) -> JobOut:
+async def get_job(collection: CollectionPath, job_id: str, service: ServiceDep, key: AdminKey) -> JobOut:
     key.check_collection(collection)
     return JobOut(**service.jobs.get(job_id, collection).to_dict())

@@ -1,17 +1,18 @@
 from fastapi import APIRouter, File, UploadFile
 from starlette.concurrency import run_in_threadpool
 
+from serve.schemas import CollectionPath
 from serve.deps import AdminKey, ServiceDep
-from serve.documents import MAX_FILE_BYTES
+from serve.documents import MAX_FILE_BYTES, MAX_FILES
 from serve.schemas import DocumentDeleted, DocumentDetail, DocumentOut, ErrorResponse, UploadReport
 
 router = APIRouter(prefix="/v1/collections/{collection}/documents", tags=["documents"])
-_ERRORS = {404: {"model": ErrorResponse}, 413: {"model": ErrorResponse}, 415: {"model": ErrorResponse}}
+_ERRORS = {status: {"model": ErrorResponse} for status in (404, 411, 413, 415)}
 
 
 @router.post("", status_code=201, response_model=UploadReport, responses=_ERRORS)
-async def upload(collection: str, service: ServiceDep, key: AdminKey,
-                 files: list[UploadFile] = File(...)) -> UploadReport:
+async def upload(collection: CollectionPath, service: ServiceDep, key: AdminKey,
+                 files: list[UploadFile] = File(..., min_length=1, max_length=MAX_FILES)) -> UploadReport:
     """Add or replace files (md, mdx, html, txt, pdf, csv, json, jsonl); ingested incrementally."""
     key.check_collection(collection)
     # Read one byte past the limit: enough to refuse an oversized file without holding all of it.
@@ -22,13 +23,13 @@ async def upload(collection: str, service: ServiceDep, key: AdminKey,
 
 
 @router.get("", response_model=list[DocumentOut], responses=_ERRORS)
-async def list_documents(collection: str, service: ServiceDep, key: AdminKey) -> list[DocumentOut]:
+async def list_documents(collection: CollectionPath, service: ServiceDep, key: AdminKey) -> list[DocumentOut]:
     key.check_collection(collection)
     return [DocumentOut(**d) for d in service.collection(collection).store.documents()]
 
 
 @router.get("/{doc_id:path}", response_model=DocumentDetail, responses=_ERRORS)
-async def get_document(collection: str, doc_id: str, service: ServiceDep, key: AdminKey) -> DocumentDetail:
+async def get_document(collection: CollectionPath, doc_id: str, service: ServiceDep, key: AdminKey) -> DocumentDetail:
     key.check_collection(collection)
     from serve.documents import UnknownDocument
 
@@ -39,7 +40,7 @@ async def get_document(collection: str, doc_id: str, service: ServiceDep, key: A
 
 
 @router.delete("/{doc_id:path}", response_model=DocumentDeleted, responses=_ERRORS)
-async def delete_document(collection: str, doc_id: str, service: ServiceDep,
+async def delete_document(collection: CollectionPath, doc_id: str, service: ServiceDep,
                           key: AdminKey) -> DocumentDeleted:
     """Removes the file the document came from. A file ingested by `kbqa ingest` comes back on the next
     ingest of its folder: delete it there too."""

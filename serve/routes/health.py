@@ -1,5 +1,5 @@
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 
@@ -14,7 +14,7 @@ async def healthz(service: ServiceDep) -> dict:
     return {"status": "ok", "encoder": service.encoder.encoder_id, "collections": service.collection_names()}
 
 
-@router.get("/readyz")
+@router.get("/readyz", responses={503: {"description": "not ready: the problems are named"}})
 async def readyz(service: ServiceDep):
     """Ready to answer: models loaded and every collection's index open."""
     problems = {}
@@ -33,7 +33,8 @@ async def readyz(service: ServiceDep):
     return JSONResponse(status_code=status, content={"ready": not problems, "problems": problems})
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=PlainTextResponse,
+            responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}})
 async def metrics(request: Request, service: ServiceDep) -> Response:
     gauge = request.app.state.metrics.index_vectors
 
