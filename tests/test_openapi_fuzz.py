@@ -1,16 +1,15 @@
 """Schemathesis against the OpenAPI schema: no 5xx, and every response matches what the schema promises."""
 import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-import schemathesis  # noqa: E402
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from schemathesis.specs.openapi.checks import positive_data_acceptance  # noqa: E402
-
-from serve.app import create_app  # noqa: E402
-from serve.service import KbqaService  # noqa: E402
-from serve.settings import Settings  # noqa: E402
-from tests.conftest import FakeEncoder  # noqa: E402
-from tests.test_answer import ScriptedGenerator  # noqa: E402
-from tests.test_collection import make_kb  # noqa: E402
+from serve.app import create_app
+from serve.service import KbqaService
+from serve.settings import Settings
+from tests.conftest import FakeEncoder
+from tests.test_answer import ScriptedGenerator
+from tests.test_collection import make_kb
 
 
 def build_app(tmp):
