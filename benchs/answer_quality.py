@@ -160,6 +160,7 @@ def main() -> None:
     parser.add_argument("--per-dataset", type=int, default=40)
     parser.add_argument("--adapter", default="none", help="a fine-tuned LoRA adapter folder, or none (the base model)")
     parser.add_argument("--label", help="name of the generator in the table")
+    parser.add_argument("--abstain-threshold", type=float, help="the generator's abstention gate (default: none)")
     parser.add_argument("--threshold", type=float, default=Settings().support_threshold)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -168,7 +169,8 @@ def main() -> None:
     settings = Settings(home=BENCH_HOME)
     service = KbqaService.load(settings, with_generator=False)
     generator = Generator(model_path(settings.kbqa_home.models_dir, GENERATOR_BASE),
-                          max_new_tokens=settings.max_new_tokens, adapter_dir=adapter)
+                          max_new_tokens=settings.max_new_tokens, adapter_dir=adapter,
+                          abstain_threshold=args.abstain_threshold)
     answerer = Answerer(None, settings.min_relevance, settings.prompt_passages)
     cache = BENCH_HOME / "answers" / f"{label}-{args.split}-{args.per_dataset}.jsonl"
     cache.parent.mkdir(parents=True, exist_ok=True)

@@ -118,12 +118,16 @@ def cmd_train_generator(args) -> int:
           f"{args.collection!r}); device {pick_device()}", file=sys.stderr)
     report = train_generator(model_path(service.home.models_dir, GENERATOR_BASE), examples, service.home.models_dir,
                              config, device=pick_device(), show_progress=not args.json,
-                             source=f"shipped examples + {mined} FAQ pairs of {args.collection}")
+                             source=f"shipped examples + {mined} FAQ pairs of {args.collection}",
+                             activate=args.activate)
     if args.json:
         print(json.dumps(report, indent=1))
     else:
-        print(f"generator adapter {report['version']} is now current: {report['examples']} examples in "
-              f"{report['seconds']:.0f} s, final loss {report['loss_per_step'][-1]}; restart `kbqa serve` to load it")
+        print(f"generator adapter {report['version']}: {report['examples']} examples in {report['seconds']:.0f} s, "
+              f"final loss {report['loss_per_step'][-1]}; "
+              + ("now current: restart `kbqa serve` to load it" if report["activated"] else
+                 "not activated: measure it (benchs/answer_quality.py --adapter ...), then serve it with "
+                 "KBQA_GENERATOR_ADAPTER=<its folder> or train again with --activate"))
     return 0
 
 
@@ -233,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--max-examples", type=int)
     p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--activate", action="store_true", help="serve the new adapter from the next start")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_train_generator)
 

@@ -53,11 +53,27 @@ def cited_numbers(answer: str, n_passages: int) -> tuple[str, list[int]]:
     return cleaned, kept
 
 
+class AbstentionGate:
+    """A logits processor: at the first new token, forbid the abstention's opening token unless its
+    probability reaches ``threshold`` (so the model abstains only when it is that sure)."""
+
+    def __init__(self, token_id: int, threshold: float, prompt_len: int):
+        self.token_id, self.threshold, self.prompt_len = token_id, threshold, prompt_len
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        if input_ids.shape[1] == self.prompt_len:
+            unsure = torch.softmax(scores, dim=-1)[:, self.token_id] < self.threshold
+            scores[unsure, self.token_id] = float("-inf")
+        return scores
+
+
 class Generator:
     """SmolLM2 from a prepared checkpoint folder, optionally with a fine-tuned LoRA adapter merged in; greedy."""
 
     def __init__(self, model_dir: Path, device: str | None = None, max_new_tokens: int = 96,
-                 adapter_dir: Path | None = None):
+                 adapter_dir: Path | None = None, abstain_threshold: float | None = None):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -76,6 +92,10 @@ class Generator:
             self.name = f"{model_dir.name}+{Path(adapter_dir).name}"
         self.model = model.to(self.device).eval()
         self.max_new_tokens = max_new_tokens
+        # The fine-tuned model puts much probability on opening with the abstention sentence: greedy
+        # decoding then abstains too often. It may abstain only when that first token is this likely.
+        self.abstain_threshold = abstain_threshold
+        self.abstain_token = self.tokenizer.encode(ABSTENTION, add_special_tokens=False)[0]
         self._lock = threading.Lock()  # one generation at a time: the CPU has no spare cores for two
 
     def stream(self, messages: list[dict], stats: dict | None = None):
@@ -86,6 +106,12 @@ class Generator:
         inputs = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True,
                                                     return_tensors="pt", return_dict=True).to(self.device)
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        extra = {}
+        if self.abstain_threshold is not None:
+            from transformers import LogitsProcessorList
+
+            gate = AbstentionGate(self.abstain_token, self.abstain_threshold, inputs["input_ids"].shape[1])
+            extra["logits_processor"] = LogitsProcessorList([gate])
         result: dict = {}
 
         def run() -> None:
@@ -93,7 +119,7 @@ class Generator:
                 with torch.inference_mode():
                     result["output"] = self.model.generate(
                         **inputs, max_new_tokens=self.max_new_tokens, do_sample=False, repetition_penalty=1.1,
-                        pad_token_id=self.tokenizer.eos_token_id, streamer=streamer)
+                        pad_token_id=self.tokenizer.eos_token_id, streamer=streamer, **extra)
             except BaseException as exc:  # re-raised in the caller's thread once the stream ends
                 result["error"] = exc
                 streamer.end()

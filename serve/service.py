@@ -50,9 +50,10 @@ class KbqaService:
         if with_generator:
             from serve.generator import Generator
 
+            adapter = resolve_adapter(settings.generator_adapter, settings.kbqa_home.models_dir)
             generator = Generator(model_path(settings.kbqa_home.models_dir, GENERATOR_BASE),
-                                  max_new_tokens=settings.max_new_tokens,
-                                  adapter_dir=resolve_adapter(settings.generator_adapter, settings.kbqa_home.models_dir))
+                                  max_new_tokens=settings.max_new_tokens, adapter_dir=adapter,
+                                  abstain_threshold=settings.abstain_threshold if adapter else None)
         return cls(settings, encoder, generator, encoder_loader=lambda folder: BatchingEncoder(SentenceEncoder(folder)))
 
     def collection(self, name: str, create: bool = False) -> Collection:
@@ -136,8 +137,7 @@ class KbqaService:
 
 def resolve_adapter(choice: str, models_dir: Path) -> Path | None:
     """Which fine-tuned generator adapter to load (see Settings.generator_adapter)."""
-    from distill.generator_train import SHIPPED_ADAPTER, current_adapter
-    from retrieval.models import MANIFEST
+    from distill.generator_train import current_adapter
 
     if choice == "none":
         return None
@@ -145,7 +145,7 @@ def resolve_adapter(choice: str, models_dir: Path) -> Path | None:
         if not Path(choice).is_dir():
             raise FileNotFoundError(f"generator adapter {choice} does not exist")
         return Path(choice)
-    return current_adapter(models_dir) or (SHIPPED_ADAPTER if (SHIPPED_ADAPTER / MANIFEST).exists() else None)
+    return current_adapter(models_dir)
 
 
 def hit_to_dict(hit: SearchHit) -> dict:

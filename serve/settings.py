@@ -25,9 +25,12 @@ class Settings(BaseSettings):
     support_threshold: float = Field(0.6, ge=0.0, le=1.0)
     on_unsupported: str = Field("extractive", pattern="^(extractive|abstain)$",
                                 description="what replaces an unsupported answer")
-    # auto: the adapter `kbqa train-generator` made current, else the one shipped in distill/adapters,
-    # else none (the base model); none: always the base model; or a path to an adapter folder.
+    # auto: the adapter `kbqa train-generator --activate` made current, else the base model;
+    # none: always the base model; or a path to an adapter folder.
     generator_adapter: str = "auto"
+    # With a fine-tuned adapter: it may abstain only when the abstention's first token is this likely
+    # (serve/generator.py:AbstentionGate). 0.8 from a probe of 20 questions; see README.
+    abstain_threshold: float = Field(0.8, ge=0.0, le=1.0)
     rate_limit_per_minute: int = Field(120, ge=0, description="requests a minute per API key; 0 turns it off")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)

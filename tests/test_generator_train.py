@@ -50,15 +50,17 @@ def test_training_publishes_a_current_adapter_that_serving_loads(tmp_path):
                              [{"title": "b", "text": "w3"}], 2, rng) for _ in range(4)]
     models = tmp_path / "models"
     assert current_adapter(models) is None
-    report = train_generator(base, examples, models, GeneratorTrainConfig(grad_accum=2, lora_r=4))
+    report = train_generator(base, examples, models, GeneratorTrainConfig(grad_accum=2, lora_r=4), activate=True)
     assert report["version"] == "v0001" and report["examples"] == 4 and len(report["loss_per_step"]) == 2
     adapter = current_adapter(models)
     assert adapter.name == "v0001" and (models / "generator-adapters" / CURRENT).read_text().strip() == "v0001"
     assert json.loads((adapter / "training.json").read_text())["config"]["lora_r"] == 4
     assert not list((models / "generator-adapters").glob(".staging-*"))
-    generator = Generator(base, device="cpu", max_new_tokens=3, adapter_dir=adapter)
+    generator = Generator(base, device="cpu", max_new_tokens=3, adapter_dir=adapter, abstain_threshold=0.9)
     assert generator.name == "base+v0001"
     text, _, new_tokens = generator.generate(build_messages("the answer", [Passage("a", "w1 w2")]))
     assert 1 <= new_tokens <= 3
-    second = train_generator(base, examples, models, GeneratorTrainConfig(grad_accum=4, lora_r=4))
+    second = train_generator(base, examples, models, GeneratorTrainConfig(grad_accum=4, lora_r=4), activate=True)
     assert second["version"] == "v0002" and current_adapter(models).name == "v0002"
+    third = train_generator(base, examples, models, GeneratorTrainConfig(grad_accum=4, lora_r=4))
+    assert third["version"] == "v0003" and not third["activated"] and current_adapter(models).name == "v0002"

@@ -91,3 +91,27 @@ def test_distill_on_real_models_small_collection(home, tmp_path):
     assert status["chunks_newer_than_encoder"] == (0 if report["promoted"] else status["chunks"])
     found = json.loads(kbqa(home, "search", "enable two-factor authentication", "--collection", "small", "--json").stdout)
     assert found["results"][0]["source"] == "2fa.md"
+
+
+def test_train_generator_on_real_models_writes_a_current_adapter_that_loads(ingested, tmp_path):
+    # Its own models folder (links to the prepared models): the new adapter must not become current elsewhere.
+    home = tmp_path / "train-home"
+    (home / "models").mkdir(parents=True)
+    for name in ALL_MODELS:
+        (home / "models" / name).symlink_to((MODELS / name).resolve())
+    (home / "collections").mkdir()
+    (home / "collections" / "default").symlink_to(ingested / "collections" / "default")
+    done = kbqa(home, "train-generator", "--no-shipped", "--max-examples", "2", "--activate", "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["version"] == "v0001" and report["examples"] == 2 and "FAQ pairs of default" in report["source"]
+
+    from serve.generator import Generator, Passage, build_messages
+    from serve.service import resolve_adapter
+
+    adapter = resolve_adapter("auto", home / "models")
+    assert adapter == home / "models" / "generator-adapters" / "v0001"
+    generator = Generator(MODELS / "generator-base", device="cpu", max_new_tokens=8, adapter_dir=adapter)
+    text, _, new_tokens = generator.generate(build_messages("Does Plausible use cookies?",
+                                                            [Passage("Privacy", "Plausible uses no cookies.")]))
+    assert generator.name == "generator-base+v0001" and new_tokens >= 1 and text
