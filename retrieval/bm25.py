@@ -14,12 +14,15 @@ class BM25Index:
     def __init__(self, keys: list, texts: list[str]):
         self.keys = list(keys)
         self.retriever = bm25s.BM25()
-        if texts:
-            tokens = bm25s.tokenize(texts, stopwords="en", stemmer=_STEMMER, show_progress=False)
+        tokens = bm25s.tokenize(texts, stopwords="en", stemmer=_STEMMER, show_progress=False) if texts else None
+        # A corpus with no indexable word at all (symbols, emoji, stop words) makes bm25s fail: keep it
+        # searchable by the dense index alone rather than breaking the whole collection.
+        self.empty = tokens is None or not tokens.vocab
+        if not self.empty:
             self.retriever.index(tokens, show_progress=False)
 
     def search(self, query: str, k: int) -> list[tuple[object, float]]:
-        if not self.keys:
+        if self.empty:
             return []
         tokens = bm25s.tokenize([query], stopwords="en", stemmer=_STEMMER, show_progress=False)
         if not tokens.vocab:  # only stop words

@@ -18,7 +18,7 @@ from serve.documents import MAX_UPLOAD_BYTES, UnknownDocument, UploadRejected
 from serve.feedback import UnknownAnswer
 from serve.metrics import Metrics
 from serve.jobs import UnknownJob
-from serve.routes import ask, chat, collections, distill, documents, feedback, health, search
+from serve.routes import ask, chat, collections, distill, documents, feedback, health, keys, search
 from serve.schemas import ErrorResponse
 from serve.service import CollectionExists, KbqaService
 from serve.settings import Settings
@@ -56,7 +56,7 @@ def create_app(settings: Settings | None = None, service: KbqaService | None = N
                   description="Grounded question answering over a knowledge base.")
     # Every error leaves as ErrorResponse, validation errors included: say so in the schema.
     errors = {status: {"model": ErrorResponse} for status in (401, 403, 413, 422, 429)}
-    for module in (search, ask, collections, documents, distill, feedback, health, chat):
+    for module in (search, ask, collections, documents, distill, feedback, keys, health, chat):
         app.include_router(module.router, responses=errors)
     app.state.metrics = Metrics()
     app.state.limiter = RateLimiter(settings.rate_limit_per_minute)
@@ -74,7 +74,7 @@ def create_app(settings: Settings | None = None, service: KbqaService | None = N
     @app.middleware("http")
     async def limit_body(request: Request, call_next):
         # Refuse oversized bodies before reading them; questions are short, uploads are not.
-        is_upload = request.method == "POST" and request.url.path.endswith("/documents")
+        is_upload = request.method == "POST" and request.url.path.endswith(("/documents", "/documents/records"))
         limit = MAX_UPLOAD_BYTES if is_upload else MAX_BODY_BYTES
         length = request.headers.get("content-length")
         if length is None and is_upload:

@@ -166,3 +166,39 @@ class JobOut(BaseModel):
     finished: float | None
     report: dict | None = Field(description="kbqa distill --json's report, once finished")
     error: str | None
+
+
+class KeyCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=200)
+    scope: Literal["query", "admin"]
+    collections: list[Annotated[str, Field(pattern=COLLECTION_NAME.pattern)]] = Field(
+        default_factory=list, max_length=100, description="bind the key to these collections; empty: all")
+
+
+class KeyCreated(BaseModel):
+    key: str = Field(description="shown once: only its hash is stored")
+    key_id: str
+
+
+class KeyOut(BaseModel):
+    key_id: str
+    name: str
+    scope: str
+    collections: str | None
+    created: float
+    revoked: bool
+
+
+class RecordIn(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    id: str = Field(min_length=1, max_length=500)
+    title: str = Field("", max_length=1000)
+    text: str = Field(min_length=1)
+
+
+class RecordsUpload(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,100}$",
+                      description="the records are stored as <name>.jsonl: posting the same name replaces them")
+    records: list[RecordIn] = Field(min_length=1, max_length=10000)

@@ -256,3 +256,19 @@ def test_follow_up_question_is_made_standalone_from_history(client):
     assert plain["rewritten_question"] is None
     bad = client.post("/v1/ask", json={"question": "x", "history": [{"role": "system", "content": "y"}]})
     assert bad.status_code == 422
+
+
+def test_json_records_upload_and_replace(client):
+    body = {"name": "faq", "records": [{"id": "ship-1", "title": "Shipping", "text": "Parcels leave the warehouse daily."},
+                                       {"id": "ret-1", "title": "Returns", "text": "Returns are free within 30 days."}]}
+    created = client.post("/v1/collections/default/documents/records", json=body)
+    assert created.status_code == 201 and created.json()["added"] == ["faq.jsonl"]
+    assert "warehouse daily" in client.get("/v1/collections/default/documents/ship-1").json()["chunks"][0]["text"]
+    body["records"] = body["records"][:1]
+    replaced = client.post("/v1/collections/default/documents/records", json=body).json()
+    assert replaced["changed"] == ["faq.jsonl"]
+    assert client.get("/v1/collections/default/documents/ret-1").status_code == 404
+    assert client.post("/v1/collections/default/documents/records",
+                       json={"name": "../x", "records": body["records"]}).status_code == 422
+    assert client.post("/v1/collections/default/documents/records",
+                       json={"name": "x", "records": [{"id": "a"}]}).status_code == 422

@@ -101,3 +101,22 @@ def test_keys_cli_and_serve_refuses_public_host_without_keys(tmp_path, monkeypat
     listing = capsys.readouterr().out
     assert "w  query  collections=default" in listing and key not in listing
     assert kbqa_main(["keys", "revoke", "nope"]) == 2
+
+
+def test_keys_over_the_api_need_an_unbound_admin_key(secured):
+    client, made, _ = secured
+    created = client.post("/v1/keys", json={"name": "bot", "scope": "query", "collections": ["other"]},
+                          headers=bearer(made["admin"]))
+    assert created.status_code == 201
+    new_key, key_id = created.json()["key"], created.json()["key_id"]
+    assert client.post("/v1/search", json={"query": "refunds", "collection": "other"},
+                       headers=bearer(new_key)).status_code == 200
+    assert client.post("/v1/search", json={"query": "refunds"}, headers=bearer(new_key)).status_code == 403
+    listed = client.get("/v1/keys", headers=bearer(made["admin"])).json()
+    assert {k["key_id"] for k in listed} >= {key_id} and all("hash" not in str(k) for k in listed)
+    assert client.post("/v1/keys", json={"name": "x", "scope": "admin"}, headers=bearer(made["admin_a"])).status_code == 403
+    assert client.post("/v1/keys", json={"name": "x", "scope": "admin"}, headers=bearer(made["query_a"])).status_code == 403
+    assert client.delete(f"/v1/keys/{key_id}", headers=bearer(made["admin"])).status_code == 204
+    assert client.post("/v1/search", json={"query": "refunds", "collection": "other"},
+                       headers=bearer(new_key)).status_code == 401
+    assert client.delete("/v1/keys/nope", headers=bearer(made["admin"])).status_code == 404

@@ -53,3 +53,11 @@ def test_reciprocal_rank_fusion_exact_scores():
     assert dict(fused)["a"] == pytest.approx(1 / 61)
     assert dict(fused)["d"] == pytest.approx(1 / 62)
     assert dict(fused)["c"] == pytest.approx(1 / 63)
+
+
+def test_bm25_over_a_corpus_without_indexable_words_finds_nothing_instead_of_failing():
+    from retrieval.bm25 import BM25Index
+
+    assert BM25Index([1], ["ö ë 😀 ..."]).search("refunds", 3) == []
+    assert BM25Index([], []).search("refunds", 3) == []
+    assert BM25Index([1, 2], ["the a", "refunds paid"]).search("refunds", 3)[0][0] == 2

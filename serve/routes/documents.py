@@ -1,10 +1,12 @@
+import json
+
 from fastapi import APIRouter, File, UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from serve.schemas import CollectionPath
 from serve.deps import AdminKey, ServiceDep
 from serve.documents import MAX_FILE_BYTES, MAX_FILES
-from serve.schemas import DocumentDeleted, DocumentDetail, DocumentOut, ErrorResponse, UploadReport
+from serve.schemas import DocumentDeleted, DocumentDetail, DocumentOut, ErrorResponse, RecordsUpload, UploadReport
 
 router = APIRouter(prefix="/v1/collections/{collection}/documents", tags=["documents"])
 _ERRORS = {status: {"model": ErrorResponse} for status in (404, 411, 413, 415)}
@@ -19,6 +21,17 @@ async def upload(collection: CollectionPath, service: ServiceDep, key: AdminKey,
     payload = [(f.filename or "", await f.read(MAX_FILE_BYTES + 1)) for f in files]
     target = service.collection(collection)
     report = await run_in_threadpool(service.documents.upload, target, payload)
+    return UploadReport(**report.to_dict())
+
+
+@router.post("/records", status_code=201, response_model=UploadReport, responses=_ERRORS)
+async def upload_records(collection: CollectionPath, body: RecordsUpload, service: ServiceDep,
+                         key: AdminKey) -> UploadReport:
+    """Add or replace a set of JSON records ({"id", "title", "text", ...}) as one JSONL document file."""
+    key.check_collection(collection)
+    lines = "".join(json.dumps(r.model_dump()) + "\n" for r in body.records).encode()
+    target = service.collection(collection)
+    report = await run_in_threadpool(service.documents.upload, target, [(f"{body.name}.jsonl", lines)])
     return UploadReport(**report.to_dict())
 
 
