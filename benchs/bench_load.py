@@ -79,12 +79,15 @@ def main() -> None:
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--search-seconds", type=float, default=10)
     parser.add_argument("--ask-seconds", type=float, default=30)
+    parser.add_argument("--routes", nargs="+", default=["search", "ask"], choices=("search", "ask"))
+    parser.add_argument("--no-batching", action="store_true", help="serve with KBQA_QUERY_BATCHING=false")
     parser.add_argument("--out", type=Path, default=Path("benchs/results/bench_load.md"))
     args = parser.parse_args()
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "KBQA_RATE_LIMIT_PER_MINUTE": "0"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "KBQA_RATE_LIMIT_PER_MINUTE": "0",
+           "KBQA_QUERY_BATCHING": "false" if args.no_batching else "true"}
     server = subprocess.Popen([sys.executable, "-m", "serve.cli", "serve", "--port", str(port)], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}"
@@ -100,6 +103,8 @@ def main() -> None:
             time.sleep(0.5)
         rows = []
         for route, seconds in (("search", args.search_seconds), ("ask", args.ask_seconds)):
+            if route not in args.routes:
+                continue
             for clients in args.clients:
                 row = drive(base, route, clients, seconds)
                 rows.append(row)
@@ -108,7 +113,7 @@ def main() -> None:
         server.terminate()
         server.wait(30)
     lines = [f"`python benchs/bench_load.py` on {os.cpu_count()} CPU cores: real `kbqa serve` on loopback, default "
-             f"collection (kb/), search for {args.search_seconds:.0f} s and ask for {args.ask_seconds:.0f} s per row.", "",
+             f"collection (kb/), query batching {'off' if args.no_batching else 'on'}, search for {args.search_seconds:.0f} s and ask for {args.ask_seconds:.0f} s per row.", "",
              "| route | clients | completed | errors | throughput (req/s) | p50 (s) | p95 (s) | p99 (s) |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:

@@ -45,7 +45,8 @@ class KbqaService:
     def load(cls, settings: Settings, with_generator: bool = True) -> "KbqaService":
         """Load the serving encoder (and generator) from prepared model folders."""
         # Served queries are micro-batched across concurrent requests (retrieval/batching.py).
-        encoder = BatchingEncoder(SentenceEncoder(model_path(settings.kbqa_home.models_dir, STUDENT_START)))
+        wrap = BatchingEncoder if settings.query_batching else (lambda encoder: encoder)
+        encoder = wrap(SentenceEncoder(model_path(settings.kbqa_home.models_dir, STUDENT_START)))
         generator = None
         if with_generator:
             from serve.generator import Generator
@@ -54,7 +55,7 @@ class KbqaService:
             generator = Generator(model_path(settings.kbqa_home.models_dir, GENERATOR_BASE),
                                   max_new_tokens=settings.max_new_tokens, adapter_dir=adapter,
                                   abstain_threshold=settings.abstain_threshold if adapter else None)
-        return cls(settings, encoder, generator, encoder_loader=lambda folder: BatchingEncoder(SentenceEncoder(folder)))
+        return cls(settings, encoder, generator, encoder_loader=lambda folder: wrap(SentenceEncoder(folder)))
 
     def collection(self, name: str, create: bool = False) -> Collection:
         check_collection_name(name)

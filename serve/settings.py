@@ -31,6 +31,7 @@ class Settings(BaseSettings):
     # With a fine-tuned adapter: it may abstain only when the abstention's first token is this likely
     # (serve/generator.py:AbstentionGate). 0.8 from a probe of 20 questions; see README.
     abstain_threshold: float = Field(0.8, ge=0.0, le=1.0)
+    query_batching: bool = Field(True, description="micro-batch query encoding across concurrent requests")
     rate_limit_per_minute: int = Field(120, ge=0, description="requests a minute per API key; 0 turns it off")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
