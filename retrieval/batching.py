@@ -36,7 +36,9 @@ class BatchingEncoder:
             pending = [self._queue.get()]
             try:
                 while len(pending) < self.max_batch:
-                    pending.append(self._queue.get(timeout=self.max_wait))
+                    # With max_wait 0, take only what is already queued: a lone request never waits,
+                    # and under load the queries that arrived during the last pass form the next batch.
+                    pending.append(self._queue.get(timeout=self.max_wait) if self.max_wait else self._queue.get_nowait())
             except queue.Empty:
                 pass
             try:

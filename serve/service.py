@@ -45,7 +45,8 @@ class KbqaService:
     def load(cls, settings: Settings, with_generator: bool = True) -> "KbqaService":
         """Load the serving encoder (and generator) from prepared model folders."""
         # Served queries are micro-batched across concurrent requests (retrieval/batching.py).
-        wrap = BatchingEncoder if settings.query_batching else (lambda encoder: encoder)
+        wrap = (lambda encoder: BatchingEncoder(encoder, max_wait_ms=settings.query_batch_wait_ms)) \
+            if settings.query_batching else (lambda encoder: encoder)
         encoder = wrap(SentenceEncoder(model_path(settings.kbqa_home.models_dir, STUDENT_START)))
         generator = None
         if with_generator:

@@ -32,6 +32,8 @@ class Settings(BaseSettings):
     # (serve/generator.py:AbstentionGate). 0.8 from a probe of 20 questions; see README.
     abstain_threshold: float = Field(0.8, ge=0.0, le=1.0)
     query_batching: bool = Field(True, description="micro-batch query encoding across concurrent requests")
+    query_batch_wait_ms: float = Field(0.0, ge=0.0, le=100.0,
+                                       description="how long a query waits for company; 0: only those already queued")
     rate_limit_per_minute: int = Field(120, ge=0, description="requests a minute per API key; 0 turns it off")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
