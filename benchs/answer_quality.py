@@ -27,7 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from benchs.common import BENCH_HOME, dataset_files, load_questions, open_collection, split_of  # noqa: E402
+from benchs.common import BENCH_HOME, dataset_files, load_questions, open_collection, publish, split_of  # noqa: E402
 from retrieval.models import GENERATOR_BASE, model_path  # noqa: E402
 from serve.answer import Answerer  # noqa: E402
 from serve.generator import ABSTENTION, Generator, build_messages  # noqa: E402
@@ -202,8 +202,7 @@ def main() -> None:
     lines += ["", "token-F1 per dataset:", "", "| dataset | " + " | ".join(s.replace("generator", label) for s in systems) + " |",
               "|---" * (len(systems) + 1) + "|"] + per_dataset
     out = args.out or Path(f"benchs/results/answer_quality_{label}_{args.split}.md")
-    out.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    publish(lines, out)
 
 
 if __name__ == "__main__":

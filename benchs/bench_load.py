@@ -21,6 +21,9 @@ from pathlib import Path
 
 import httpx
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchs.common import publish  # noqa: E402
+
 QUESTIONS = [
     "How do I cancel my subscription?", "Does Plausible use cookies?", "How do I enable two-factor authentication?",
     "How do I add a new website?", "Can I export my stats to CSV?", "How do I reset my password?",
@@ -122,8 +125,7 @@ def main() -> None:
     errors = [r["first_error"] for r in rows if r["first_error"]]
     if errors:
         lines += ["", "First errors: " + "; ".join(errors)]
-    args.out.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    publish(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ MAX_QUESTION_WORDS = 120
 
 
 def passage_of(chunk) -> dict:
-    return {"title": " > ".join(p for p in (chunk.title, chunk.heading) if p), "text": chunk.text}
+    return {"title": chunk.context, "text": chunk.text}
 
 
 def main() -> None:

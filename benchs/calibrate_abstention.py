@@ -19,7 +19,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from benchs.common import BENCH_HOME, DATASETS, dataset_files, load_questions, open_collection, split_of  # noqa: E402
+from benchs.common import (BENCH_HOME, DATASETS, dataset_files, load_questions, open_collection,  # noqa: E402
+                           publish, split_of)
 from serve.service import KbqaService  # noqa: E402
 from serve.settings import Settings  # noqa: E402
 
@@ -64,9 +65,7 @@ def main() -> None:
             r = rates(split, t)
             n = "/".join(str(len(scores[(split, k)])) for k in ("answerable", "off-topic", "unanswerable"))
             lines.append(f"| {split} | {t:.2f} | {r['answerable']:.3f} | {r['off-topic']:.3f} | {r['unanswerable']:.3f} | {n} |")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    publish(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -58,5 +58,12 @@ def metrics(ranking: list[str], gold: set[str]) -> dict[str, float]:
             "MRR@10": 1 / (first + 1) if first is not None and first < 10 else 0.0}
 
 
+def publish(lines: list[str], out: Path) -> None:
+    """Write a benchmark's report (kept in the repo beside the script) and print it."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
 def mean(rows: list[dict[str, float]]) -> dict[str, float]:
     return {k: sum(r[k] for r in rows) / len(rows) for k in rows[0]} if rows else {}

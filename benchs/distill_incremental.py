@@ -21,7 +21,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from benchs.common import BENCH_HOME, dataset_files, load_questions, mean, metrics, ranked_docs, split_of  # noqa: E402
+from benchs.common import (BENCH_HOME, dataset_files, load_questions, mean, metrics, publish,  # noqa: E402
+                           ranked_docs, split_of)
 from distill.config import DistillConfig  # noqa: E402
 from distill.run import distill_collection, freshness  # noqa: E402
 from retrieval.collection import Collection  # noqa: E402
@@ -91,9 +92,7 @@ def main() -> None:
                      f"{report.serving.get('mrr@10', 0):.3f} -> {report.student.get('mrr@10', 0):.3f} | "
                      f"{q['nDCG@10']:.3f} | {q['hit@5']:.3f} |")
     lines.append(f"\nTime saved by the incremental run: {1 - incremental_s / full_s:.0%} ({incremental_s:.0f} s vs {full_s:.0f} s).")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    publish(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -60,7 +60,7 @@ def faq_pairs(chunks) -> list[tuple[str, str, dict]]:
         heading = (chunk.heading or "").split(" > ")[-1].strip()
         if _FAQ_HEADING.search(heading) and len(chunk.text.split()) >= 8:
             body = chunk.text.split("\n", 1)[-1] if chunk.text.startswith(("#", heading)) else chunk.text
-            passage = {"title": " > ".join(p for p in (chunk.title, chunk.heading) if p), "text": chunk.text,
+            passage = {"title": chunk.context, "text": chunk.text,
                        "chunk_id": chunk.chunk_id}
             pairs.append((heading, short_answer(body), passage))
     return pairs

@@ -46,7 +46,11 @@ class Chunk:
         # FAISS wants int64 ids: 60 bits of the content id keep collisions negligible.
         return int(self.chunk_id[:15], 16)
 
+    @property
+    def context(self) -> str:
+        """Title and heading path, "Title > A > B": where the passage sits, shown with it everywhere."""
+        return " > ".join(part for part in (self.title, self.heading) if part)
+
     def embedding_text(self) -> str:
         """What the encoders and BM25 see: the title and heading path give a passage its context."""
-        context = " > ".join(part for part in (self.title, self.heading) if part)
-        return f"{context}\n{self.text}" if context else self.text
+        return f"{self.context}\n{self.text}" if self.context else self.text

@@ -89,7 +89,7 @@ class Answerer:
 
     @staticmethod
     def passages(used: list[SearchHit]) -> list[Passage]:
-        return [Passage(" > ".join(p for p in (h.chunk.title, h.chunk.heading) if p), h.chunk.text) for h in used]
+        return [Passage(h.chunk.context, h.chunk.text) for h in used]
 
     def answer(self, question: str, hits: list[SearchHit], timings_ms: dict | None = None) -> Answer:
         final = None

@@ -107,7 +107,7 @@ def cmd_train_generator(args) -> int:
         rng = random.Random(0)
         for question, answer, gold in faq_pairs(collection.store.all_chunks()):
             hits = collection.search(question, 8)
-            distractors = [{"title": " > ".join(p for p in (h.chunk.title, h.chunk.heading) if p), "text": h.chunk.text}
+            distractors = [{"title": h.chunk.context, "text": h.chunk.text}
                            for h in hits if h.chunk.chunk_id != gold["chunk_id"]]
             keep_gold = rng.random() >= 0.25  # a quarter teach abstention: the answer is not among the passages
             examples.append(make_example(question, answer if keep_gold else None, gold if keep_gold else None,

@@ -5,7 +5,7 @@ from starlette.concurrency import run_in_threadpool
 
 from serve.schemas import CollectionPath
 from serve.deps import AdminKey, ServiceDep
-from serve.documents import MAX_FILE_BYTES, MAX_FILES
+from serve.documents import MAX_FILE_BYTES, MAX_FILES, UnknownDocument
 from serve.schemas import DocumentDeleted, DocumentDetail, DocumentOut, ErrorResponse, RecordsUpload, UploadReport
 
 router = APIRouter(prefix="/v1/collections/{collection}/documents", tags=["documents"])
@@ -44,8 +44,6 @@ async def list_documents(collection: CollectionPath, service: ServiceDep, key: A
 @router.get("/{doc_id:path}", response_model=DocumentDetail, responses=_ERRORS)
 async def get_document(collection: CollectionPath, doc_id: str, service: ServiceDep, key: AdminKey) -> DocumentDetail:
     key.check_collection(collection)
-    from serve.documents import UnknownDocument
-
     document = service.collection(collection).store.document(doc_id)
     if document is None:
         raise UnknownDocument(f"no document {doc_id!r} in collection {collection!r}")
