@@ -31,6 +31,8 @@ from benchs.common import BENCH_HOME, dataset_files, load_questions, open_collec
 from retrieval.models import GENERATOR_BASE, model_path  # noqa: E402
 from serve.answer import Answerer  # noqa: E402
 from serve.generator import ABSTENTION, Generator, build_messages  # noqa: E402
+from serve.ct2_generator import Ct2Generator, converted_dir  # noqa: E402
+from serve.generator_backend import BACKENDS, load_generator  # noqa: E402
 from serve.grounding import check_support, extract_answer  # noqa: E402
 from serve.service import KbqaService  # noqa: E402
 from serve.settings import Settings  # noqa: E402
@@ -160,17 +162,27 @@ def main() -> None:
     parser.add_argument("--per-dataset", type=int, default=40)
     parser.add_argument("--adapter", default="none", help="a fine-tuned LoRA adapter folder, or none (the base model)")
     parser.add_argument("--label", help="name of the generator in the table")
+    parser.add_argument("--backend", default="transformers", choices=BACKENDS[1:],
+                        help="the generator's engine (serve/generator_backend.py)")
+    parser.add_argument("--ct2-compute-type", default="int8", choices=("int8", "float32"),
+                        help="with --backend ctranslate2: float32 separates quantization from the engine")
     parser.add_argument("--abstain-threshold", type=float, help="the generator's abstention gate (default: none)")
     parser.add_argument("--threshold", type=float, default=Settings().support_threshold)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     adapter = None if args.adapter == "none" else Path(args.adapter)
-    label = args.label or (adapter.name if adapter else "base")
+    label = args.label or (adapter.name if adapter else "base") + (
+        f"-ct2{'' if args.ct2_compute_type == 'int8' else '-fp32'}" if args.backend == "ctranslate2" else "")
     settings = Settings(home=BENCH_HOME)
     service = KbqaService.load(settings, with_generator=False)
-    generator = Generator(model_path(settings.kbqa_home.models_dir, GENERATOR_BASE),
-                          max_new_tokens=settings.max_new_tokens, adapter_dir=adapter,
-                          abstain_threshold=args.abstain_threshold)
+    models_dir = settings.kbqa_home.models_dir
+    base = model_path(models_dir, GENERATOR_BASE)
+    if args.backend == "ctranslate2" and args.ct2_compute_type != "int8":
+        generator = Ct2Generator(converted_dir(models_dir, base, adapter), max_new_tokens=settings.max_new_tokens,
+                                 abstain_threshold=args.abstain_threshold, compute_type=args.ct2_compute_type)
+    else:
+        generator = load_generator(models_dir, base, args.backend, adapter_dir=adapter,
+                                   max_new_tokens=settings.max_new_tokens, abstain_threshold=args.abstain_threshold)
     answerer = Answerer(None, settings.min_relevance, settings.prompt_passages)
     cache = BENCH_HOME / "answers" / f"{label}-{args.split}-{args.per_dataset}.jsonl"
     cache.parent.mkdir(parents=True, exist_ok=True)

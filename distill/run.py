@@ -23,10 +23,11 @@ from distill.losses import TeacherPCA
 from distill.mining import bm25_scores, mine_triples
 from distill.pseudo_queries import make_pseudo_queries, split_holdout
 from distill.teacher_cache import TeacherCache
+from distill.students import start_student
 from distill.trainer import train_student
 from retrieval.collection import Collection
 from retrieval.encoder import SentenceEncoder, pick_device
-from retrieval.models import STUDENT_START, TEACHER, model_path, write_manifest
+from retrieval.models import TEACHER, model_path, write_manifest
 
 
 @dataclass
@@ -127,8 +128,10 @@ def distill_collection(collection: Collection, models_dir: Path, config: Distill
                            config.negatives_from_rank, config.negatives_to_rank, extra, config.seed)
     report.triples = len(triples)
     pca_targets = None
-    start_dir = current if incremental else model_path(models_dir, STUDENT_START)
-    student = SentenceTransformer(str(start_dir), device=device, local_files_only=True)
+    if incremental:
+        student = SentenceTransformer(str(current), device=device, local_files_only=True)
+    else:
+        student = start_student(config.student, models_dir, device, tuple(config.pruned_layers))
     if config.mse_weight > 0:
         pca = TeacherPCA(teacher_passages, student.get_embedding_dimension())
         texts = [q.text for q in train_queries] + passages

@@ -73,7 +73,7 @@ def model_path(models_dir: Path, name: str) -> Path:
     return folder
 
 
-def _publish(staging: Path, target: Path, source: str) -> None:
+def publish_model_folder(staging: Path, target: Path, source: str) -> None:
     """Write the manifest last, then swap the folder in, so a crash never leaves a half model looking whole."""
     write_manifest(staging, source)
     if target.exists():
@@ -155,7 +155,7 @@ def prepare(models_dir: Path, names: tuple[str, ...] = ALL_MODELS, force: bool =
         staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=models_dir))
         try:
             source = _PREPARERS[name](staging)
-            _publish(staging, target, source)
+            publish_model_folder(staging, target, source)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         verify(target, full=True)

@@ -15,6 +15,7 @@ SYSTEM_PROMPT = (
     f"question, reply exactly: {ABSTENTION}"
 )
 _ABSTAIN_PATTERN = re.compile(r"\b(i don't know|i do not know|i'm not sure|cannot answer|can't answer)\b", re.I)
+REPETITION_PENALTY = 1.1  # on the answer's own tokens only; both engines
 _CITATION = re.compile(r"\[(\d{1,2})\]")
 
 
@@ -106,20 +107,22 @@ class Generator:
         inputs = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True,
                                                     return_tensors="pt", return_dict=True).to(self.device)
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
-        extra = {}
-        if self.abstain_threshold is not None:
-            from transformers import LogitsProcessorList
+        from transformers import LogitsProcessorList, RepetitionPenaltyLogitsProcessor
 
-            gate = AbstentionGate(self.abstain_token, self.abstain_threshold, inputs["input_ids"].shape[1])
-            extra["logits_processor"] = LogitsProcessorList([gate])
+        prompt_len = inputs["input_ids"].shape[1]
+        # Penalise only the answer's own repeats: a penalty over the prompt pushes the model away from the
+        # very passage words it should quote (CTranslate2 penalises generated tokens only, too).
+        processors = LogitsProcessorList([RepetitionPenaltyLogitsProcessor(REPETITION_PENALTY, prompt_len)])
+        if self.abstain_threshold is not None:
+            processors.append(AbstentionGate(self.abstain_token, self.abstain_threshold, prompt_len))
         result: dict = {}
 
         def run() -> None:
             try:
                 with torch.inference_mode():
                     result["output"] = self.model.generate(
-                        **inputs, max_new_tokens=self.max_new_tokens, do_sample=False, repetition_penalty=1.1,
-                        pad_token_id=self.tokenizer.eos_token_id, streamer=streamer, **extra)
+                        **inputs, max_new_tokens=self.max_new_tokens, do_sample=False, logits_processor=processors,
+                        pad_token_id=self.tokenizer.eos_token_id, streamer=streamer)
             except BaseException as exc:  # re-raised in the caller's thread once the stream ends
                 result["error"] = exc
                 streamer.end()
@@ -131,7 +134,6 @@ class Generator:
             worker.join()
         if "error" in result:
             raise result["error"]
-        prompt_len = inputs["input_ids"].shape[1]
         if stats is not None:
             stats["prompt_tokens"] = prompt_len
             stats["new_tokens"] = int(result["output"].shape[1] - prompt_len)

@@ -50,12 +50,13 @@ class KbqaService:
         encoder = wrap(SentenceEncoder(model_path(settings.kbqa_home.models_dir, STUDENT_START)))
         generator = None
         if with_generator:
-            from serve.generator import Generator
+            from serve.generator_backend import load_generator
 
-            adapter = resolve_adapter(settings.generator_adapter, settings.kbqa_home.models_dir)
-            generator = Generator(model_path(settings.kbqa_home.models_dir, GENERATOR_BASE),
-                                  max_new_tokens=settings.max_new_tokens, adapter_dir=adapter,
-                                  abstain_threshold=settings.abstain_threshold if adapter else None)
+            models_dir = settings.kbqa_home.models_dir
+            adapter = resolve_adapter(settings.generator_adapter, models_dir)
+            generator = load_generator(models_dir, model_path(models_dir, GENERATOR_BASE), settings.generator_backend,
+                                       adapter_dir=adapter, max_new_tokens=settings.max_new_tokens,
+                                       abstain_threshold=settings.abstain_threshold if adapter else None)
         return cls(settings, encoder, generator, encoder_loader=lambda folder: wrap(SentenceEncoder(folder)))
 
     def collection(self, name: str, create: bool = False) -> Collection:

@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     # auto: the adapter `kbqa train-generator --activate` made current, else the base model;
     # none: always the base model; or a path to an adapter folder.
     generator_adapter: str = "auto"
+    # auto: CTranslate2 int8 on a CPU-only machine (about 2x faster, measured in benchs/generator_speed.py),
+    # transformers fp32 on a GPU; or name one.
+    generator_backend: str = Field("auto", pattern="^(auto|ctranslate2|transformers)$")
     # With a fine-tuned adapter: it may abstain only when the abstention's first token is this likely
     # (serve/generator.py:AbstentionGate). 0.8 from a probe of 20 questions; see README.
     abstain_threshold: float = Field(0.8, ge=0.0, le=1.0)

@@ -4,6 +4,7 @@ import random
 from distill.generator_data import faq_pairs, make_example, read_examples, short_answer
 from distill.generator_train import CURRENT, GeneratorTrainConfig, current_adapter, train_generator
 from ingest.records import Chunk
+from serve.ct2_generator import Ct2Generator, converted_dir
 from serve.generator import ABSTENTION, Generator, Passage, build_messages
 from tests.tiny_models import build_tiny_generator
 
@@ -59,6 +60,12 @@ def test_training_publishes_a_current_adapter_that_serving_loads(tmp_path):
     generator = Generator(base, device="cpu", max_new_tokens=3, adapter_dir=adapter, abstain_threshold=0.9)
     assert generator.name == "base+v0001"
     text, _, new_tokens = generator.generate(build_messages("the answer", [Passage("a", "w1 w2")]))
+    assert 1 <= new_tokens <= 3
+    # The CPU engine serves the same adapter, merged before its int8 conversion, in a folder of its own.
+    merged = converted_dir(models, base, adapter)
+    assert merged != converted_dir(models, base) and "v0001" in merged.name
+    _, _, new_tokens = Ct2Generator(merged, max_new_tokens=3, abstain_threshold=0.9).generate(
+        build_messages("the answer", [Passage("a", "w1 w2")]))
     assert 1 <= new_tokens <= 3
     second = train_generator(base, examples, models, GeneratorTrainConfig(grad_accum=4, lora_r=4), activate=True)
     assert second["version"] == "v0002" and current_adapter(models).name == "v0002"

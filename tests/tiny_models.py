@@ -38,8 +38,8 @@ WORDS = ("refund refunds paid days invoice invoices monthly email cookies privac
          "what when where why who get set up change delete add new site website").split()
 
 
-def build_tiny_sentence_encoder(folder: Path, hidden: int = 32, seed: int = 0) -> Path:
-    """A 1-layer random BERT with mean pooling, saved as a sentence-transformers folder with a manifest."""
+def build_tiny_sentence_encoder(folder: Path, hidden: int = 32, seed: int = 0, layers: int = 1) -> Path:
+    """A random BERT (1 layer unless told) with mean pooling, saved as a sentence-transformers folder with a manifest."""
     import torch
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer import modules as models
@@ -51,7 +51,7 @@ def build_tiny_sentence_encoder(folder: Path, hidden: int = 32, seed: int = 0) -
     (raw / "vocab.txt").write_text("\n".join(vocab) + "\n")
     BertTokenizerFast(vocab_file=str(raw / "vocab.txt")).save_pretrained(raw)
     torch.manual_seed(seed)
-    BertModel(BertConfig(vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=1, num_attention_heads=2,
+    BertModel(BertConfig(vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
                          intermediate_size=2 * hidden, max_position_embeddings=512)).save_pretrained(raw)
     transformer = models.Transformer(str(raw), max_seq_length=256)
     SentenceTransformer(modules=[transformer, models.Pooling(hidden, "mean")], device="cpu").save(str(folder))
