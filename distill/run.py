@@ -129,8 +129,10 @@ def distill_collection(collection: Collection, models_dir: Path, config: Distill
     report.triples = len(triples)
     pca_targets = None
     if incremental:
-        student = SentenceTransformer(str(current), device=device, local_files_only=True)
+        start_dir = str(current)
+        student = SentenceTransformer(start_dir, device=device, local_files_only=True)
     else:
+        start_dir = config.student if config.student == "minilm" else f"{config.student} {list(config.pruned_layers)}"
         student = start_student(config.student, models_dir, device, tuple(config.pruned_layers))
     if config.mse_weight > 0:
         pca = TeacherPCA(teacher_passages, student.get_embedding_dimension())
