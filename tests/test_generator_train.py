@@ -1,7 +1,7 @@
 import json
 import random
 
-from distill.generator_data import faq_pairs, make_example, read_examples, short_answer
+from distill.generator_data import faq_pairs, grounded_answer, make_example, read_examples, short_answer
 from distill.generator_train import CURRENT, GeneratorTrainConfig, current_adapter, train_generator
 from ingest.records import Chunk
 from serve.ct2_generator import Ct2Generator, converted_dir
@@ -15,9 +15,20 @@ DISTRACTORS = [{"title": "Teams", "text": "Invite colleagues."}, {"title": "Priv
 def test_example_cites_the_shuffled_gold_position_or_abstains():
     example = make_example("refunds?", "Refunds take five days.", GOLD, DISTRACTORS, 3, random.Random(1))
     n = [p["text"] for p in example["passages"]].index(GOLD["text"]) + 1
-    assert example["target"] == f"Refunds take five days. [{n}]" and len(example["passages"]) == 3
+    # The target is the gold passage's own words that best match the reference answer, then its citation.
+    assert example["target"] == f"Refunds are paid within five days. [{n}]" and len(example["passages"]) == 3
     abstain = make_example("refunds?", None, None, DISTRACTORS, 3, random.Random(1))
     assert abstain["target"] == ABSTENTION and GOLD["text"] not in [p["text"] for p in abstain["passages"]]
+
+
+def test_grounded_answer_picks_the_passage_sentences_closest_to_the_reference():
+    passage = ("Refunds are processed by the billing team. Refunds are paid within five days of the request. "
+               "You can see them on the invoice page. Contact us for anything else.")
+    reference = "Money comes back within five days; you can see it on the invoice page."
+    assert grounded_answer(reference, passage) == ("Refunds are paid within five days of the request. "
+                                                   "You can see them on the invoice page.")
+    assert grounded_answer("nothing in common", passage) == "Refunds are processed by the billing team."
+    assert len(grounded_answer(reference, "word " * 100, max_words=10).split()) == 11  # 10 words + "..."
 
 
 def test_short_answer_keeps_whole_sentences_within_the_budget():
