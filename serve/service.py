@@ -140,7 +140,7 @@ class KbqaService:
 
 def resolve_adapter(choice: str, models_dir: Path) -> Path | None:
     """Which fine-tuned generator adapter to load (see Settings.generator_adapter)."""
-    from distill.generator_train import current_adapter
+    from distill.generator_train import SHIPPED_ADAPTER, current_adapter
 
     if choice == "none":
         return None
@@ -148,7 +148,7 @@ def resolve_adapter(choice: str, models_dir: Path) -> Path | None:
         if not Path(choice).is_dir():
             raise FileNotFoundError(f"generator adapter {choice} does not exist")
         return Path(choice)
-    return current_adapter(models_dir)
+    return current_adapter(models_dir) or SHIPPED_ADAPTER
 
 
 def hit_to_dict(hit: SearchHit) -> dict:

@@ -82,3 +82,24 @@ def test_training_publishes_a_current_adapter_that_serving_loads(tmp_path):
     assert second["version"] == "v0002" and current_adapter(models).name == "v0002"
     third = train_generator(base, examples, models, GeneratorTrainConfig(grad_accum=4, lora_r=4))
     assert third["version"] == "v0003" and not third["activated"] and current_adapter(models).name == "v0002"
+
+
+def test_serving_picks_the_current_adapter_else_the_shipped_one(tmp_path):
+    from distill.generator_train import SHIPPED_ADAPTER
+    from retrieval.models import verify
+    from serve.service import resolve_adapter
+
+    verify(SHIPPED_ADAPTER, full=True)  # committed whole: every file present with its checksum
+    models = tmp_path / "models"
+    assert resolve_adapter("auto", models) == SHIPPED_ADAPTER
+    assert resolve_adapter("none", models) is None
+    base = build_tiny_generator(tmp_path / "base")
+    example = make_example("q", "w1", {"title": "a", "text": "w1"}, [], 1, random.Random(0))
+    train_generator(base, [example], models, GeneratorTrainConfig(grad_accum=1, lora_r=4), activate=True)
+    assert resolve_adapter("auto", models) == models / "generator-adapters" / "v0001"
+    try:
+        resolve_adapter(str(tmp_path / "missing"), models)
+    except FileNotFoundError as exc:
+        assert "missing" in str(exc)
+    else:
+        raise AssertionError("a missing adapter folder was accepted")

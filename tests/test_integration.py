@@ -115,3 +115,20 @@ def test_train_generator_on_real_models_writes_a_current_adapter_that_loads(inge
     text, _, new_tokens = generator.generate(build_messages("Does Plausible use cookies?",
                                                             [Passage("Privacy", "Plausible uses no cookies.")]))
     assert generator.name == "generator-base+v0001" and new_tokens >= 1 and text
+
+
+def test_shipped_adapter_answers_from_the_passage_on_the_cpu_engine(tmp_path):
+    from distill.generator_train import SHIPPED_ADAPTER
+    from serve.ct2_generator import Ct2Generator, converted_dir
+    from serve.generator import Passage, build_messages, cited_numbers
+
+    generator = Ct2Generator(converted_dir(tmp_path, MODELS / "generator-base", SHIPPED_ADAPTER),
+                             max_new_tokens=40, abstain_threshold=0.8)
+    passages = [Passage("Billing", "Invoices are emailed on the first day of every month."),
+                Passage("Privacy", "Plausible does not use cookies and collects no personal data.")]
+    text, _, _ = generator.generate(build_messages("Does Plausible use cookies?", passages))
+    answer, cited = cited_numbers(text, len(passages))
+    # What fine-tuning taught: answer in the cited passage's own words. (Which passage it picks is weaker:
+    # citation precision 0.455 on real questions, README.)
+    assert len(cited) == 1, text
+    assert answer.replace(f"[{cited[0]}]", "").strip() in passages[cited[0] - 1].text, text
