@@ -18,6 +18,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchs.common import publish  # noqa: E402
+
 ON_TOPIC = [
     "How do I cancel my subscription?", "Does Plausible use cookies?", "How do I enable two-factor authentication?",
     "How can I exclude my own visits from the stats?", "How do I add a new website?",
@@ -34,6 +37,7 @@ def main() -> None:
     parser.add_argument("--home", type=Path, default=Path(".kbqa"))
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=Path("benchs/results/bench_ask.md"))
     args = parser.parse_args()
     env = {**os.environ, "KBQA_HOME": str(args.home), "HF_HUB_OFFLINE": "1"}
     server = subprocess.Popen([sys.executable, "-m", "serve.cli", "serve", "--port", str(args.port)], env=env,
@@ -70,10 +74,11 @@ def main() -> None:
         server.terminate()
         server.wait(timeout=30)
     n_on, n_off = len(ON_TOPIC) * args.rounds, len(OFF_TOPIC) * args.rounds
-    print(f"checked: {answered}/{n_on} on-topic answered with citations, {abstained_on}/{n_off} off-topic abstained")
-    print("| route | requests | median ms | p95 ms |\n|---|---|---|---|")
+    lines = [f"checked: {answered}/{n_on} on-topic answered with citations, {abstained_on}/{n_off} off-topic abstained",
+             "| route | requests | median ms | p95 ms |", "|---|---|---|---|"]
     for route, values in (("/v1/search", search_ms), ("/v1/ask", ask_ms)):
-        print(f"| {route} | {len(values)} | {statistics.median(values):.0f} | {np.percentile(values, 95):.0f} |")
+        lines.append(f"| {route} | {len(values)} | {statistics.median(values):.0f} | {np.percentile(values, 95):.0f} |")
+    publish(lines, args.out)
 
 
 if __name__ == "__main__":
