@@ -35,7 +35,14 @@ from serve.service import KbqaService  # noqa: E402
 from serve.settings import Settings  # noqa: E402
 
 
-class TransformersEngine:
+class Engine:
+    """Both engines take the serving prompt through the same chat template."""
+
+    def ids(self, messages):
+        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)["input_ids"]
+
+
+class TransformersEngine(Engine):
     def __init__(self, base: Path, dtype: str = "float32", compiled: bool = False):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -49,9 +56,6 @@ class TransformersEngine:
             self.extra["cache_implementation"] = "static"
             self.model.forward = torch.compile(self.model.forward, dynamic=False)
 
-    def ids(self, messages):
-        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)["input_ids"]
-
     def run(self, ids, new_tokens: int, forced: bool = False) -> list[int]:
         from transformers import RepetitionPenaltyLogitsProcessor
 
@@ -64,7 +68,7 @@ class TransformersEngine:
         return out[0, len(ids):].tolist()
 
 
-class Ct2Engine:
+class Ct2Engine(Engine):
     def __init__(self, models_dir: Path, base: Path, compute_type: str):
         import ctranslate2
         from transformers import AutoTokenizer
@@ -75,9 +79,6 @@ class Ct2Engine:
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
         self.model = ctranslate2.Generator(str(folder), device="cpu", compute_type=compute_type,
                                            intra_threads=os.cpu_count() or 1)
-
-    def ids(self, messages):
-        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)["input_ids"]
 
     def run(self, ids, new_tokens: int, forced: bool = False) -> list[int]:
         tokens = self.tokenizer.convert_ids_to_tokens(ids)

@@ -1,7 +1,8 @@
 """Where a full distillation starts: off-the-shelf MiniLM, or the teacher with most of its layers cut away.
 
-The pruned teacher keeps the teacher's vocabulary, 768-d space and first layers' knowledge, so it starts
-closer to the teacher than MiniLM does; it costs about twice MiniLM per text (benchs/distill_quality.py).
+The pruned teacher keeps the teacher's vocabulary, 768-d space and chosen layers, so it starts closer to the
+teacher than MiniLM does. Measured on covid (README): it encodes only 3.0x faster than the teacher and scored
+nDCG@10 0.689 against MiniLM's 0.787, so MiniLM is the default.
 """
 from __future__ import annotations
 

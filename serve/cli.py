@@ -194,6 +194,8 @@ def cmd_serve(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from distill.students import STUDENTS  # light: names only, no model code at import
+
     parser = argparse.ArgumentParser(prog="kbqa", description="Grounded question answering over a knowledge base. "
                                      "State lives in $KBQA_HOME (default ./.kbqa).")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -225,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("distill", help="distil the teacher into this collection's encoder; promote it if better")
     p.add_argument("--collection", default="default")
     p.add_argument("--full", action="store_true", help="start over (from --student) instead of the current student")
-    p.add_argument("--student", choices=("minilm", "pruned-teacher"), default="minilm",
+    p.add_argument("--student", choices=STUDENTS, default="minilm",
                    help="where a full run starts; pruned-teacher measured worse and slower (README)")
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--max-examples", type=int, default=1200)
