@@ -2,7 +2,7 @@
 the support check.
 
     python benchs/answer_quality.py --data PATH/TO/shared/data [--split report] [--per-dataset 40]
-                                    [--adapter PATH] [--label NAME]
+                                    [--adapter PATH] [--label NAME] [--scorer auto|none|PATH]
 
 For each dataset (emanualqa, covid_faq_deepset, techqa_dev) a fixed sample of answerable questions of the
 split, plus every TechQA unanswerable question of the split, goes through the product's path: hybrid
@@ -11,7 +11,9 @@ cached in .kbqa-bench/answers/ so the support-check sweep costs nothing. Reporte
 token-F1 and ROUGE-L against the reference answer (answerable questions; an abstention scores 0),
 citation precision (cited passage from a gold document), abstention precision/recall on TechQA's
 unanswerable questions, abstention on answerable questions whose gold passage was in the prompt,
-and the share of answers with a sentence the support check rejects.
+and the share of answers with a sentence the support check rejects. With an answerability scorer
+(serve/answerability.py; the shipped one unless --scorer none), the served path is one more system:
+abstain when no prompt passage reaches the scorer's threshold, else generator + support check.
 """
 from __future__ import annotations
 
@@ -28,13 +30,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from benchs.common import BENCH_HOME, dataset_files, load_questions, open_collection, publish, split_of  # noqa: E402
-from retrieval.models import GENERATOR_BASE, model_path  # noqa: E402
+from retrieval.models import GENERATOR_BASE, STUDENT_START, model_path  # noqa: E402
 from serve.answer import Answerer  # noqa: E402
 from serve.generator import ABSTENTION, Generator, build_messages  # noqa: E402
 from serve.ct2_generator import Ct2Generator, converted_dir  # noqa: E402
 from serve.generator_backend import BACKENDS, load_generator  # noqa: E402
 from serve.grounding import check_support, extract_answer  # noqa: E402
-from serve.service import KbqaService  # noqa: E402
+from serve.service import KbqaService, resolve_scorer  # noqa: E402
 from serve.settings import Settings  # noqa: E402
 
 DATASETS = ("emanualqa", "covid_faq_deepset", "techqa_dev")
@@ -111,6 +113,10 @@ def outcome(row: dict, system: str, threshold: float) -> tuple[str, list[int], b
     """(answer text, cited passage numbers, abstained) of a system on a cached row."""
     if not row["passages"]:
         return ABSTENTION, [], True
+    if system == "generator+check+answerability":
+        if row["answerability"] < row["answerability_threshold"]:
+            return ABSTENTION, [], True
+        system = "generator+check"
     if system == "extractive":
         return extract_answer(row["question"], row["passages"][0]["text"]), [1], False
     from ingest.records import Chunk
@@ -168,6 +174,8 @@ def main() -> None:
                         help="with --backend ctranslate2: float32 separates quantization from the engine")
     parser.add_argument("--abstain-threshold", type=float, help="the generator's abstention gate (default: none)")
     parser.add_argument("--threshold", type=float, default=Settings().support_threshold)
+    parser.add_argument("--scorer", default="auto", help="answerability scorer: auto (as served), none, or a folder")
+    parser.add_argument("--answerability-threshold", type=float, default=Settings().answerability_threshold)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     adapter = None if args.adapter == "none" else Path(args.adapter)
@@ -189,12 +197,25 @@ def main() -> None:
     rows = generate_all(args, service, answerer, generator, cache)
 
     systems = ["extractive", "generator", "generator+check", "generator+check/abstain"]
+    scorer_folder = resolve_scorer(args.scorer, models_dir)
+    if scorer_folder is not None:
+        from serve.answerability import AnswerabilityScorer
+        from serve.generator import Passage
+
+        scorer = AnswerabilityScorer.load(scorer_folder, model_path(models_dir, STUDENT_START))
+        for row in rows:   # scored fresh, not cached: the scorer changes independently of the generations
+            row["answerability"] = max(scorer.scores(row["question"], [Passage(p["title"], p["text"])
+                                                                       for p in row["passages"]]), default=0.0)
+            row["answerability_threshold"] = args.answerability_threshold
+        systems.append("generator+check+answerability")
     results = {s: score(rows, s, args.threshold) for s in systems}
     columns = list(results["extractive"])
     n_answerable = sum(r["answerable"] for r in rows)
     lines = [f"Generator `{label}`, {args.split} split: {n_answerable} answerable questions "
              f"({args.per_dataset} per dataset) + {len(rows) - n_answerable} TechQA unanswerable; "
-             f"support threshold {args.threshold}.", "",
+             f"support threshold {args.threshold}"
+             + (f"; answerability scorer `{scorer_folder.name}` at {args.answerability_threshold}"
+                if scorer_folder else "") + ".", "",
              "| system | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for system in systems:
         name = system.replace("generator", label)

@@ -30,14 +30,17 @@ class Answer:
     answer: str
     abstained: bool
     # generated: the generator's answer passed the support check; extractive: it did not, and sentences
-    # quoted from the best passage replace it; abstained: no passage was relevant, or the generator
-    # (or the support check, under on_unsupported="abstain") declined.
+    # quoted from the best passage replace it; abstained: no passage was relevant, the answerability
+    # scorer found none holding the answer, or the generator (or the support check, under
+    # on_unsupported="abstain") declined.
     grounding: str = "abstained"
     citations: list[Citation] = field(default_factory=list)
     unsupported: list[str] = field(default_factory=list)   # generated sentences the check rejected
     answer_id: str = ""   # set when the service records the answer (POST /v1/feedback refers to it)
     rewritten_question: str | None = None   # the standalone form of a follow-up, when history changed it
     timings_ms: dict[str, float] = field(default_factory=dict)
+    # The answerability scorer's p(the best prompt passage holds the answer); None when no scorer ran.
+    answerability: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -67,7 +70,8 @@ ON_UNSUPPORTED = ("extractive", "abstain")
 
 class Answerer:
     def __init__(self, generator, min_relevance: float, prompt_passages: int = 3,
-                 support_threshold: float = 0.6, on_unsupported: str = "extractive"):
+                 support_threshold: float = 0.6, on_unsupported: str = "extractive",
+                 answerability=None, answerability_threshold: float = 0.0):
         if not -1.0 <= min_relevance <= 1.0:
             raise ValueError(f"min_relevance is a cosine similarity in [-1, 1], got {min_relevance}")
         if prompt_passages < 1:
@@ -76,11 +80,15 @@ class Answerer:
             raise ValueError(f"support_threshold is a share in [0, 1], got {support_threshold}")
         if on_unsupported not in ON_UNSUPPORTED:
             raise ValueError(f"on_unsupported must be one of {ON_UNSUPPORTED}, got {on_unsupported!r}")
+        if not 0.0 <= answerability_threshold <= 1.0:
+            raise ValueError(f"answerability_threshold is a probability in [0, 1], got {answerability_threshold}")
         self.generator = generator
         self.min_relevance = min_relevance
         self.prompt_passages = prompt_passages
         self.support_threshold = support_threshold
         self.on_unsupported = on_unsupported
+        self.answerability = answerability   # serve/answerability.py:AnswerabilityScorer, or None
+        self.answerability_threshold = answerability_threshold
 
     def select(self, hits: list[SearchHit]) -> list[SearchHit]:
         """Passages for the prompt: retrieval order (fused rank), only those that pass the relevance gate."""
@@ -109,6 +117,16 @@ class Answerer:
             yield "final", Answer(question, ABSTENTION, True, "abstained", [], [], timings_ms=timings)
             return
         passages = self.passages(used)
+        answerability = None
+        if self.answerability is not None:
+            start = time.perf_counter()
+            answerability = round(max(self.answerability.scores(question, passages)), 4)
+            timings["answerability"] = round((time.perf_counter() - start) * 1000, 1)
+            if answerability < self.answerability_threshold:
+                # No passage holds the answer: abstain without spending a generation on it.
+                yield "final", Answer(question, ABSTENTION, True, "abstained", [], [], timings_ms=timings,
+                                      answerability=answerability)
+                return
         start = time.perf_counter()
         pieces: list[str] = []
         stats: dict = {}
@@ -117,7 +135,9 @@ class Answerer:
             yield "token", piece
         timings["generate"] = round((time.perf_counter() - start) * 1000, 1)
         timings["prompt_tokens"], timings["new_tokens"] = stats.get("prompt_tokens", 0), stats.get("new_tokens", 0)
-        yield "final", self.finish(question, "".join(pieces).strip(), used, timings)
+        final = self.finish(question, "".join(pieces).strip(), used, timings)
+        final.answerability = answerability
+        yield "final", final
 
     def finish(self, question: str, raw: str, used: list[SearchHit], timings: dict) -> Answer:
         """Generated text -> the answer to show: citations resolved, support checked, replaced if unsupported."""

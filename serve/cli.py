@@ -131,6 +131,34 @@ def cmd_train_generator(args) -> int:
     return 0
 
 
+def cmd_train_answerability(args) -> int:
+    from distill.answerability_train import (SHIPPED_PAIRS, AnswerabilityTrainConfig, read_pairs,
+                                             train_answerability)
+    from retrieval.encoder import pick_device
+    from retrieval.models import STUDENT_START, model_path
+
+    service = _service(with_generator=False)
+    pairs = [] if args.no_shipped else read_pairs(SHIPPED_PAIRS)
+    for path in args.pairs or []:
+        pairs += read_pairs(Path(path))
+    config = AnswerabilityTrainConfig(**{k: v for k, v in (("epochs", args.epochs), ("lr", args.lr)) if v is not None})
+    print(f"{len(pairs)} (question, passage) pairs, {sum(p['label'] for p in pairs)} holding the answer; "
+          f"device {pick_device()}", file=sys.stderr)
+    report = train_answerability(model_path(service.home.models_dir, STUDENT_START), pairs, service.home.models_dir,
+                                 config, device=pick_device(), show_progress=not args.json,
+                                 source="shipped pairs" if not args.no_shipped else "own pairs",
+                                 activate=args.activate)
+    if args.json:
+        print(json.dumps(report, indent=1))
+    else:
+        print(f"answerability scorer {report['version']}: {report['pairs']} pairs in {report['seconds']:.0f} s, "
+              f"validation AUC {report['valid_auc']}; "
+              + ("now current: restart `kbqa serve` to load it" if report["activated"] else
+                 "not activated: measure it (benchs/answerability_quality.py --scorer ...), then serve it with "
+                 "KBQA_ANSWERABILITY_SCORER=<its folder> or train again with --activate"))
+    return 0
+
+
 def cmd_status(args) -> int:
     from distill.run import freshness
 
@@ -244,6 +272,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--activate", action="store_true", help="serve the new adapter from the next start")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_train_generator)
+
+    p = sub.add_parser("train-answerability",
+                       help="fine-tune the cross-encoder that says whether the passages hold the answer")
+    p.add_argument("--pairs", action="append", help="extra (question, title, text, label) pairs (JSONL), repeatable")
+    p.add_argument("--no-shipped", action="store_true", help="skip the pairs shipped with kbqa")
+    p.add_argument("--epochs", type=int, help="default: distill/answerability_train.py:AnswerabilityTrainConfig")
+    p.add_argument("--lr", type=float)
+    p.add_argument("--activate", action="store_true", help="serve the new scorer from the next start")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_train_answerability)
 
     p = sub.add_parser("status", help="collections and how much of each is newer than its encoder")
     p.add_argument("--collection")

@@ -71,6 +71,8 @@ class AskResponse(BaseModel):
     answer_id: str = Field(description="refer to this answer in POST /v1/feedback")
     rewritten_question: str | None = Field(None, description="the standalone question used, when history changed it")
     timings_ms: dict[str, float]
+    answerability: float | None = Field(None, description="the answerability scorer's p(the best passage holds the "
+                                        "answer); below KBQA_ANSWERABILITY_THRESHOLD kbqa abstains without generating")
 
 
 class ErrorResponse(BaseModel):

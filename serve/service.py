@@ -26,14 +26,16 @@ class CollectionExists(RuntimeError):
 
 
 class KbqaService:
-    def __init__(self, settings: Settings, encoder: TextEncoder, generator=None, encoder_loader=SentenceEncoder):
+    def __init__(self, settings: Settings, encoder: TextEncoder, generator=None, encoder_loader=SentenceEncoder,
+                 answerability=None):
         self.settings = settings
         self.home = settings.kbqa_home
         self.encoder = encoder  # default for collections without a distilled encoder of their own
         self.encoder_loader = encoder_loader
         self.chunker = Chunker(encoder.count_tokens)
         self.answerer = (Answerer(generator, settings.min_relevance, settings.prompt_passages,
-                                  settings.support_threshold, settings.on_unsupported)
+                                  settings.support_threshold, settings.on_unsupported,
+                                  answerability, settings.answerability_threshold)
                          if generator is not None else None)
         self._collections: dict[str, Collection] = {}
         self._lock = threading.Lock()
@@ -48,7 +50,7 @@ class KbqaService:
         wrap = (lambda encoder: BatchingEncoder(encoder, max_wait_ms=settings.query_batch_wait_ms)) \
             if settings.query_batching else (lambda encoder: encoder)
         encoder = wrap(SentenceEncoder(model_path(settings.kbqa_home.models_dir, STUDENT_START)))
-        generator = None
+        generator = answerability = None
         if with_generator:
             from serve.generator_backend import load_generator
 
@@ -57,7 +59,13 @@ class KbqaService:
             generator = load_generator(models_dir, model_path(models_dir, GENERATOR_BASE), settings.generator_backend,
                                        adapter_dir=adapter, max_new_tokens=settings.max_new_tokens,
                                        abstain_threshold=settings.abstain_threshold if adapter else None)
-        return cls(settings, encoder, generator, encoder_loader=lambda folder: wrap(SentenceEncoder(folder)))
+            scorer = resolve_scorer(settings.answerability_scorer, models_dir)
+            if scorer is not None:
+                from serve.answerability import AnswerabilityScorer
+
+                answerability = AnswerabilityScorer.load(scorer, model_path(models_dir, STUDENT_START))
+        return cls(settings, encoder, generator, encoder_loader=lambda folder: wrap(SentenceEncoder(folder)),
+                   answerability=answerability)
 
     def collection(self, name: str, create: bool = False) -> Collection:
         check_collection_name(name)
@@ -149,6 +157,19 @@ def resolve_adapter(choice: str, models_dir: Path) -> Path | None:
             raise FileNotFoundError(f"generator adapter {choice} does not exist")
         return Path(choice)
     return current_adapter(models_dir) or SHIPPED_ADAPTER
+
+
+def resolve_scorer(choice: str, models_dir: Path) -> Path | None:
+    """Which answerability scorer to load (see Settings.answerability_scorer)."""
+    from distill.answerability_train import SHIPPED_SCORER, current_scorer
+
+    if choice == "none":
+        return None
+    if choice != "auto":
+        if not Path(choice).is_dir():
+            raise FileNotFoundError(f"answerability scorer {choice} does not exist")
+        return Path(choice)
+    return current_scorer(models_dir) or SHIPPED_SCORER
 
 
 def hit_to_dict(hit: SearchHit) -> dict:

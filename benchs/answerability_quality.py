@@ -1,0 +1,119 @@
+"""Can the answerability scorer tell prompts that hold the answer from prompts that do not?
+
+    python benchs/answerability_quality.py --data PATH/TO/shared/data [--scorer FOLDER]
+
+Each question is retrieved for as served (hybrid search, relevance gate, the prompt's 3 passages); the
+question's score is the best passage's p(holds the answer). The threshold is chosen on tune-split questions
+the scorer never trained on (its validation slice): the highest one that abstains on at most
+--max-false-abstain of answerable questions whose gold document is in the prompt. It is then reported on
+the whole report split, beside the retrieval cosine used the same way (the relevance gate).
+Issue 4's target: recall >= 0.8 on TechQA's unanswerable questions, <= 10% abstentions with gold in the prompt.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from benchs.build_generator_data import MAX_QUESTION_WORDS, SOURCES  # noqa: E402
+from benchs.common import BENCH_HOME, dataset_files, load_questions, open_collection, publish, split_of  # noqa: E402
+from distill.answerability_train import (AnswerabilityTrainConfig, auc, read_pairs,  # noqa: E402
+                                         split_by_question)
+from retrieval.models import model_path  # noqa: E402
+from serve.answer import Answerer  # noqa: E402
+from serve.answerability import AnswerabilityScorer  # noqa: E402
+from serve.service import KbqaService  # noqa: E402
+from serve.settings import Settings  # noqa: E402
+
+
+def question_rows(service, data: Path, scorer, answerer, split: str, keep) -> list[dict]:
+    rows = []
+    for name in SOURCES:
+        collection = open_collection(service, data, name)
+        for q in load_questions(dataset_files(data, name)[1]):
+            question = " ".join(q["question"].split()[:MAX_QUESTION_WORDS])
+            if split_of(q["id"]) != split or not keep(question):
+                continue
+            used = answerer.select(collection.search(question, 5))
+            passages = answerer.passages(used)
+            gold = set(q.get("gold_ids") or [])
+            rows.append({"dataset": name, "answerable": bool(q.get("answerable", True) and gold),
+                         "gold_in_prompt": any(h.chunk.doc_id in gold for h in used),
+                         "scorer": max(scorer.scores(question, passages), default=0.0),
+                         "cosine": max((h.dense_score for h in used), default=-1.0)})
+    return rows
+
+
+def rates(rows: list[dict], key: str, threshold: float) -> dict[str, float]:
+    def share(subset):
+        return sum(r[key] < threshold for r in subset) / len(subset) if subset else 0.0
+    gold = [r for r in rows if r["answerable"] and r["gold_in_prompt"]]
+    unanswerable = [r for r in rows if not r["answerable"]]
+    techqa = [r for r in rows if r["dataset"] == "techqa_dev"]
+    abstained = [r for r in techqa if r[key] < threshold]
+    out = {"abstains, gold in prompt": share(gold)}
+    for name in SOURCES:
+        out[f"… {name}"] = share([r for r in gold if r["dataset"] == name])
+    out["abstains, answerable (all)"] = share([r for r in rows if r["answerable"]])
+    out["recall (TechQA unanswerable)"] = share(unanswerable)
+    out["precision (TechQA)"] = (sum(not r["answerable"] for r in abstained) / len(abstained)) if abstained else 0.0
+    return out
+
+
+def choose(rows: list[dict], key: str, max_false: float) -> float:
+    grid = sorted({r[key] for r in rows})
+    ok = [t for t in grid if rates(rows, key, t)["abstains, gold in prompt"] <= max_false]
+    return max(ok, default=grid[0])
+
+
+def separation(rows: list[dict], key: str) -> float:
+    """AUC of answerable-with-gold-in-prompt (positive) against TechQA unanswerable."""
+    chosen = [r for r in rows if (r["answerable"] and r["gold_in_prompt"]) or not r["answerable"]]
+    return auc([r[key] for r in chosen], [int(r["answerable"]) for r in chosen])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--scorer", type=Path, help="an answerability adapter folder (default: the shipped one)")
+    parser.add_argument("--max-false-abstain", type=float, default=0.08)
+    parser.add_argument("--out", type=Path, default=Path("benchs/results/answerability_quality.md"))
+    args = parser.parse_args()
+    from distill.answerability_train import SHIPPED_PAIRS, SHIPPED_SCORER
+
+    settings = Settings(home=BENCH_HOME)
+    service = KbqaService.load(settings, with_generator=False)
+    folder = args.scorer or SHIPPED_SCORER
+    scorer = AnswerabilityScorer.load(folder, model_path(settings.kbqa_home.models_dir, "student-minilm"))
+    config = AnswerabilityTrainConfig()
+    _, held = split_by_question(read_pairs(SHIPPED_PAIRS), config.validation_share, config.seed)
+    held_questions = {p["question"] for p in held}
+    answerer = Answerer(None, settings.min_relevance, settings.prompt_passages)
+    tune = question_rows(service, args.data, scorer, answerer, "tune", held_questions.__contains__)
+    report = question_rows(service, args.data, scorer, answerer, "report", lambda q: True)
+
+    lines = [f"Answerability scorer `{folder.name}`. Tune: the {len(tune)} tune-split questions it never trained on "
+             f"({sum(not r['answerable'] for r in tune)} TechQA unanswerable); report: all {len(report)} report-split "
+             f"questions ({sum(not r['answerable'] for r in report)} TechQA unanswerable). Threshold: highest with "
+             f"<= {args.max_false_abstain:.0%} abstentions on tune answerable questions with gold in the prompt.", "",
+             "| score | threshold | split | AUC (gold in prompt vs unanswerable) | " +
+             " | ".join(rates(report, "scorer", 0.5)) + " |", "|---" * (4 + len(rates(report, "scorer", 0.5))) + "|"]
+    for key, label in (("scorer", "answerability scorer"), ("cosine", "retrieval cosine")):
+        threshold = choose(tune, key, args.max_false_abstain)
+        for split, rows in (("tune", tune), ("report", report)):
+            cells = " | ".join(f"{v:.3f}" for v in rates(rows, key, threshold).values())
+            lines.append(f"| {label} | {threshold:.3f} | {split} | {separation(rows, key):.3f} | {cells} |")
+    lines += ["", "Report split, scorer threshold sweep:", "",
+              "| threshold | " + " | ".join(rates(report, "scorer", 0.5)) + " |",
+              "|---" * (1 + len(rates(report, "scorer", 0.5))) + "|"]
+    for threshold in (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7):
+        lines.append(f"| {threshold} | " + " | ".join(f"{v:.3f}" for v in rates(report, "scorer", threshold).values()) + " |")
+    publish(lines, args.out)
+
+
+if __name__ == "__main__":
+    main()

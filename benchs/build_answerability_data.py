@@ -1,0 +1,73 @@
+"""Build the answerability scorer's shipped training pairs from the public QA sets (tune split only).
+
+    python benchs/build_answerability_data.py --data PATH/TO/shared/data
+
+Writes distill/data/answerability_train.jsonl: one (question, passage, label) row a line. The passages are
+what kbqa's own retrieval finds for the question (top 8), so the negatives are the hard ones the scorer
+meets at answer time: label 1 for the gold passage (the chunk of a gold document sharing most words with
+the reference answer; added even when retrieval missed it), 0 for chunks of other documents. Other chunks
+of a gold document are left out: whether they hold the answer is unknown. TechQA's unanswerable questions
+give only negatives. The report split stays unseen (benchs/answerability_quality.py measures on it).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from benchs.build_generator_data import MAX_QUESTION_WORDS, SOURCES, passage_of  # noqa: E402
+from benchs.common import BENCH_HOME, dataset_files, load_questions, open_collection, split_of  # noqa: E402
+from distill.generator_data import best_passage  # noqa: E402
+from serve.service import KbqaService  # noqa: E402
+from serve.settings import Settings  # noqa: E402
+
+DEPTH = 8
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--out", type=Path, default=Path("distill/data/answerability_train.jsonl"))
+    args = parser.parse_args()
+    service = KbqaService.load(Settings(home=BENCH_HOME), with_generator=False)
+    rows, counts = [], Counter()
+    for name in SOURCES:
+        collection = open_collection(service, args.data, name)
+        by_doc: dict[str, list] = {}
+        for chunk in collection.store.all_chunks():
+            by_doc.setdefault(chunk.doc_id, []).append(chunk)
+        for q in load_questions(dataset_files(args.data, name)[1]):
+            if split_of(q["id"]) != "tune":
+                continue
+            question = " ".join(q["question"].split()[:MAX_QUESTION_WORDS])
+            gold_ids = set(q.get("gold_ids") or [])
+            answerable = bool(q.get("answerable", True) and gold_ids and q.get("answer"))
+            pairs = []
+            if answerable:
+                gold = best_passage(q["answer"], [passage_of(c) for d in gold_ids for c in by_doc.get(d, [])])
+                if gold is None:
+                    counts[f"{name}: no gold passage found"] += 1
+                    continue
+                pairs.append((gold, 1))
+            for hit in collection.search(question, DEPTH):
+                if hit.chunk.doc_id not in gold_ids:
+                    pairs.append((passage_of(hit.chunk), 0))
+            for passage, label in pairs:
+                rows.append({"question": question, "title": passage["title"], "text": passage["text"],
+                             "label": label, "source": f"{name}:{q['id']}"})
+                counts[f"{name}: label {label}"] += 1
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for key, value in sorted(counts.items()):
+        print(f"{key}: {value}")
+    print(f"{len(rows)} pairs -> {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+import json
+
+import pytest
+
+from distill.answerability_train import (AnswerabilityTrainConfig, auc, current_scorer, read_pairs,
+                                         split_by_question, train_answerability)
+from serve.answer import Answerer
+from serve.answerability import AnswerabilityScorer
+from serve.generator import ABSTENTION, Passage
+from serve.service import resolve_scorer
+from tests.test_answer import HITS, ScriptedGenerator
+from tests.tiny_models import build_tiny_sentence_encoder
+
+
+class FixedScorer:
+    """p(holds the answer) per passage, fixed by the test; records the questions it was asked."""
+
+    def __init__(self, scores):
+        self.values, self.asked = scores, []
+
+    def scores(self, question, passages):
+        self.asked.append((question, [p.text for p in passages]))
+        return self.values[: len(passages)]
+
+
+def test_no_passage_holding_the_answer_abstains_without_generating():
+    generator, scorer = ScriptedGenerator("Refunds take a year [1]."), FixedScorer([0.1, 0.3, 0.2])
+    answerer = Answerer(generator, min_relevance=0.3, answerability=scorer, answerability_threshold=0.5)
+    answer = answerer.answer("refunds?", HITS)
+    assert answer.abstained and answer.answer == ABSTENTION and answer.grounding == "abstained"
+    assert answer.answerability == 0.3 and "answerability" in answer.timings_ms
+    assert generator.prompts == []   # the generator never ran
+    assert scorer.asked == [("refunds?", [h.chunk.text for h in HITS[:3]])]   # it saw the prompt's passages
+
+
+def test_a_passage_holding_the_answer_lets_the_generator_answer():
+    generator = ScriptedGenerator("Refunds are paid within five days [1].")
+    answerer = Answerer(generator, min_relevance=0.3, answerability=FixedScorer([0.9, 0.1, 0.1]),
+                        answerability_threshold=0.5)
+    answer = answerer.answer("refunds?", HITS)
+    assert not answer.abstained and answer.grounding == "generated" and answer.answerability == 0.9
+    assert Answerer(generator, min_relevance=0.3).answer("refunds?", HITS).answerability is None
+
+
+def test_answerability_threshold_is_validated():
+    with pytest.raises(ValueError, match="answerability_threshold"):
+        Answerer(None, 0.3, answerability_threshold=1.5)
+
+
+def test_auc_and_question_split():
+    assert auc([0.9, 0.8, 0.1], [1, 1, 0]) == 1.0 and auc([0.5, 0.5], [1, 0]) == 0.5
+    assert auc([0.1, 0.9], [1, 0]) == 0.0
+    pairs = [{"question": f"q{i % 10}", "text": "t", "label": i % 2} for i in range(40)]
+    train, held = split_by_question(pairs, 0.3, seed=0)
+    assert len({p["question"] for p in held}) == 3
+    assert not {p["question"] for p in train} & {p["question"] for p in held}   # no question on both sides
+
+
+def test_read_pairs_names_the_bad_line(tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    path.write_text(json.dumps({"question": "q", "text": "t", "label": 1}) + "\n"
+                    + json.dumps({"question": "q", "text": "t", "label": 3}) + "\n")
+    with pytest.raises(ValueError, match="pairs.jsonl:2"):
+        read_pairs(path)
+
+
+def test_resolve_scorer(tmp_path):
+    from distill.answerability_train import SHIPPED_SCORER
+
+    assert resolve_scorer("none", tmp_path) is None
+    assert resolve_scorer("auto", tmp_path) == SHIPPED_SCORER
+    assert resolve_scorer(str(tmp_path), tmp_path) == tmp_path
+    with pytest.raises(FileNotFoundError):
+        resolve_scorer(str(tmp_path / "missing"), tmp_path)
+
+
+def test_tiny_scorer_learns_publishes_and_loads(tmp_path):
+    """A tiny BERT learns a separable toy task; the run publishes a versioned folder, CURRENT only when asked."""
+    base = build_tiny_sentence_encoder(tmp_path / "base")
+    pairs = []
+    for i in range(24):
+        question = ["refund", "invoice", "cookies", "password", "team", "export"][i % 6] + " how"
+        pairs.append({"question": question, "title": "Billing", "text": "refunds paid within five days", "label": 1})
+        pairs.append({"question": question, "title": "Teams", "text": "invite colleagues from settings", "label": 0})
+    config = AnswerabilityTrainConfig(epochs=6, lr=5e-3, batch_size=8, validation_share=0.34)
+    report = train_answerability(base, pairs, tmp_path / "models", config, source="test")
+    assert report["version"] == "v0001" and not report["activated"] and report["valid_auc"] == 1.0
+    assert current_scorer(tmp_path / "models") is None
+    folder = tmp_path / "models" / "answerability" / "v0001"
+    assert (folder / "kbqa-manifest.json").exists() and json.loads((folder / "training.json").read_text())["pairs"]
+    scorer = AnswerabilityScorer.load(folder, base)
+    yes, no = scorer.scores("refund how", [Passage("Billing", "refunds paid within five days"),
+                                           Passage("Teams", "invite colleagues from settings")])
+    assert 0.0 <= no < yes <= 1.0
+    again = train_answerability(base, pairs, tmp_path / "models", config, activate=True)
+    assert again["version"] == "v0002" and current_scorer(tmp_path / "models") == folder.with_name("v0002")
+
+
+def test_training_needs_a_positive(tmp_path):
+    with pytest.raises(ValueError, match="positive"):
+        train_answerability(tmp_path, [{"question": "q", "text": "t", "label": 0}], tmp_path, AnswerabilityTrainConfig())
