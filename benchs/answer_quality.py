@@ -12,7 +12,7 @@ token-F1 and ROUGE-L against the reference answer (answerable questions; an abst
 citation precision (cited passage from a gold document), abstention precision/recall on TechQA's
 unanswerable questions, abstention on answerable questions whose gold passage was in the prompt,
 and the share of answers with a sentence the support check rejects. With an answerability scorer
-(serve/answerability.py; the shipped one unless --scorer none), the served path is one more system:
+(serve/answerability.py: --scorer FOLDER, or auto = the current one if any), the served path is one more system:
 abstain when no prompt passage reaches the scorer's threshold, else generator + support check.
 """
 from __future__ import annotations
@@ -227,6 +227,18 @@ def main() -> None:
         checked, raw = score(rows, "generator+check", threshold), score(rows, "generator", threshold)
         lines.append(f"| {threshold} | {checked['token-F1']:.3f} | {checked['ROUGE-L']:.3f} | "
                      f"{checked['citation precision']:.3f} | {raw['answers with an unsupported sentence']:.3f} |")
+    if scorer_folder is not None:
+        lines += ["", "Answerability-threshold sweep (generator+check+answerability):", "",
+                  "| threshold | token-F1 | ROUGE-L | abstention precision (TechQA) | abstention recall (TechQA) | "
+                  "abstains, gold in prompt |", "|---|---|---|---|---|---|"]
+        for cut in (0.25, 0.3, 0.355, 0.4, 0.5):
+            for row in rows:
+                row["answerability_threshold"] = cut
+            r = score(rows, "generator+check+answerability", args.threshold)
+            lines.append(f"| {cut} | {r['token-F1']:.3f} | {r['ROUGE-L']:.3f} | {r['abstention precision (TechQA)']:.3f} | "
+                         f"{r['abstention recall (TechQA)']:.3f} | {r['abstains, gold in prompt']:.3f} |")
+        for row in rows:
+            row["answerability_threshold"] = args.answerability_threshold
     per_dataset = []
     for name in DATASETS:
         subset = [r for r in rows if r["dataset"] == name]

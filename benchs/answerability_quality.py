@@ -1,6 +1,6 @@
 """Can the answerability scorer tell prompts that hold the answer from prompts that do not?
 
-    python benchs/answerability_quality.py --data PATH/TO/shared/data [--scorer FOLDER]
+    python benchs/answerability_quality.py --data PATH/TO/shared/data --scorer .kbqa/models/answerability/vNNNN
 
 Each question is retrieved for as served (hybrid search, relevance gate, the prompt's 3 passages); the
 question's score is the best passage's p(holds the answer). The threshold is chosen on tune-split questions
@@ -79,15 +79,15 @@ def separation(rows: list[dict], key: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True)
-    parser.add_argument("--scorer", type=Path, help="an answerability adapter folder (default: the shipped one)")
+    parser.add_argument("--scorer", type=Path, required=True, help="a folder written by `kbqa train-answerability`")
     parser.add_argument("--max-false-abstain", type=float, default=0.08)
     parser.add_argument("--out", type=Path, default=Path("benchs/results/answerability_quality.md"))
     args = parser.parse_args()
-    from distill.answerability_train import SHIPPED_PAIRS, SHIPPED_SCORER
+    from distill.answerability_train import SHIPPED_PAIRS
 
     settings = Settings(home=BENCH_HOME)
     service = KbqaService.load(settings, with_generator=False)
-    folder = args.scorer or SHIPPED_SCORER
+    folder = args.scorer
     scorer = AnswerabilityScorer.load(folder, model_path(settings.kbqa_home.models_dir, "student-minilm"))
     config = AnswerabilityTrainConfig()
     _, held = split_by_question(read_pairs(SHIPPED_PAIRS), config.validation_share, config.seed)

@@ -5,6 +5,8 @@ differs between prompts that hold the answer and prompts that do not (README, is
 reads question and passage together and is trained for exactly this call (distill/answerability_train.py),
 so the answerer asks it first and abstains without generating when no prompt passage scores high enough.
 It is all-MiniLM-L6-v2 (the student's start) with a one-logit head, fine-tuned (or a LoRA adapter, merged at load).
+None ships: it is opt-in (`kbqa train-answerability --activate`), because it buys recall on unanswerable
+questions with abstentions on answerable ones (README, issue 4).
 """
 from __future__ import annotations
 

@@ -81,7 +81,7 @@ def cmd_distill(args) -> int:
         print(json.dumps(report.to_dict(), indent=1))
     else:
         print(f"collection {report.collection}: {report.mode} distillation"
-              + (f", student {report.version}" if report.version else "") + f" -> "
+              + (f", student {report.version}" if report.version else "") + " -> "
               + ("PROMOTED" if report.promoted else "not promoted") + f": {report.reason}")
         if report.seconds:
             print(f"  {report.pseudo_queries} pseudo-queries ({report.held_out} held out), {report.triples} triples, "

@@ -160,8 +160,8 @@ def resolve_adapter(choice: str, models_dir: Path) -> Path | None:
 
 
 def resolve_scorer(choice: str, models_dir: Path) -> Path | None:
-    """Which answerability scorer to load (see Settings.answerability_scorer)."""
-    from distill.answerability_train import SHIPPED_SCORER, current_scorer
+    """Which answerability scorer to load, if any (see Settings.answerability_scorer)."""
+    from distill.answerability_train import current_scorer
 
     if choice == "none":
         return None
@@ -169,7 +169,7 @@ def resolve_scorer(choice: str, models_dir: Path) -> Path | None:
         if not Path(choice).is_dir():
             raise FileNotFoundError(f"answerability scorer {choice} does not exist")
         return Path(choice)
-    return current_scorer(models_dir) or SHIPPED_SCORER
+    return current_scorer(models_dir)
 
 
 def hit_to_dict(hit: SearchHit) -> dict:

@@ -34,11 +34,12 @@ class Settings(BaseSettings):
     # With a fine-tuned adapter: it may abstain only when the abstention's first token is this likely
     # (serve/generator.py:AbstentionGate). 0.8 from a probe of 20 questions; see README.
     abstain_threshold: float = Field(0.8, ge=0.0, le=1.0)
-    # auto: the scorer `kbqa train-answerability --activate` made current, else the shipped one; none: off;
-    # or a path. Below the threshold (best prompt passage's p(holds the answer)) kbqa abstains without
-    # generating; chosen on held-out tune questions by benchs/answerability_quality.py (README).
+    # Opt-in answerability gate. auto: the scorer `kbqa train-answerability --activate` made current, if any
+    # (none ships: it trades answers for abstentions, README); none: off; or a path. Below the threshold
+    # (best prompt passage's p(holds the answer)) kbqa abstains without generating; 0.355 was chosen on
+    # held-out tune questions by benchs/answerability_quality.py (<= 8% abstentions with gold in the prompt).
     answerability_scorer: str = "auto"
-    answerability_threshold: float = Field(0.5, ge=0.0, le=1.0)
+    answerability_threshold: float = Field(0.355, ge=0.0, le=1.0)
     query_batching: bool = Field(True, description="micro-batch query encoding across concurrent requests")
     query_batch_wait_ms: float = Field(0.0, ge=0.0, le=100.0,
                                        description="how long a query waits for company; 0: only those already queued")

@@ -65,10 +65,11 @@ def test_read_pairs_names_the_bad_line(tmp_path):
 
 
 def test_resolve_scorer(tmp_path):
-    from distill.answerability_train import SHIPPED_SCORER
-
     assert resolve_scorer("none", tmp_path) is None
-    assert resolve_scorer("auto", tmp_path) == SHIPPED_SCORER
+    assert resolve_scorer("auto", tmp_path) is None   # nothing trained: the gate is off
+    (tmp_path / "answerability" / "v0001").mkdir(parents=True)
+    (tmp_path / "answerability" / "CURRENT").write_text("v0001\n")
+    assert resolve_scorer("auto", tmp_path) == tmp_path / "answerability" / "v0001"
     assert resolve_scorer(str(tmp_path), tmp_path) == tmp_path
     with pytest.raises(FileNotFoundError):
         resolve_scorer(str(tmp_path / "missing"), tmp_path)
@@ -82,7 +83,7 @@ def test_tiny_scorer_learns_publishes_and_loads(tmp_path):
         question = ["refund", "invoice", "cookies", "password", "team", "export"][i % 6] + " how"
         pairs.append({"question": question, "title": "Billing", "text": "refunds paid within five days", "label": 1})
         pairs.append({"question": question, "title": "Teams", "text": "invite colleagues from settings", "label": 0})
-    config = AnswerabilityTrainConfig(epochs=6, lr=5e-3, batch_size=8, validation_share=0.34)
+    config = AnswerabilityTrainConfig(lora_r=16, epochs=6, lr=5e-3, batch_size=8, validation_share=0.34)
     report = train_answerability(base, pairs, tmp_path / "models", config, source="test")
     assert report["version"] == "v0001" and not report["activated"] and report["valid_auc"] == 1.0
     assert current_scorer(tmp_path / "models") is None
@@ -99,3 +100,20 @@ def test_tiny_scorer_learns_publishes_and_loads(tmp_path):
 def test_training_needs_a_positive(tmp_path):
     with pytest.raises(ValueError, match="positive"):
         train_answerability(tmp_path, [{"question": "q", "text": "t", "label": 0}], tmp_path, AnswerabilityTrainConfig())
+
+
+def test_fully_fine_tuned_scorer_is_stored_in_fp16_and_loads_as_fp32(tmp_path):
+    import torch
+
+    base = build_tiny_sentence_encoder(tmp_path / "base")
+    pairs = [{"question": "refund how", "text": "refunds paid within five days", "label": 1},
+             {"question": "refund how", "text": "invite colleagues", "label": 0},
+             {"question": "team how", "text": "invite colleagues", "label": 1},
+             {"question": "team how", "text": "refunds paid", "label": 0}]
+    config = AnswerabilityTrainConfig(lora_r=0, epochs=1, batch_size=4, validation_share=0.5)
+    report = train_answerability(base, pairs, tmp_path / "models", config)
+    folder = tmp_path / "models" / "answerability" / report["version"]
+    assert (folder / "config.json").exists() and not (folder / "adapter_config.json").exists()
+    scorer = AnswerabilityScorer.load(folder, base)
+    assert next(scorer.model.parameters()).dtype == torch.float32
+    assert len(scorer.scores("refund how", [Passage("", "refunds paid")])) == 1

@@ -132,3 +132,29 @@ def test_shipped_adapter_answers_from_the_passage_on_the_cpu_engine(tmp_path):
     # citation precision 0.455 on real questions, README.)
     assert len(cited) == 1, text
     assert answer.replace(f"[{cited[0]}]", "").strip() in passages[cited[0] - 1].text, text
+
+
+def test_train_answerability_on_real_models_writes_a_current_scorer_that_loads(tmp_path):
+    home = tmp_path / "answerability-home"
+    (home / "models").mkdir(parents=True)
+    for name in ALL_MODELS:
+        (home / "models" / name).symlink_to((MODELS / name).resolve())
+    pairs = tmp_path / "pairs.jsonl"
+    rows = [("Does Plausible use cookies?", "Plausible does not use cookies.", 1),
+            ("Does Plausible use cookies?", "Invoices are emailed monthly.", 0),
+            ("How are invoices sent?", "Invoices are emailed monthly.", 1),
+            ("How are invoices sent?", "Plausible does not use cookies.", 0)] * 2
+    pairs.write_text("".join(json.dumps({"question": q, "title": "", "text": t, "label": y}) + "\n" for q, t, y in rows))
+    done = kbqa(home, "train-answerability", "--no-shipped", "--pairs", str(pairs), "--epochs", "1", "--activate", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["version"] == "v0001"
+
+    from serve.answerability import AnswerabilityScorer
+    from serve.generator import Passage
+    from serve.service import resolve_scorer
+
+    folder = resolve_scorer("auto", home / "models")
+    assert folder == home / "models" / "answerability" / "v0001"
+    scores = AnswerabilityScorer.load(folder, MODELS / "student-minilm").scores(
+        "Does Plausible use cookies?", [Passage("Privacy", "No cookies."), Passage("Billing", "Monthly invoices.")])
+    assert len(scores) == 2 and all(0.0 <= s <= 1.0 for s in scores)
