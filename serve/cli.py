@@ -65,7 +65,8 @@ def cmd_ask(args) -> int:
         print(f"Q: {answer.question}\nA: {answer.answer}")
         for c in answer.citations:
             print(f"   [{c.n}] {c.source} - {c.title}")
-        print(f"   ({answer.timings_ms.get('total', 0) / 1000:.1f} s)")
+        gate = f"; answerability {answer.answerability:.2f}" if answer.answerability is not None else ""
+        print(f"   ({answer.timings_ms.get('total', 0) / 1000:.1f} s{gate})")
     return 0
 
 
