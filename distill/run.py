@@ -103,7 +103,7 @@ def distill_collection(collection: Collection, models_dir: Path, config: Distill
     if incremental:  # new chunks plus replay are seen once: repeating them would cost what a full run costs
         config = dataclasses.replace(config, max_epochs=1)
 
-    queries = make_pseudo_queries(train_chunks, config.sentences_per_chunk, config.seed)
+    queries = make_pseudo_queries(train_chunks, config.sentences_per_chunk, config.seed, config.salient)
     train_queries, held_out = split_holdout(queries, config.holdout_ratio, config.seed)
     report.pseudo_queries, report.held_out = len(queries), len(held_out)
     passages = [c.embedding_text() for c in chunks]

@@ -16,14 +16,28 @@ def test_pseudo_queries_from_titles_headings_questions_and_sentences():
         Chunk("a", "a", "Billing guide", "Refund policy", 1, "Can I get a refund? Yes, always."),
         Chunk("a", "a", "Billing guide", "Refund policy", 2, "More text here."),
     ]
-    queries = make_pseudo_queries(chunks, sentences_per_chunk=1)
+    queries = make_pseudo_queries(chunks, sentences_per_chunk=1, salient="all")
     found = {(q.kind, q.text, q.chunk_id) for q in queries}
     assert ("title", "Billing guide", chunks[0].chunk_id) in found
     assert ("heading", "Refund policy", chunks[1].chunk_id) in found          # only the first chunk under it
     assert not any(q.kind == "heading" and q.chunk_id == chunks[2].chunk_id for q in queries)
     assert ("question", "Can I get a refund?", chunks[1].chunk_id) in found
     assert ("sentence", "Refunds are paid back within five days of the request.", chunks[0].chunk_id) in found
-    assert make_pseudo_queries(chunks) == queries  # deterministic for a seed
+    assert make_pseudo_queries(chunks, sentences_per_chunk=1, salient="all") == queries  # deterministic for a seed
+
+
+def test_salient_sentences_only_for_chunks_nothing_else_points_at():
+    chunks = [
+        Chunk("a", "a", "Billing guide", "", 0, "Intro line. Refunds are paid back within five days of the request."),
+        Chunk("a", "a", "Billing guide", "", 1, "Intro again. Invoices are emailed on the first day of the month."),
+    ]
+    uncovered = make_pseudo_queries(chunks, sentences_per_chunk=1)
+    assert {(q.kind, q.chunk_id) for q in uncovered} == {("title", chunks[0].chunk_id), ("sentence", chunks[1].chunk_id)}
+    every = make_pseudo_queries(chunks, sentences_per_chunk=1, salient="all")
+    assert {(q.kind, q.chunk_id) for q in every} == {("title", chunks[0].chunk_id), ("sentence", chunks[0].chunk_id),
+                                                     ("sentence", chunks[1].chunk_id)}
+    with pytest.raises(ValueError, match="salient"):
+        make_pseudo_queries(chunks, salient="some")
 
 
 def test_holdout_split_is_disjoint_and_sized():
