@@ -31,9 +31,9 @@ def test_salient_sentences_only_for_chunks_nothing_else_points_at():
         Chunk("a", "a", "Billing guide", "", 0, "Intro line. Refunds are paid back within five days of the request."),
         Chunk("a", "a", "Billing guide", "", 1, "Intro again. Invoices are emailed on the first day of the month."),
     ]
-    uncovered = make_pseudo_queries(chunks, sentences_per_chunk=1)
+    uncovered = make_pseudo_queries(chunks, sentences_per_chunk=1, salient="uncovered")
     assert {(q.kind, q.chunk_id) for q in uncovered} == {("title", chunks[0].chunk_id), ("sentence", chunks[1].chunk_id)}
-    every = make_pseudo_queries(chunks, sentences_per_chunk=1, salient="all")
+    every = make_pseudo_queries(chunks, sentences_per_chunk=1)   # the default
     assert {(q.kind, q.chunk_id) for q in every} == {("title", chunks[0].chunk_id), ("sentence", chunks[0].chunk_id),
                                                      ("sentence", chunks[1].chunk_id)}
     with pytest.raises(ValueError, match="salient"):
