@@ -28,8 +28,10 @@ def test_search_shape(client):
 
 def test_ask_shape_and_citation(client):
     body = client.post("/v1/ask", json={"question": "How are refunds paid back?"}).json()
-    assert set(body) == {"question", "answer", "abstained", "grounding", "citations", "unsupported", "answer_id", "rewritten_question", "timings_ms"}
+    assert set(body) == {"question", "answer", "abstained", "grounding", "citations", "unsupported", "answer_id", "rewritten_question", "timings_ms",
+                         "answerability"}
     assert body["abstained"] is False and body["grounding"] == "generated" and body["unsupported"] == []
+    assert body["answerability"] is None   # no scorer trained: the gate is off
     assert body["citations"][0]["source"] == "billing.md" and body["citations"][0]["n"] == 1
     assert set(body["citations"][0]) == {"n", "chunk_id", "doc_id", "source", "title", "score"}
     assert {"retrieve", "generate", "total"} <= set(body["timings_ms"])
