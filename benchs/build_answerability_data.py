@@ -21,8 +21,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from benchs.build_generator_data import MAX_QUESTION_WORDS, SOURCES, passage_of  # noqa: E402
-from benchs.common import BENCH_HOME, dataset_files, load_questions, open_collection, split_of  # noqa: E402
+from benchs.build_generator_data import passage_of, tune_questions  # noqa: E402
+from benchs.common import BENCH_HOME  # noqa: E402
 from distill.generator_data import best_passage  # noqa: E402
 from serve.service import KbqaService  # noqa: E402
 from serve.settings import Settings  # noqa: E402
@@ -37,31 +37,22 @@ def main() -> None:
     args = parser.parse_args()
     service = KbqaService.load(Settings(home=BENCH_HOME), with_generator=False)
     rows, counts = [], Counter()
-    for name in SOURCES:
-        collection = open_collection(service, args.data, name)
-        by_doc: dict[str, list] = {}
-        for chunk in collection.store.all_chunks():
-            by_doc.setdefault(chunk.doc_id, []).append(chunk)
-        for q in load_questions(dataset_files(args.data, name)[1]):
-            if split_of(q["id"]) != "tune":
+    for name, collection, by_doc, q, question, gold_ids in tune_questions(service, args.data):
+        answerable = bool(q.get("answerable", True) and gold_ids and q.get("answer"))
+        pairs = []
+        if answerable:
+            gold = best_passage(q["answer"], [passage_of(c) for d in gold_ids for c in by_doc.get(d, [])])
+            if gold is None:
+                counts[f"{name}: no gold passage found"] += 1
                 continue
-            question = " ".join(q["question"].split()[:MAX_QUESTION_WORDS])
-            gold_ids = set(q.get("gold_ids") or [])
-            answerable = bool(q.get("answerable", True) and gold_ids and q.get("answer"))
-            pairs = []
-            if answerable:
-                gold = best_passage(q["answer"], [passage_of(c) for d in gold_ids for c in by_doc.get(d, [])])
-                if gold is None:
-                    counts[f"{name}: no gold passage found"] += 1
-                    continue
-                pairs.append((gold, 1))
-            for hit in collection.search(question, DEPTH):
-                if hit.chunk.doc_id not in gold_ids:
-                    pairs.append((passage_of(hit.chunk), 0))
-            for passage, label in pairs:
-                rows.append({"question": question, "title": passage["title"], "text": passage["text"],
-                             "label": label, "source": f"{name}:{q['id']}"})
-                counts[f"{name}: label {label}"] += 1
+            pairs.append((gold, 1))
+        for hit in collection.search(question, DEPTH):
+            if hit.chunk.doc_id not in gold_ids:
+                pairs.append((passage_of(hit.chunk), 0))
+        for passage, label in pairs:
+            rows.append({"question": question, "title": passage["title"], "text": passage["text"],
+                         "label": label, "source": f"{name}:{q['id']}"})
+            counts[f"{name}: label {label}"] += 1
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("".join(json.dumps(r) + "\n" for r in rows))
     for key, value in sorted(counts.items()):

@@ -36,6 +36,20 @@ def passage_of(chunk) -> dict:
     return {"title": chunk.context, "text": chunk.text}
 
 
+def tune_questions(service, data: Path):
+    """(dataset, its collection, chunks by document, question record, question text cut to size, gold ids)
+    for every tune-split question of the shipped sources."""
+    for name in SOURCES:
+        collection = open_collection(service, data, name)
+        by_doc: dict[str, list] = {}
+        for chunk in collection.store.all_chunks():
+            by_doc.setdefault(chunk.doc_id, []).append(chunk)
+        for q in load_questions(dataset_files(data, name)[1]):
+            if split_of(q["id"]) == "tune":
+                question = " ".join(q["question"].split()[:MAX_QUESTION_WORDS])
+                yield name, collection, by_doc, q, question, set(q.get("gold_ids") or [])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True)
@@ -45,31 +59,22 @@ def main() -> None:
     service = KbqaService.load(Settings(home=BENCH_HOME), with_generator=False)
     rng = random.Random(0)
     examples, counts = [], Counter()
-    for name in SOURCES:
-        collection = open_collection(service, args.data, name)
-        by_doc: dict[str, list] = {}
-        for chunk in collection.store.all_chunks():
-            by_doc.setdefault(chunk.doc_id, []).append(chunk)
-        for q in load_questions(dataset_files(args.data, name)[1]):
-            if split_of(q["id"]) != "tune":
+    for name, collection, by_doc, q, question, gold_ids in tune_questions(service, args.data):
+        hits = collection.search(question, 8)
+        distractors = [passage_of(h.chunk) for h in hits if h.chunk.doc_id not in gold_ids]
+        answerable = bool(q.get("answerable", True) and gold_ids and q.get("answer"))
+        gold = None
+        if answerable:
+            gold = best_passage(q["answer"], [passage_of(c) for d in gold_ids for c in by_doc.get(d, [])])
+            if gold is None:
+                counts[f"{name}: no gold passage found"] += 1
                 continue
-            question = " ".join(q["question"].split()[:MAX_QUESTION_WORDS])
-            gold_ids = set(q.get("gold_ids") or [])
-            hits = collection.search(question, 8)
-            distractors = [passage_of(h.chunk) for h in hits if h.chunk.doc_id not in gold_ids]
-            answerable = bool(q.get("answerable", True) and gold_ids and q.get("answer"))
-            gold = None
-            if answerable:
-                gold = best_passage(q["answer"], [passage_of(c) for d in gold_ids for c in by_doc.get(d, [])])
-                if gold is None:
-                    counts[f"{name}: no gold passage found"] += 1
-                    continue
-                if rng.random() < ABSTAIN_SHARE:
-                    gold = None
-            example = make_example(question, q.get("answer") if gold else None, gold, distractors, args.passages, rng)
-            example["source"] = f"{name}:{q['id']}"
-            examples.append(example)
-            counts[f"{name}: {'answer' if gold else 'abstain'}"] += 1
+            if rng.random() < ABSTAIN_SHARE:
+                gold = None
+        example = make_example(question, q.get("answer") if gold else None, gold, distractors, args.passages, rng)
+        example["source"] = f"{name}:{q['id']}"
+        examples.append(example)
+        counts[f"{name}: {'answer' if gold else 'abstain'}"] += 1
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("".join(json.dumps(e) + "\n" for e in examples))
     for key, value in sorted(counts.items()):

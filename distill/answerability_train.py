@@ -15,9 +15,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from distill.generator_train import _next_version, _set_current
-from retrieval.models import write_manifest
+from distill.generator_train import publish_version
 from serve.answerability import MAX_LENGTH, pair_text
+from serve.generator import Passage
 
 ANSWERABILITY = "answerability"
 SHIPPED_PAIRS = Path(__file__).resolve().parent / "data" / "answerability_train.jsonl"
@@ -134,7 +134,7 @@ def train_answerability(base_dir: Path, pairs: list[dict], models_dir: Path, con
     scorer = AnswerabilityScorer(model, tokenizer, config.max_length, device)
     valid_scores = []
     for row in valid:
-        valid_scores += scorer.scores(row["question"], [_Pair(row)])
+        valid_scores += scorer.scores(row["question"], [Passage(row.get("title", ""), row["text"])])
     folder = Path(models_dir) / ANSWERABILITY
     folder.mkdir(parents=True, exist_ok=True)
     staging = folder / f".staging-{os.getpid()}"
@@ -149,16 +149,4 @@ def train_answerability(base_dir: Path, pairs: list[dict], models_dir: Path, con
               "valid_pairs": len(valid), "valid_auc": round(auc(valid_scores, [r["label"] for r in valid]), 4),
               "seconds": train_seconds, "device": device, "loss_per_step": losses,
               "config": asdict(config), "source": source}
-    (staging / "training.json").write_text(json.dumps(report, indent=1))
-    write_manifest(staging, f"kbqa train-answerability ({source or 'pairs'})")
-    version = _next_version(folder)
-    staging.rename(folder / version)
-    if activate:
-        _set_current(folder, version)
-    report["version"], report["activated"] = version, activate
-    return report
-
-
-class _Pair:
-    def __init__(self, row: dict):
-        self.title, self.text = row.get("title", ""), row["text"]
+    return publish_version(folder, staging, report, "kbqa train-answerability", activate)

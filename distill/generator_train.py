@@ -62,6 +62,19 @@ def _next_version(adapters: Path) -> str:
     return f"v{max(taken, default=0) + 1:04d}"
 
 
+def publish_version(parent: Path, staging: Path, report: dict, command: str, activate: bool) -> dict:
+    """Write training.json and the manifest into ``staging``, rename it to the next vNNNN under ``parent``
+    (CURRENT too if ``activate``); the report gains version and activated."""
+    (staging / "training.json").write_text(json.dumps(report, indent=1))
+    write_manifest(staging, f"{command} ({report.get('source') or 'defaults'})")
+    version = _next_version(parent)
+    staging.rename(parent / version)
+    if activate:
+        _set_current(parent, version)
+    report["version"], report["activated"] = version, activate
+    return report
+
+
 def encode_example(tokenizer, example: dict) -> tuple[list[int], list[int]]:
     """(input ids, labels): the loss is on the answer tokens only."""
     messages = build_messages(example["question"], [_Passage(p) for p in example["passages"]])
@@ -136,11 +149,4 @@ def train_generator(base_dir: Path, examples: list[dict], models_dir: Path, conf
     report = {"base": Path(base_dir).name, "examples": len(encoded), "skipped_too_long": long, "trainable_params": trainable,
               "seconds": round(time.perf_counter() - start, 1), "device": device, "loss_per_step": losses,
               "config": asdict(config), "source": source}
-    (staging / "training.json").write_text(json.dumps(report, indent=1))
-    write_manifest(staging, f"kbqa train-generator ({source or 'examples'})")
-    version = _next_version(adapters)
-    staging.rename(adapters / version)
-    if activate:
-        _set_current(adapters, version)
-    report["version"], report["activated"] = version, activate
-    return report
+    return publish_version(adapters, staging, report, "kbqa train-generator", activate)
