@@ -12,7 +12,6 @@ give only negatives. The report split stays unseen (benchs/answerability_quality
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections import Counter
@@ -21,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from benchs.build_generator_data import passage_of, tune_questions  # noqa: E402
+from benchs.build_generator_data import passage_of, tune_questions, write_rows  # noqa: E402
 from benchs.common import BENCH_HOME  # noqa: E402
 from distill.generator_data import best_passage  # noqa: E402
 from serve.service import KbqaService  # noqa: E402
@@ -53,11 +52,7 @@ def main() -> None:
             rows.append({"question": question, "title": passage["title"], "text": passage["text"],
                          "label": label, "source": f"{name}:{q['id']}"})
             counts[f"{name}: label {label}"] += 1
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    for key, value in sorted(counts.items()):
-        print(f"{key}: {value}")
-    print(f"{len(rows)} pairs -> {args.out}")
+    write_rows(args.out, rows, counts, "pairs")
 
 
 if __name__ == "__main__":

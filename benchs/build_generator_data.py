@@ -36,6 +36,15 @@ def passage_of(chunk) -> dict:
     return {"title": chunk.context, "text": chunk.text}
 
 
+def write_rows(out: Path, rows: list[dict], counts: Counter, noun: str) -> None:
+    """The built file (one JSON object a line) and what went into it."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for key, value in sorted(counts.items()):
+        print(f"{key}: {value}")
+    print(f"{len(rows)} {noun} -> {out}")
+
+
 def tune_questions(service, data: Path):
     """(dataset, its collection, chunks by document, question record, question text cut to size, gold ids)
     for every tune-split question of the shipped sources."""
@@ -75,11 +84,7 @@ def main() -> None:
         example["source"] = f"{name}:{q['id']}"
         examples.append(example)
         counts[f"{name}: {'answer' if gold else 'abstain'}"] += 1
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("".join(json.dumps(e) + "\n" for e in examples))
-    for key, value in sorted(counts.items()):
-        print(f"{key}: {value}")
-    print(f"{len(examples)} examples -> {args.out}")
+    write_rows(args.out, examples, counts, "examples")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ Questions, not pairs, are split for validation, so no question is seen on both s
 """
 from __future__ import annotations
 
-import json
 import os
 import random
 import shutil
@@ -15,7 +14,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from distill.generator_train import publish_version
+from distill.generator_train import current_version, publish_version
+from distill.jsonl import read_jsonl
 from serve.answerability import MAX_LENGTH, pair_text
 from serve.generator import Passage
 
@@ -38,23 +38,13 @@ class AnswerabilityTrainConfig:
 
 
 def read_pairs(path: Path) -> list[dict]:
-    pairs = []
-    for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        row = json.loads(line)
-        if not {"question", "text", "label"} <= set(row) or row["label"] not in (0, 1):
-            raise ValueError(f"{path}:{number}: a pair needs question, text and a 0/1 label")
-        pairs.append(row)
-    return pairs
+    return read_jsonl(path, {"question", "text", "label"},
+                      lambda row: None if row["label"] in (0, 1) else f"label must be 0 or 1, got {row['label']!r}")
 
 
 def current_scorer(models_dir: Path) -> Path | None:
-    pointer = Path(models_dir) / ANSWERABILITY / "CURRENT"
-    if not pointer.is_file():
-        return None
-    folder = pointer.parent / pointer.read_text().strip()
-    return folder if folder.is_dir() else None
+    """The scorer named in CURRENT, if any."""
+    return current_version(Path(models_dir) / ANSWERABILITY)
 
 
 def auc(scores: list[float], labels: list[int]) -> float:

@@ -7,12 +7,12 @@ gold passage is left out and the target becomes the abstention sentence.
 """
 from __future__ import annotations
 
-import json
 import random
 import re
 from pathlib import Path
 
 from serve.generator import ABSTENTION
+from distill.jsonl import read_jsonl
 from serve.grounding import content_words, split_sentences
 
 _FAQ_HEADING = re.compile(r"\?\s*$")
@@ -92,12 +92,4 @@ def faq_pairs(chunks) -> list[tuple[str, str, dict]]:
 
 
 def read_examples(path: Path) -> list[dict]:
-    examples = []
-    for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        example = json.loads(line)
-        if not {"question", "passages", "target"} <= set(example):
-            raise ValueError(f"{path}:{number}: an example needs question, passages and target")
-        examples.append(example)
-    return examples
+    return read_jsonl(path, {"question", "passages", "target"})

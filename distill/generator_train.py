@@ -42,13 +42,18 @@ class GeneratorTrainConfig:
     seed: int = 0
 
 
-def current_adapter(models_dir: Path) -> Path | None:
-    """The adapter named in CURRENT, if any."""
-    pointer = Path(models_dir) / ADAPTERS / CURRENT
+def current_version(parent: Path) -> Path | None:
+    """The vNNNN folder that ``parent``/CURRENT names, if both exist."""
+    pointer = Path(parent) / CURRENT
     if not pointer.is_file():
         return None
     folder = pointer.parent / pointer.read_text().strip()
     return folder if folder.is_dir() else None
+
+
+def current_adapter(models_dir: Path) -> Path | None:
+    """The adapter named in CURRENT, if any."""
+    return current_version(Path(models_dir) / ADAPTERS)
 
 
 def _set_current(adapters: Path, version: str) -> None:

@@ -146,30 +146,29 @@ class KbqaService:
         self.feedback.close()
 
 
+def _resolve_folder(choice: str, what: str, auto) -> Path | None:
+    """A setting that is `none`, `auto` (whatever ``auto()`` finds) or a folder that must exist."""
+    if choice == "none":
+        return None
+    if choice == "auto":
+        return auto()
+    if not Path(choice).is_dir():
+        raise FileNotFoundError(f"{what} {choice} does not exist")
+    return Path(choice)
+
+
 def resolve_adapter(choice: str, models_dir: Path) -> Path | None:
     """Which fine-tuned generator adapter to load (see Settings.generator_adapter)."""
     from distill.generator_train import SHIPPED_ADAPTER, current_adapter
 
-    if choice == "none":
-        return None
-    if choice != "auto":
-        if not Path(choice).is_dir():
-            raise FileNotFoundError(f"generator adapter {choice} does not exist")
-        return Path(choice)
-    return current_adapter(models_dir) or SHIPPED_ADAPTER
+    return _resolve_folder(choice, "generator adapter", lambda: current_adapter(models_dir) or SHIPPED_ADAPTER)
 
 
 def resolve_scorer(choice: str, models_dir: Path) -> Path | None:
     """Which answerability scorer to load, if any (see Settings.answerability_scorer)."""
     from distill.answerability_train import current_scorer
 
-    if choice == "none":
-        return None
-    if choice != "auto":
-        if not Path(choice).is_dir():
-            raise FileNotFoundError(f"answerability scorer {choice} does not exist")
-        return Path(choice)
-    return current_scorer(models_dir)
+    return _resolve_folder(choice, "answerability scorer", lambda: current_scorer(models_dir))
 
 
 def hit_to_dict(hit: SearchHit) -> dict:

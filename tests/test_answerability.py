@@ -60,7 +60,13 @@ def test_read_pairs_names_the_bad_line(tmp_path):
     path = tmp_path / "pairs.jsonl"
     path.write_text(json.dumps({"question": "q", "text": "t", "label": 1}) + "\n"
                     + json.dumps({"question": "q", "text": "t", "label": 3}) + "\n")
-    with pytest.raises(ValueError, match="pairs.jsonl:2"):
+    with pytest.raises(ValueError, match="pairs.jsonl:2: label must be 0 or 1"):
+        read_pairs(path)
+    path.write_text(json.dumps({"question": "q", "text": "t", "label": 1}) + "\n\n{not json\n")
+    with pytest.raises(ValueError, match="pairs.jsonl:3: not JSON"):
+        read_pairs(path)
+    path.write_text("[1, 2]\n")
+    with pytest.raises(ValueError, match="pairs.jsonl:1: a row needs label, question, text"):
         read_pairs(path)
 
 
