@@ -57,6 +57,11 @@ def auc(scores: list[float], labels: list[int]) -> float:
     return wins / (len(pos) * len(neg))
 
 
+def _rounded(value: float) -> float | None:
+    """4 decimals; None (null in training.json, which strict JSON readers accept) when undefined."""
+    return None if value != value else round(value, 4)
+
+
 def split_by_question(pairs: list[dict], share: float, seed: int) -> tuple[list[dict], list[dict]]:
     questions = sorted({p["question"] for p in pairs})
     random.Random(seed).shuffle(questions)
@@ -136,7 +141,7 @@ def train_answerability(base_dir: Path, pairs: list[dict], models_dir: Path, con
         model.to(torch.float32)
     tokenizer.save_pretrained(staging)
     report = {"base": Path(base_dir).name, "pairs": len(train), "positives": positives, "trainable_params": trainable,
-              "valid_pairs": len(valid), "valid_auc": round(auc(valid_scores, [r["label"] for r in valid]), 4),
+              "valid_pairs": len(valid), "valid_auc": _rounded(auc(valid_scores, [r["label"] for r in valid])),
               "seconds": train_seconds, "device": device, "loss_per_step": losses,
               "config": asdict(config), "source": source}
     return publish_version(folder, staging, report, "kbqa train-answerability", activate)

@@ -121,14 +121,19 @@ def cmd_train_generator(args) -> int:
                              config, device=pick_device(), show_progress=not args.json,
                              source=f"shipped examples + {mined} FAQ pairs of {args.collection}",
                              activate=args.activate)
-    if args.json:
+    summary = (f"generator adapter {report['version']}: {report['examples']} examples in {report['seconds']:.0f} s, "
+               f"final loss {report['loss_per_step'][-1]}")
+    return _print_training(report, args.json, summary, "benchs/answer_quality.py --adapter", "KBQA_GENERATOR_ADAPTER")
+
+
+def _print_training(report: dict, as_json: bool, summary: str, measure: str, setting: str) -> int:
+    """What a training command prints: the report as JSON, or one line saying how to serve what it made."""
+    if as_json:
         print(json.dumps(report, indent=1))
     else:
-        print(f"generator adapter {report['version']}: {report['examples']} examples in {report['seconds']:.0f} s, "
-              f"final loss {report['loss_per_step'][-1]}; "
-              + ("now current: restart `kbqa serve` to load it" if report["activated"] else
-                 "not activated: measure it (benchs/answer_quality.py --adapter ...), then serve it with "
-                 "KBQA_GENERATOR_ADAPTER=<its folder> or train again with --activate"))
+        print(f"{summary}; " + ("now current: restart `kbqa serve` to load it" if report["activated"] else
+                                f"not activated: measure it ({measure} ...), then serve it with "
+                                f"{setting}=<its folder> or train again with --activate"))
     return 0
 
 
@@ -149,15 +154,10 @@ def cmd_train_answerability(args) -> int:
                                  config, device=pick_device(), show_progress=not args.json,
                                  source="shipped pairs" if not args.no_shipped else "own pairs",
                                  activate=args.activate)
-    if args.json:
-        print(json.dumps(report, indent=1))
-    else:
-        print(f"answerability scorer {report['version']}: {report['pairs']} pairs in {report['seconds']:.0f} s, "
-              f"validation AUC {report['valid_auc']}; "
-              + ("now current: restart `kbqa serve` to load it" if report["activated"] else
-                 "not activated: measure it (benchs/answerability_quality.py --scorer ...), then serve it with "
-                 "KBQA_ANSWERABILITY_SCORER=<its folder> or train again with --activate"))
-    return 0
+    summary = (f"answerability scorer {report['version']}: {report['pairs']} pairs in {report['seconds']:.0f} s, "
+               f"validation AUC {report['valid_auc']}")
+    return _print_training(report, args.json, summary, "benchs/answerability_quality.py --scorer",
+                           "KBQA_ANSWERABILITY_SCORER")
 
 
 def cmd_status(args) -> int:
