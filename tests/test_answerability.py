@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from distill.answerability_train import (AnswerabilityTrainConfig, auc, current_scorer, read_pairs,
+from distill.answerability_train import (AnswerabilityTrainConfig, _rounded, auc, current_scorer, read_pairs,
                                          split_by_question, train_answerability)
 from serve.answer import Answerer
 from serve.answerability import AnswerabilityScorer
@@ -50,6 +50,7 @@ def test_answerability_threshold_is_validated():
 def test_auc_and_question_split():
     assert auc([0.9, 0.8, 0.1], [1, 1, 0]) == 1.0 and auc([0.5, 0.5], [1, 0]) == 0.5
     assert auc([0.1, 0.9], [1, 0]) == 0.0
+    assert _rounded(auc([0.4], [0])) is None and _rounded(0.123456) == 0.1235   # one class only: null
     pairs = [{"question": f"q{i % 10}", "text": "t", "label": i % 2} for i in range(40)]
     train, held = split_by_question(pairs, 0.3, seed=0)
     assert len({p["question"] for p in held}) == 3
