@@ -40,6 +40,19 @@ def test_salient_sentences_only_for_chunks_nothing_else_points_at():
         make_pseudo_queries(chunks, salient="some")
 
 
+def test_faq_answers_get_their_question_and_no_sentences():
+    chunks = [
+        Chunk("faq", "faq", "Can I get a refund?", "", 0, "Can I get a refund? Yes. Refunds are paid back within five days."),
+        Chunk("faq", "faq", "Can I get a refund?", "", 1, "Intro again. Invoices are emailed on the first day of the month."),
+        Chunk("help", "help", "Help", "Billing > How are invoices sent?", 0, "Intro. Invoices are emailed as PDF files every month."),
+        Chunk("guide", "guide", "Billing guide", "", 0, "Intro line. Refunds are paid back within five days of the request."),
+    ]
+    found = {(q.kind, q.chunk_id) for q in make_pseudo_queries(chunks, sentences_per_chunk=1)}
+    assert ("title", chunks[0].chunk_id) in found and ("heading", chunks[2].chunk_id) in found
+    sentences = {chunk_id for kind, chunk_id in found if kind == "sentence"}
+    assert sentences == {chunks[3].chunk_id}   # under a question title or heading: an FAQ answer, no sentence queries
+
+
 def test_holdout_split_is_disjoint_and_sized():
     queries = [PseudoQuery(f"q{i}", "c", "d", "title") for i in range(20)]
     train, held = split_holdout(queries, 0.1)
