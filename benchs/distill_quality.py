@@ -22,7 +22,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from benchs.common import BENCH_HOME, dataset_files, load_questions, mean, metrics, open_collection, ranked_docs, split_of  # noqa: E402
+from benchs.common import (BENCH_HOME, dataset_files, load_questions, mean, metrics, open_collection,  # noqa: E402
+                           paired_interval, ranked_docs, split_of)
 from distill.config import DistillConfig  # noqa: E402
 from distill.run import distill_collection  # noqa: E402
 from distill.teacher_cache import TeacherCache  # noqa: E402
@@ -86,11 +87,17 @@ def main() -> None:
         }
         for split in ("tune", "report"):
             picked = [(i, q) for i, q in enumerate(questions) if split_of(q["id"]) == split]
+            per_question = {}
             for label, rank in systems.items():
-                scores = mean([metrics(rank(q, i), set(q["gold_ids"])) for i, q in picked])
+                per_question[label] = [metrics(rank(q, i), set(q["gold_ids"])) for i, q in picked]
+                scores = mean(per_question[label])
                 lines.append(f"| {name} | {split} | {len(picked)} | {label} | " +
                              " | ".join(f"{scores[k]:.3f}" for k in KEYS) + " |")
                 print(lines[-1], flush=True)
+            for label in ("student", "student + BM25"):   # is a gap to the teacher more than question sampling?
+                diff, low, high = paired_interval(*([m["nDCG@10"] for m in per_question[s]] for s in (label, "mpnet teacher")))
+                notes.append(f"- {name}, {split}: {label} - teacher nDCG@10 {diff:+.3f}, 95% paired bootstrap "
+                             f"interval [{low:+.3f}, {high:+.3f}]")
         student_dir = student_collection.encoder_dir
         student_collection.close()
     texts = [c.embedding_text() for c in base.store.all_chunks()[:256]]
