@@ -4,6 +4,7 @@ from __future__ import annotations
 import random
 import re
 from dataclasses import dataclass
+from typing import Callable
 
 from ingest.records import Chunk
 
@@ -16,7 +17,7 @@ class PseudoQuery:
     text: str
     chunk_id: str   # the chunk it was taken from: the positive
     doc_id: str
-    kind: str       # title | heading | question | sentence
+    kind: str       # title | heading | question | sentence | generated
 
 
 def _clean(text: str) -> str:
@@ -27,7 +28,8 @@ SALIENT_MODES = ("uncovered", "all")
 
 
 def make_pseudo_queries(chunks: list[Chunk], sentences_per_chunk: int = 1, seed: int = 0,
-                        salient: str = "all") -> list[PseudoQuery]:
+                        salient: str = "all",
+                        write_question: Callable[[Chunk], str | None] | None = None) -> list[PseudoQuery]:
     """Titles and headings (for the first chunk under them), FAQ-style questions inside a chunk,
     and a few salient sentences (5-30 words, not the first one, which often repeats the heading), except in
     FAQ answers (chunks under a question title or heading).
@@ -35,7 +37,10 @@ def make_pseudo_queries(chunks: list[Chunk], sentences_per_chunk: int = 1, seed:
     ``salient="uncovered"``: sentences only for chunks that got no title, heading or question, so every chunk
     has a query but question-like queries are not drowned. Sentences do not read like user questions: on the
     COVID FAQ none at all matched the teacher, where one per chunk lost 3.4 nDCG@10 points; over the three dev
-    sets "uncovered" was a wash against "all" on the tune split, so "all" stays the default (README)."""
+    sets "uncovered" was a wash against "all" on the tune split, so "all" stays the default (README).
+
+    ``write_question`` (doc2query, distill/doc2query.py): where a chunk would get salient sentences, a question
+    written for it instead, when it returns one."""
     if salient not in SALIENT_MODES:
         raise ValueError(f"salient must be one of {SALIENT_MODES}, got {salient!r}")
     rng = random.Random(seed)
@@ -66,6 +71,10 @@ def make_pseudo_queries(chunks: list[Chunk], sentences_per_chunk: int = 1, seed:
         if _answers_a_question(chunk):
             continue
         if salient == "all" or chunk.chunk_id not in covered:
+            question = write_question(chunk) if write_question else None
+            if question:
+                add(question, chunk, "generated")
+                continue
             for sentence in picked:
                 add(sentence, chunk, "sentence")
     return list(queries.values())

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 
+from distill.doc2query import QuestionWriter, clean_question
 from distill.evaluate import chunk_retrieval_metrics
 from distill.losses import InBatchContrastiveLoss, MarginMSELoss, TeacherPCA
 from distill.mining import mine_triples
@@ -51,6 +52,36 @@ def test_faq_answers_get_their_question_and_no_sentences():
     assert ("title", chunks[0].chunk_id) in found and ("heading", chunks[2].chunk_id) in found
     sentences = {chunk_id for kind, chunk_id in found if kind == "sentence"}
     assert sentences == {chunks[3].chunk_id}   # under a question title or heading: an FAQ answer, no sentence queries
+
+
+def test_generated_questions_replace_salient_sentences_only_when_usable():
+    chunks = [
+        Chunk("a", "a", "Billing guide", "", 0, "Intro line. Refunds are paid back within five days of the request."),
+        Chunk("b", "b", "Invoices", "", 0, "Intro again. Invoices are emailed on the first day of the month."),
+        Chunk("faq", "faq", "Can I get a refund?", "", 0, "Can I get a refund? Yes. Refunds are paid back in five days."),
+    ]
+
+    class Scripted:   # stands in for the generator: one raw output per chunk it is asked about
+        outputs = iter(["How fast are refunds paid back?\nextra line", "The answer to this question is: invoices."])
+
+        def generate(self, messages):
+            return next(self.outputs), 0, 0
+
+    writer = QuestionWriter(Scripted())
+    queries = make_pseudo_queries(chunks, sentences_per_chunk=1, write_question=writer)
+    found = {(q.kind, q.text, q.chunk_id) for q in queries}
+    assert ("generated", "How fast are refunds paid back?", chunks[0].chunk_id) in found
+    assert not any(q.kind == "sentence" and q.chunk_id == chunks[0].chunk_id for q in queries)
+    assert ("sentence", "Invoices are emailed on the first day of the month.", chunks[1].chunk_id) in found  # fallback
+    assert (writer.asked, writer.kept) == (2, 1)   # the FAQ answer is never sent to the writer
+
+
+def test_clean_question_keeps_one_short_question():
+    assert clean_question("  How do I reset my password?\nIt is easy.") == "How do I reset my password?"
+    assert clean_question('"Does the TV support HDR?"') == "Does the TV support HDR?"
+    for raw in ("", "Reset it in Settings.", "Why?", "What is the answer to this question?",
+                "How " + "very " * 30 + "long?"):
+        assert clean_question(raw) is None
 
 
 def test_holdout_split_is_disjoint_and_sized():
