@@ -79,7 +79,7 @@ def _question_writer(models_dir: Path, show_progress: bool):
         bar.update(1)
         return writer(chunk)
 
-    write.writer = writer
+    write.writer, write.bar = writer, bar
     return write
 
 
@@ -128,6 +128,7 @@ def distill_collection(collection: Collection, models_dir: Path, config: Distill
     queries = make_pseudo_queries(train_chunks, config.sentences_per_chunk, config.seed, config.salient,
                                   write_question)
     if write_question is not None:
+        write_question.bar.close()
         report.questions_generated = write_question.writer.kept
     clock["questions"] = time.perf_counter()
     train_queries, held_out = split_holdout(queries, config.holdout_ratio, config.seed)
