@@ -71,7 +71,7 @@ def make_pseudo_queries(chunks: list[Chunk], sentences_per_chunk: int = 1, seed:
         if _answers_a_question(chunk):
             continue
         if salient == "all" or chunk.chunk_id not in covered:
-            question = write_question(chunk) if write_question else None
+            question = write_question(chunk) if write_question and sentences_per_chunk > 0 else None
             if question:
                 add(question, chunk, "generated")
                 continue
