@@ -28,8 +28,8 @@ from distill.answerability_train import (AnswerabilityTrainConfig, auc, read_pai
                                          split_by_question)
 from retrieval.models import model_path  # noqa: E402
 from serve.answer import Answerer  # noqa: E402
-from serve.answerability import AnswerabilityScorer  # noqa: E402
-from serve.grounding import content_words  # noqa: E402
+from retrieval.generation.answerability import AnswerabilityScorer  # noqa: E402
+from retrieval.generation.grounding import content_words  # noqa: E402
 from serve.service import KbqaService  # noqa: E402
 from serve.settings import Settings  # noqa: E402
 

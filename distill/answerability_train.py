@@ -1,4 +1,4 @@
-"""`kbqa train-answerability`: fine-tune the answerability cross-encoder (serve/answerability.py).
+"""`kbqa train-answerability`: fine-tune the answerability cross-encoder (retrieval/generation/answerability.py).
 
 Pairs are (question, passage, label 1 if the passage holds the answer). Full fine-tuning is the default:
 LoRA (``lora_r`` > 0, 3 MB instead of 45 MB) collapsed to a constant score on the shipped pairs (README).
@@ -14,12 +14,12 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from distill.generator_train import current_version, publish_version
+from distill.generator_train import publish_version
 from distill.jsonl import read_jsonl
-from serve.answerability import MAX_LENGTH, pair_text
-from serve.generator import Passage
+from retrieval.generation.answerability import MAX_LENGTH, pair_text
+from retrieval.generation.generator import Passage
+from retrieval.generation.registry import ANSWERABILITY
 
-ANSWERABILITY = "answerability"
 SHIPPED_PAIRS = Path(__file__).resolve().parent / "data" / "answerability_train.jsonl"
 
 
@@ -40,11 +40,6 @@ class AnswerabilityTrainConfig:
 def read_pairs(path: Path) -> list[dict]:
     return read_jsonl(path, {"question", "text", "label"},
                       lambda row: None if row["label"] in (0, 1) else f"label must be 0 or 1, got {row['label']!r}")
-
-
-def current_scorer(models_dir: Path) -> Path | None:
-    """The scorer named in CURRENT, if any."""
-    return current_version(Path(models_dir) / ANSWERABILITY)
 
 
 def auc(scores: list[float], labels: list[int]) -> float:
@@ -78,7 +73,7 @@ def train_answerability(base_dir: Path, pairs: list[dict], models_dir: Path, con
     from tqdm import tqdm
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from serve.answerability import AnswerabilityScorer
+    from retrieval.generation.answerability import AnswerabilityScorer
 
     if not pairs or not any(p["label"] for p in pairs):
         raise ValueError("training needs pairs, and at least one positive")

@@ -51,7 +51,7 @@ class QuestionWriter:
 
 def load_question_writer(models_dir: Path) -> QuestionWriter:
     from retrieval.models import GENERATOR_BASE, model_path
-    from serve.generator_backend import load_generator
+    from retrieval.generation.backend import load_generator
 
     return QuestionWriter(load_generator(models_dir, model_path(models_dir, GENERATOR_BASE),
                                          max_new_tokens=MAX_NEW_TOKENS))

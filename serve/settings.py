@@ -21,7 +21,7 @@ class Settings(BaseSettings):
     prompt_passages: int = Field(3, ge=1, le=10, description="passages shown to the generator")
     max_new_tokens: int = Field(96, ge=8, le=1024)
     # An answer sentence needs this share of its content words in the passages it cites, else the
-    # answer is replaced (see serve/grounding.py; chosen on the tune split by benchs/answer_quality.py).
+    # answer is replaced (see retrieval/generation/grounding.py; chosen on the tune split by benchs/answer_quality.py).
     support_threshold: float = Field(0.6, ge=0.0, le=1.0)
     on_unsupported: str = Field("extractive", pattern="^(extractive|abstain)$",
                                 description="what replaces an unsupported answer")
@@ -32,7 +32,7 @@ class Settings(BaseSettings):
     # transformers fp32 on a GPU; or name one.
     generator_backend: str = Field("auto", pattern="^(auto|ctranslate2|transformers)$")
     # With a fine-tuned adapter: it may abstain only when the abstention's first token is this likely
-    # (serve/generator.py:AbstentionGate). 0.8 from a probe of 20 questions; see README.
+    # (retrieval/generation/generator.py:AbstentionGate). 0.8 from a probe of 20 questions; see README.
     abstain_threshold: float = Field(0.8, ge=0.0, le=1.0)
     # Opt-in answerability gate. auto: the scorer `kbqa train-answerability --activate` made current, if any
     # (none ships: it trades answers for abstentions, README); none: off; or a path. Below the threshold

@@ -1,33 +1,9 @@
 import pytest
 
-from ingest.records import Chunk
-from retrieval.collection import SearchHit
 from serve.answer import Answerer, best_overlap, trim_to_sentence
-from serve.generator import ABSTENTION, Generator, Passage, build_messages, cited_numbers, says_abstain
+from retrieval.generation.generator import ABSTENTION, Generator, Passage, build_messages, cited_numbers, says_abstain
+from tests.fakes import HITS, ScriptedGenerator, hit
 from tests.tiny_models import build_tiny_generator
-
-
-class ScriptedGenerator:
-    """Returns a fixed text, and records the prompts it was given."""
-
-    def __init__(self, text):
-        self.text, self.prompts = text, []
-
-    def stream(self, messages, stats=None):
-        self.prompts.append(messages)
-        if stats is not None:
-            stats.update(prompt_tokens=100, new_tokens=10)
-        yield from (piece + " " for piece in self.text.split(" "))
-
-
-def hit(source, text, cosine, heading=""):
-    return SearchHit(Chunk(source, source, source.title(), heading, 0, text), score=cosine, dense_score=cosine)
-
-
-HITS = [hit("refunds", "Refunds are paid within five days.", 0.8),
-        hit("cookies", "Plausible does not use cookies.", 0.6, heading="Privacy"),
-        hit("teams", "Invite colleagues from team settings.", 0.5),
-        hit("other", "Unrelated text.", 0.45)]
 
 
 def test_cited_numbers_keeps_valid_in_order_and_drops_the_rest():
@@ -125,7 +101,7 @@ def test_stream_yields_tokens_then_the_final_answer():
 
 
 def test_support_check_and_extraction():
-    from serve.grounding import check_support, extract_answer
+    from retrieval.generation.grounding import check_support, extract_answer
 
     verdicts = check_support("Yes. Cookies are never stored on visitors' devices [1].",
                              ["Plausible stores no cookies on the devices of visitors."], threshold=0.6)

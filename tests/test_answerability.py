@@ -2,13 +2,13 @@ import json
 
 import pytest
 
-from distill.answerability_train import (AnswerabilityTrainConfig, _rounded, auc, current_scorer, read_pairs,
+from distill.answerability_train import (AnswerabilityTrainConfig, _rounded, auc, read_pairs,
                                          split_by_question, train_answerability)
 from serve.answer import Answerer
-from serve.answerability import AnswerabilityScorer
-from serve.generator import ABSTENTION, Passage
-from serve.service import resolve_scorer
-from tests.test_answer import HITS, ScriptedGenerator
+from retrieval.generation.answerability import AnswerabilityScorer
+from retrieval.generation.generator import ABSTENTION, Passage
+from retrieval.generation.registry import current_scorer, resolve_scorer
+from tests.fakes import HITS, ScriptedGenerator
 from tests.tiny_models import build_tiny_sentence_encoder
 
 

@@ -5,16 +5,22 @@ from retrieval.models import ModelNotReady
 from serve.app import create_app
 from serve.service import KbqaService
 from serve.settings import Settings
-from tests.test_answer import ScriptedGenerator
-from tests.test_collection import make_kb
+from tests.fakes import ScriptedGenerator
+from tests.fakes import make_kb
+
+
+def _client(tmp_path, encoder, distill=None):
+    """The app over a service with a scripted generator; ``distill`` replaces the job's work when given."""
+    settings = Settings(home=tmp_path / "home", min_relevance=0.1)
+    runner = {} if distill is None else {"distill_runner": lambda service: distill}
+    service = KbqaService(settings, encoder, ScriptedGenerator("Refunds are paid back within five days [1]."), **runner)
+    service.ingest(make_kb(tmp_path / "kb"), "default")
+    return TestClient(create_app(settings, service))
 
 
 @pytest.fixture
 def client(tmp_path, fake_encoder):
-    settings = Settings(home=tmp_path / "home", min_relevance=0.1)
-    service = KbqaService(settings, fake_encoder, ScriptedGenerator("Refunds are paid back within five days [1]."))
-    service.ingest(make_kb(tmp_path / "kb"), "default")
-    with TestClient(create_app(settings, service)) as test_client:
+    with _client(tmp_path, fake_encoder) as test_client:
         yield test_client
 
 
@@ -197,11 +203,10 @@ def test_upload_to_an_unknown_collection_is_404(client):
     assert _upload(client, ("a.md", b"# A\n\ntext here", "text/markdown"), collection="nope").status_code == 404
 
 
-def test_distillation_runs_as_a_background_job_while_queries_go_on(client):
+def test_distillation_runs_as_a_background_job_while_queries_go_on(tmp_path, fake_encoder):
     import threading
     import time
 
-    service = client.app.state.service
     release = threading.Event()
 
     def fake_distill(collection, on_stage):  # the job machinery is under test here; distill has its own tests
@@ -209,7 +214,13 @@ def test_distillation_runs_as_a_background_job_while_queries_go_on(client):
         release.wait(5)
         return {"collection": collection, "promoted": True}
 
-    service.jobs._run = fake_distill
+    with _client(tmp_path, fake_encoder, fake_distill) as client:
+        _distillation_job_checks(client, release)
+
+
+def _distillation_job_checks(client, release):
+    import time
+
     job = client.post("/v1/collections/default/distill")
     assert job.status_code == 202 and job.json()["state"] in ("queued", "running")
     job_id = job.json()["job_id"]
@@ -232,11 +243,17 @@ def test_distillation_runs_as_a_background_job_while_queries_go_on(client):
     assert client.post("/v1/collections/nope/distill").status_code == 404
 
 
-def test_a_failed_distillation_job_reports_why(client, tmp_path):
+def test_a_failed_distillation_job_reports_why(tmp_path, fake_encoder):
+    def failing(collection, on_stage):
+        raise RuntimeError("teacher missing")
+
+    with _client(tmp_path, fake_encoder, failing) as client:
+        _failed_job_checks(client)
+
+
+def _failed_job_checks(client):
     import time
 
-    service = client.app.state.service
-    service.jobs._run = lambda collection, on_stage: (_ for _ in ()).throw(RuntimeError("teacher missing"))
     job_id = client.post("/v1/collections/default/distill").json()["job_id"]
     for _ in range(100):
         job = client.get(f"/v1/collections/default/distill/{job_id}").json()

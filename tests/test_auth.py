@@ -7,8 +7,8 @@ from serve.auth import KeyStore
 from serve.cli import main as kbqa_main
 from serve.service import KbqaService
 from serve.settings import Settings
-from tests.test_answer import ScriptedGenerator
-from tests.test_collection import make_kb
+from tests.fakes import ScriptedGenerator
+from tests.fakes import make_kb
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import uvicorn
 from serve.app import create_app
 from serve.service import KbqaService
 from serve.settings import Settings
-from tests.test_collection import make_kb
+from tests.fakes import make_kb
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 

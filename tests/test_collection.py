@@ -6,20 +6,7 @@ from ingest.chunker import Chunker
 from retrieval.collection import Collection, EncoderMismatch
 from retrieval.home import UnknownCollection
 from retrieval.vector_index import VectorIndex
-from tests.conftest import FakeEncoder
-
-DOCS = {
-    "billing.md": "---\ntitle: Billing\n---\n## Refunds\nRefunds are paid back within five days.\n## Invoices\nInvoices are emailed monthly.",
-    "privacy.md": "# Privacy\nWe never use cookies or store personal data.",
-    "faq/teams.md": "# Teams\nInvite colleagues from the team settings page.",
-}
-
-
-def make_kb(root: Path, docs=DOCS) -> Path:
-    for name, text in docs.items():
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        (root / name).write_text(text)
-    return root
+from tests.fakes import DOCS, FakeEncoder, make_kb
 
 
 @pytest.fixture

@@ -4,9 +4,9 @@ import math
 import pytest
 
 from retrieval.models import MANIFEST, ModelNotReady
-from serve.ct2_generator import Ct2Generator, converted_dir
-from serve.generator import Passage, build_messages
-from serve.generator_backend import choose_backend, load_generator
+from retrieval.generation.ct2_generator import Ct2Generator, converted_dir
+from retrieval.generation.generator import Passage, build_messages
+from retrieval.generation.backend import choose_backend, load_generator
 from tests.tiny_models import build_tiny_generator
 
 MESSAGES = build_messages("what is the answer", [Passage("w1", "the answer is w2 w3"), Passage("w4", "w5 w6")])

@@ -11,7 +11,7 @@ from ingest.chunker import Chunker
 from retrieval.collection import Collection
 from retrieval.encoder import SentenceEncoder
 from retrieval.models import STUDENT_START, TEACHER
-from tests.test_collection import make_kb
+from tests.fakes import make_kb
 from tests.tiny_models import build_tiny_sentence_encoder
 
 DOCS = {
@@ -50,14 +50,22 @@ def test_full_run_writes_a_versioned_student_and_promotes_only_if_better(setup):
     assert report.mode == "full" and report.version == "v0001" and report.triples > 0
     assert json.loads((final / "distill_config.json").read_text())["batch_size"] == 4
     assert json.loads((final / "metrics.json").read_text())["student"]["queries"] == report.held_out
-    if report.promoted:
-        assert report.student["mrr@10"] > report.serving["mrr@10"]
-        assert collection.encoder_dir == final and collection.store.get_meta("encoder") != before
-        assert freshness(collection)["chunks_newer_than_encoder"] == 0
-    else:
-        assert report.student["mrr@10"] <= report.serving["mrr@10"] and "kept" in report.reason
-        assert collection.store.get_meta("encoder") == before and collection.encoder_dir is None
+    # The decision follows the measured figures, and the served encoder follows the decision.
+    assert report.promoted == (report.student["mrr@10"] > report.serving["mrr@10"])
+    assert (collection.encoder_dir == final) == report.promoted
+    assert (collection.store.get_meta("encoder") != before) == report.promoted
     assert collection.search("refunds", k=1)  # serving either way
+
+
+def test_a_student_that_learnt_nothing_is_not_promoted(setup):
+    """lr=0: the student is the serving encoder's own weights, so it cannot beat it and must be kept out."""
+    models, collection, _ = setup
+    before = collection.store.get_meta("encoder")
+    report = distill_collection(collection, models, config(lr=0.0), device="cpu")
+    assert report.promoted is False and "kept" in report.reason
+    assert report.student["mrr@10"] == pytest.approx(report.serving["mrr@10"])
+    assert collection.store.get_meta("encoder") == before and collection.encoder_dir is None
+    assert (collection.directory / "encoders" / report.version).is_dir()   # kept on disk, not served
 
 
 def test_teacher_vectors_are_cached_between_runs(setup):

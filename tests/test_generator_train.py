@@ -2,10 +2,11 @@ import json
 import random
 
 from distill.generator_data import faq_pairs, grounded_answer, make_example, read_examples, short_answer
-from distill.generator_train import CURRENT, GeneratorTrainConfig, current_adapter, train_generator
+from distill.generator_train import GeneratorTrainConfig, train_generator
 from ingest.records import Chunk
-from serve.ct2_generator import Ct2Generator, converted_dir
-from serve.generator import ABSTENTION, Generator, Passage, build_messages
+from retrieval.generation.ct2_generator import Ct2Generator, converted_dir
+from retrieval.generation.generator import ABSTENTION, Generator, Passage, build_messages
+from retrieval.generation.registry import CURRENT, current_adapter
 from tests.tiny_models import build_tiny_generator
 
 GOLD = {"title": "Billing", "text": "Refunds are paid within five days."}
@@ -85,13 +86,15 @@ def test_training_publishes_a_current_adapter_that_serving_loads(tmp_path):
 
 
 def test_serving_picks_the_current_adapter_else_the_shipped_one(tmp_path):
-    from distill.generator_train import SHIPPED_ADAPTER
-    from retrieval.models import verify
-    from serve.service import resolve_adapter
+    from retrieval.generation.registry import SHIPPED_ADAPTER_SOURCE, resolve_adapter
+    from retrieval.models import SHIPPED_ADAPTER, prepare, verify
 
-    verify(SHIPPED_ADAPTER, full=True)  # committed whole: every file present with its checksum
+    verify(SHIPPED_ADAPTER_SOURCE, full=True)  # committed whole: every file present with its checksum
     models = tmp_path / "models"
-    assert resolve_adapter("auto", models) == SHIPPED_ADAPTER
+    assert resolve_adapter("auto", models) is None   # not installed: the base model serves
+    assert prepare(models, (SHIPPED_ADAPTER,)) == {SHIPPED_ADAPTER: "prepared"}
+    verify(models / SHIPPED_ADAPTER, full=True)
+    assert resolve_adapter("auto", models) == models / SHIPPED_ADAPTER
     assert resolve_adapter("none", models) is None
     base = build_tiny_generator(tmp_path / "base")
     example = make_example("q", "w1", {"title": "a", "text": "w1"}, [], 1, random.Random(0))

@@ -71,7 +71,15 @@ def test_api_answers_with_a_resolvable_citation_and_abstains_off_topic(ingested)
             blocks = "".join(r.iter_text()).strip().split("\n\n")
         assert blocks[0].startswith("event: token") and blocks[-1].startswith("event: final")
         final = json.loads(blocks[-1].split("\n", 1)[1].removeprefix("data: "))
-        assert final["answer"] and final["grounding"] in ("generated", "extractive", "abstained")
+        # The contract, whatever the CPU's numerics: citations that resolve to retrieved chunks, or the
+        # abstention with none.
+        assert final["answer"]
+        if final["abstained"]:
+            assert final["grounding"] == "abstained" and final["citations"] == []
+        else:
+            assert final["grounding"] in ("generated", "extractive") and final["citations"]
+            search = client.post("/v1/search", json={"query": "Does Plausible use cookies?", "k": 5}).json()
+            assert {c["chunk_id"] for c in final["citations"]} <= {r["chunk_id"] for r in search["results"]}
 
 
 def test_distill_on_real_models_small_collection(home, tmp_path):
@@ -106,8 +114,8 @@ def test_train_generator_on_real_models_writes_a_current_adapter_that_loads(inge
     report = json.loads(done.stdout)
     assert report["version"] == "v0001" and report["examples"] == 2 and "FAQ pairs of default" in report["source"]
 
-    from serve.generator import Generator, Passage, build_messages
-    from serve.service import resolve_adapter
+    from retrieval.generation.generator import Generator, Passage, build_messages
+    from retrieval.generation.registry import resolve_adapter
 
     adapter = resolve_adapter("auto", home / "models")
     assert adapter == home / "models" / "generator-adapters" / "v0001"
@@ -118,11 +126,10 @@ def test_train_generator_on_real_models_writes_a_current_adapter_that_loads(inge
 
 
 def test_shipped_adapter_answers_from_the_passage_on_the_cpu_engine(tmp_path):
-    from distill.generator_train import SHIPPED_ADAPTER
-    from serve.ct2_generator import Ct2Generator, converted_dir
-    from serve.generator import Passage, build_messages, cited_numbers
+    from retrieval.generation.ct2_generator import Ct2Generator, converted_dir
+    from retrieval.generation.generator import Passage, build_messages, cited_numbers
 
-    generator = Ct2Generator(converted_dir(tmp_path, MODELS / "generator-base", SHIPPED_ADAPTER),
+    generator = Ct2Generator(converted_dir(tmp_path, MODELS / "generator-base", MODELS / "generator-adapter-shipped"),
                              max_new_tokens=40, abstain_threshold=0.8)
     passages = [Passage("Billing", "Invoices are emailed on the first day of every month."),
                 Passage("Privacy", "Plausible does not use cookies and collects no personal data.")]
@@ -149,9 +156,9 @@ def test_train_answerability_on_real_models_writes_a_current_scorer_that_loads(t
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["version"] == "v0001"
 
-    from serve.answerability import AnswerabilityScorer
-    from serve.generator import Passage
-    from serve.service import resolve_scorer
+    from retrieval.generation.answerability import AnswerabilityScorer
+    from retrieval.generation.generator import Passage
+    from retrieval.generation.registry import resolve_scorer
 
     folder = resolve_scorer("auto", home / "models")
     assert folder == home / "models" / "answerability" / "v0001"

@@ -3,8 +3,8 @@ from langchain_core.runnables import RunnableLambda
 from serve.langchain import KbqaRetriever, grounded_answer
 from serve.service import KbqaService
 from serve.settings import Settings
-from tests.test_answer import ScriptedGenerator
-from tests.test_collection import make_kb
+from tests.fakes import ScriptedGenerator
+from tests.fakes import make_kb
 
 
 def test_retriever_and_answer_runnable_compose_in_a_chain(tmp_path, fake_encoder):

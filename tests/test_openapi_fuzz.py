@@ -7,9 +7,9 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from serve.app import create_app
 from serve.service import KbqaService
 from serve.settings import Settings
-from tests.conftest import FakeEncoder
-from tests.test_answer import ScriptedGenerator
-from tests.test_collection import make_kb
+from tests.fakes import FakeEncoder
+from tests.fakes import ScriptedGenerator
+from tests.fakes import make_kb
 
 
 def build_app(tmp):

@@ -1,6 +1,6 @@
 """Which engine runs the generator: CTranslate2 int8 on CPU when it is installed, else transformers.
 
-Both take the same prompts (serve/generator.py:build_messages) and stream the same way; see
+Both take the same prompts (retrieval/generation/generator.py:build_messages) and stream the same way; see
 benchs/generator_speed.py for what each costs and benchs/answer_quality.py for what each answers.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ def choose_backend(requested: str) -> str:
         return requested
     import torch
 
-    from serve.ct2_generator import ct2_available
+    from retrieval.generation.ct2_generator import ct2_available
 
     return "ctranslate2" if ct2_available() and not torch.cuda.is_available() else "transformers"
 
@@ -28,11 +28,11 @@ def load_generator(models_dir: Path, base_dir: Path, backend: str = "auto", adap
                    max_new_tokens: int = 96, abstain_threshold: float | None = None):
     """The serving generator: base SmolLM2 (+ adapter, merged), on the chosen engine."""
     if choose_backend(backend) == "ctranslate2":
-        from serve.ct2_generator import Ct2Generator, converted_dir
+        from retrieval.generation.ct2_generator import Ct2Generator, converted_dir
 
         return Ct2Generator(converted_dir(models_dir, base_dir, adapter_dir), max_new_tokens=max_new_tokens,
                             abstain_threshold=abstain_threshold)
-    from serve.generator import Generator
+    from retrieval.generation.generator import Generator
 
     return Generator(base_dir, max_new_tokens=max_new_tokens, adapter_dir=adapter_dir,
                      abstain_threshold=abstain_threshold)

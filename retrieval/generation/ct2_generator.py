@@ -1,4 +1,4 @@
-"""The generator on CTranslate2 with int8 weights: the same prompts and interface as serve/generator.py, faster on CPU.
+"""The generator on CTranslate2 with int8 weights: the same prompts and interface as retrieval/generation/generator.py, faster on CPU.
 
 Measured (README): on 2 cores int8 is 1.7x fp32 transformers on both first token and decode; answers cost about
 two token-F1 points once the support check is applied (benchs/generator_speed.py, benchs/answer_quality.py).
@@ -19,7 +19,7 @@ import threading
 from pathlib import Path
 
 from retrieval.models import ModelNotReady, publish_model_folder, verify
-from serve.generator import ABSTENTION, REPETITION_PENALTY
+from retrieval.generation.generator import ABSTENTION, REPETITION_PENALTY
 
 log = logging.getLogger(__name__)
 

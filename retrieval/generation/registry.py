@@ -1,0 +1,64 @@
+"""Where the trained generation parts live under $KBQA_HOME/models, and which one serves.
+
+Training (distill/) writes versioned folders here; serving only reads them. The shipped adapter is
+installed into the registry by `kbqa prepare` (retrieval/models.py), so a request never reads package data
+of the training code.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from retrieval.models import SHIPPED_ADAPTER
+
+ADAPTERS = "generator-adapters"          # vNNNN folders written by `kbqa train-generator`
+ANSWERABILITY = "answerability"          # vNNNN folders written by `kbqa train-answerability`
+CURRENT = "CURRENT"
+# The adapter kbqa ships (v0003 of stop 8, measured in the README); prepare copies it into the registry.
+SHIPPED_ADAPTER_SOURCE = Path(__file__).resolve().parent / "shipped-adapter"
+
+
+def current_version(parent: Path) -> Path | None:
+    """The vNNNN folder that ``parent``/CURRENT names, if both exist."""
+    pointer = Path(parent) / CURRENT
+    if not pointer.is_file():
+        return None
+    folder = pointer.parent / pointer.read_text().strip()
+    return folder if folder.is_dir() else None
+
+
+def current_adapter(models_dir: Path) -> Path | None:
+    """The adapter `kbqa train-generator --activate` made current, if any."""
+    return current_version(Path(models_dir) / ADAPTERS)
+
+
+def current_scorer(models_dir: Path) -> Path | None:
+    """The scorer `kbqa train-answerability --activate` made current, if any."""
+    return current_version(Path(models_dir) / ANSWERABILITY)
+
+
+def shipped_adapter(models_dir: Path) -> Path | None:
+    """The shipped adapter as `kbqa prepare` installed it, if it did."""
+    folder = Path(models_dir) / SHIPPED_ADAPTER
+    return folder if folder.is_dir() else None
+
+
+def _resolve_folder(choice: str, what: str, auto) -> Path | None:
+    """A setting that is `none`, `auto` (whatever ``auto()`` finds) or a folder that must exist."""
+    if choice == "none":
+        return None
+    if choice == "auto":
+        return auto()
+    if not Path(choice).is_dir():
+        raise FileNotFoundError(f"{what} {choice} does not exist")
+    return Path(choice)
+
+
+def resolve_adapter(choice: str, models_dir: Path) -> Path | None:
+    """Which fine-tuned generator adapter to load (see Settings.generator_adapter)."""
+    return _resolve_folder(choice, "generator adapter",
+                           lambda: current_adapter(models_dir) or shipped_adapter(models_dir))
+
+
+def resolve_scorer(choice: str, models_dir: Path) -> Path | None:
+    """Which answerability scorer to load, if any (see Settings.answerability_scorer)."""
+    return _resolve_folder(choice, "answerability scorer", lambda: current_scorer(models_dir))

@@ -1,0 +1,74 @@
+"""Shared test doubles: hand-checkable encoder, scripted generator, a tiny knowledge base and hits."""
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+import numpy as np
+
+from ingest.records import Chunk
+from retrieval.collection import SearchHit
+
+
+class FakeEncoder:
+    """Bag of words hashed into 64 buckets, L2-normalised: cosine = shared-word overlap, checkable by hand."""
+
+    dim = 64
+
+    def __init__(self, encoder_id: str = "fake@1"):
+        self.encoder_id = encoder_id
+        self.calls: list[int] = []  # how many texts each encode() call got
+
+    @staticmethod
+    def words(text: str) -> list[str]:
+        return re.findall(r"[a-z0-9]+", text.lower())
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.words(text))
+
+    def encode(self, texts, batch_size=64, show_progress=False):
+        self.calls.append(len(texts))
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for row, text in enumerate(texts):
+            for word in self.words(text):
+                out[row, int(hashlib.md5(word.encode()).hexdigest(), 16) % self.dim] += 1.0
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        return out / np.where(norms == 0, 1.0, norms)
+
+
+class ScriptedGenerator:
+    """Returns a fixed text, and records the prompts it was given."""
+
+    def __init__(self, text):
+        self.text, self.prompts = text, []
+
+    def stream(self, messages, stats=None):
+        self.prompts.append(messages)
+        if stats is not None:
+            stats.update(prompt_tokens=100, new_tokens=10)
+        yield from (piece + " " for piece in self.text.split(" "))
+
+
+def hit(source, text, cosine, heading=""):
+    return SearchHit(Chunk(source, source, source.title(), heading, 0, text), score=cosine, dense_score=cosine)
+
+
+HITS = [hit("refunds", "Refunds are paid within five days.", 0.8),
+        hit("cookies", "Plausible does not use cookies.", 0.6, heading="Privacy"),
+        hit("teams", "Invite colleagues from team settings.", 0.5),
+        hit("other", "Unrelated text.", 0.45)]
+
+
+DOCS = {
+    "billing.md": "---\ntitle: Billing\n---\n## Refunds\nRefunds are paid back within five days.\n## Invoices\nInvoices are emailed monthly.",
+    "privacy.md": "# Privacy\nWe never use cookies or store personal data.",
+    "faq/teams.md": "# Teams\nInvite colleagues from the team settings page.",
+}
+
+
+def make_kb(root: Path, docs=DOCS) -> Path:
+    for name, text in docs.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return root
