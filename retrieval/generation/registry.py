@@ -8,13 +8,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from retrieval.models import SHIPPED_ADAPTER
+from retrieval.models import SHIPPED_ADAPTER, SHIPPED_SENTENCE_SCORER
 
 ADAPTERS = "generator-adapters"          # vNNNN folders written by `kbqa train-generator`
 ANSWERABILITY = "answerability"          # vNNNN folders written by `kbqa train-answerability`
+SENTENCE_SCORERS = "sentence-scorer"     # vNNNN folders written by `python -m distill.selector_train --train-scorer`
 CURRENT = "CURRENT"
 # The adapter kbqa ships (v0003 of stop 8, measured in the README); prepare copies it into the registry.
 SHIPPED_ADAPTER_SOURCE = Path(__file__).resolve().parent / "shipped-adapter"
+# The answer-sentence scorer kbqa ships (MiniLM cross-encoder, fp16; README issue 19); prepare installs it too.
+SHIPPED_SENTENCE_SCORER_SOURCE = Path(__file__).resolve().parent / "shipped-sentence-scorer"
 
 
 def current_version(parent: Path) -> Path | None:
@@ -62,3 +65,12 @@ def resolve_adapter(choice: str, models_dir: Path) -> Path | None:
 def resolve_scorer(choice: str, models_dir: Path) -> Path | None:
     """Which answerability scorer to load, if any (see Settings.answerability_scorer)."""
     return _resolve_folder(choice, "answerability scorer", lambda: current_scorer(models_dir))
+
+
+def resolve_sentence_scorer(choice: str, models_dir: Path) -> Path | None:
+    """Which answer-sentence scorer to load (see Settings.sentence_scorer): a newer trained one made current, else
+    the shipped one as `kbqa prepare` installed it."""
+    def auto() -> Path | None:
+        installed = Path(models_dir) / SHIPPED_SENTENCE_SCORER
+        return current_version(Path(models_dir) / SENTENCE_SCORERS) or (installed if installed.is_dir() else None)
+    return _resolve_folder(choice, "sentence scorer", auto)

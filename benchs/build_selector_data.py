@@ -1,0 +1,62 @@
+"""Examples for fitting the sentence selector and the gap detector (distill/selector_train.py).
+
+    python benchs/build_selector_data.py --data PATH/TO/shared/data [--split tune] [--out distill/data/selector_examples.jsonl]
+
+The prompt passages are the ones serving would show: the top hits that pass the relevance gate
+(Settings.min_relevance), at most Settings.prompt_passages. ``answerable``: the full knowledge base and the
+reference answer; ``gap``: a knowledge-gap question on the gap knowledge base, or a TechQA unanswerable question.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from benchs.answer_data import DATASETS, retrieval_rows  # noqa: E402
+from benchs.common import BENCH_HOME  # noqa: E402
+
+
+def prompt_passages(hits: list[dict], min_relevance: float, count: int) -> list[dict]:
+    return [{"context": h["context"], "text": h["text"], "dense": h["dense"]}
+            for h in hits if (h["dense"] if h["dense"] is not None else -1.0) >= min_relevance][:count]
+
+
+def examples_of(row: dict, min_relevance: float, count: int) -> list[dict]:
+    base = {"id": row["id"], "question": row["question"], "dataset": row["dataset"]}
+    out = []
+    if row["answerable"]:
+        out.append({**base, "kind": "answerable", "reference": row["reference"],
+                    "passages": prompt_passages(row["hits"], min_relevance, count)})
+    else:
+        out.append({**base, "kind": "gap", "reference": None,
+                    "passages": prompt_passages(row["hits"], min_relevance, count)})
+    if row["gap_status"] == "gap":
+        out.append({**base, "id": row["id"] + ":gap", "kind": "gap", "reference": None,
+                    "passages": prompt_passages(row["gap_hits"], min_relevance, count)})
+    return out
+
+
+def main() -> None:
+    from serve.service import KbqaService
+    from serve.settings import Settings
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--split", default="tune", choices=("tune", "report"))
+    parser.add_argument("--out", type=Path, default=Path("distill/data/selector_examples.jsonl"))
+    args = parser.parse_args()
+    settings = Settings()
+    service = KbqaService.load(Settings(home=BENCH_HOME), with_generator=False)
+    examples = [e for name in DATASETS for row in retrieval_rows(service, args.data, name, args.split)
+                for e in examples_of(row, settings.min_relevance, settings.prompt_passages)]
+    args.out.write_text("".join(json.dumps(e) + "\n" for e in examples))
+    print(f"{len(examples)} examples ({sum(e['kind'] == 'gap' for e in examples)} gap) -> {args.out}")
+
+
+if __name__ == "__main__":
+    main()

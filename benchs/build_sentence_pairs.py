@@ -1,0 +1,62 @@
+"""Training pairs for the sentence scorer: (question, passage context, one unit of a prompt passage, label).
+
+    python benchs/build_sentence_pairs.py --data PATH/TO/shared/data [--out distill/data/sentence_pairs.jsonl]
+
+From the *tune* halves only. For each answerable question, every unit of its top three hits on the full
+knowledge base, labelled 1 when the extractive oracle (distill/metrics.py) picks it against the reference answer.
+For each knowledge-gap question (benchs/answer_data.py), the units of its top three hits on the gap knowledge base,
+all 0: the scorer learns that a near-topic sentence is not an answer. TechQA questions are cut to 120 words.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from benchs.answer_data import DATASETS, retrieval_rows  # noqa: E402
+from benchs.common import BENCH_HOME  # noqa: E402
+from distill.metrics import oracle_selection  # noqa: E402
+from retrieval.generation.selection import split_units  # noqa: E402
+
+PROMPT_PASSAGES = 3
+
+
+def short(question: str, words: int = 120) -> str:
+    return " ".join(question.split()[:words])
+
+
+def _pairs(row: dict, hits: list[dict], reference: str | None) -> list[dict]:
+    units = [(h, u) for n, h in enumerate(hits[:PROMPT_PASSAGES]) for u in split_units(h["text"], n)]
+    chosen = set(oracle_selection([u.text for _, u in units], reference)) if reference else set()
+    return [{"question": short(row["question"]), "title": h["context"], "text": u.text, "label": int(i in chosen),
+             "source": f"{row['dataset']}:{row['id']}"} for i, (h, u) in enumerate(units)]
+
+
+def pairs_of(row: dict) -> list[dict]:
+    pairs = _pairs(row, row["hits"], row["reference"]) if row["answerable"] else []
+    if row["gap_status"] == "gap":
+        pairs += _pairs(row, row["gap_hits"], None)
+    return pairs
+
+
+def main() -> None:
+    from serve.service import KbqaService
+    from serve.settings import Settings
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--out", type=Path, default=Path("distill/data/sentence_pairs.jsonl"))
+    args = parser.parse_args()
+    service = KbqaService.load(Settings(home=BENCH_HOME), with_generator=False)
+    pairs = [p for name in DATASETS for row in retrieval_rows(service, args.data, name, "tune") for p in pairs_of(row)]
+    args.out.write_text("".join(json.dumps(p) + "\n" for p in pairs))
+    print(f"{len(pairs)} pairs, {sum(p['label'] for p in pairs)} positive -> {args.out}")
+
+
+if __name__ == "__main__":
+    main()

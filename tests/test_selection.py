@@ -1,0 +1,138 @@
+"""Answer-sentence selection, the gap detector and the degeneration guard, on hand-checkable fakes."""
+import json
+
+import numpy as np
+import pytest
+
+from retrieval.generation.abstention import SIGNALS, GapDetector, gap_signals
+from retrieval.generation.degeneration import degenerate_reason
+from retrieval.generation.selection import FEATURES, Selection, SentenceSelector, Unit, split_units
+from serve.answer import Answerer
+from tests.fakes import OverlapScorer, ScriptedGenerator, hit, overlap_selector
+
+PROCEDURE = ("To export your data, open the dashboard.\n"
+             "1. Click Settings.\n2. Choose Export.\n3. Press Download CSV.\n"
+             "The file arrives by email within an hour.")
+
+
+def test_units_join_hard_wrapped_lines_and_keep_list_items_whole():
+    text = ("Connect the remote to your TV to operate the\nTV. When you turn it on the remote pairs automatically.\n"
+            "- 7 -\n- Press Home.\n- Select Settings.\nThat is all.")
+    units = split_units(text)
+    assert [u.text for u in units] == ["Connect the remote to your TV to operate the TV.",
+                                       "When you turn it on the remote pairs automatically.",
+                                       "- Press Home.", "- Select Settings.", "That is all."]
+    assert [u.block for u in units] == [None, None, 1, 1, None] and [u.index for u in units] == [0, 1, 2, 3, 4]
+
+
+def test_selection_text_cites_each_passage_after_its_own_sentences():
+    units = [Unit("B one.", 1, 0, None), Unit("A two.", 0, 1, None), Unit("A one.", 0, 0, None),
+             Unit("- step", 1, 2, 1)]
+    text, cited = Selection(units, [], []).text()
+    assert text == "A one. A two. [1]\n\nB one.\n- step [2]" and cited == [1, 2]
+
+
+def test_choose_keeps_budget_threshold_and_brings_the_whole_procedure():
+    units = split_units(PROCEDURE)
+    selector = overlap_selector(threshold=0.5, budget_words=100)
+    probs = np.array([0.2, 0.1, 0.9, 0.1, 0.3])   # only "2. Choose Export." is above the threshold
+    chosen = selector.choose(units, probs)
+    assert sorted(u.index for u in chosen) == [1, 2, 3]   # its whole list came with it
+    assert sorted(u.index for u in overlap_selector(0.95).choose(units, probs)) == [1, 2, 3]   # min_units=1, whole
+    tight = SentenceSelector(selector.weights.tolist(), 0.0, budget_words=3, max_list_items=2)
+    assert [u.index for u in tight.choose(units, probs)] == [2]   # a list longer than max_list_items stays cut
+
+
+def test_select_mode_quotes_the_passages_and_cites_them():
+    scorer = OverlapScorer()
+    answerer = Answerer(None, 0.1, 3, mode="select", selector=overlap_selector(0.5), sentence_scorer=scorer)
+    hits = [hit("billing", "Refunds are paid within five days. Invoices are monthly.", 0.8),
+            hit("export", PROCEDURE, 0.7)]
+    answer = answerer.answer("How do I export data with Download CSV?", hits)
+    assert answer.grounding == "extractive" and not answer.abstained
+    assert answer.answer == ("To export your data, open the dashboard.\n1. Click Settings.\n2. Choose Export.\n"
+                             "3. Press Download CSV. [2]")
+    assert [c.source for c in answer.citations] == ["export"] and answer.citations[0].n == 2
+    assert scorer.calls == [7]   # every unit of both passages, scored in one call
+    assert "select" in answer.timings_ms
+
+
+def test_the_gap_detector_refuses_and_reports_its_probability():
+    weights = [0.0] * len(SIGNALS)
+    weights[SIGNALS.index("best_score_logit")] = -1.0   # p(gap) = sigmoid(-logit(best score)) = 1 - best
+    answerer = Answerer(None, 0.1, 3, mode="select", selector=overlap_selector(0.5), sentence_scorer=OverlapScorer(),
+                        gap_detector=GapDetector(weights, threshold=0.5))
+    hits = [hit("billing", "Refunds are paid within five days.", 0.8)]
+    refused = answerer.answer("Which cookies does the tracker set?", hits)
+    assert refused.abstained and refused.grounding == "abstained" and refused.citations == []
+    assert refused.answerability == pytest.approx(0.01, abs=1e-3)
+    answered = answerer.answer("When are refunds paid?", hits)
+    assert not answered.abstained and answered.answerability == pytest.approx(0.99, abs=1e-3)
+
+
+def test_gap_signals_follow_their_names():
+    selection = Selection([], [0.3, 0.8], [], [0.9, 0.2, 0.6])
+    signals = dict(zip(SIGNALS, gap_signals("refunds paid", [("Billing", "Refunds are paid.", 0.7),
+                                                             ("Other", "x", 0.5)], selection)))
+    assert signals["bias"] == 1.0 and signals["best_selected"] == pytest.approx(0.8)
+    assert signals["top3_score_mean"] == pytest.approx((0.9 + 0.6 + 0.2) / 3)
+    assert signals["dense_margin"] == pytest.approx(0.2) and signals["question_coverage"] == 1.0
+
+
+@pytest.mark.parametrize("text,budget,reason", [
+    ("Click Chase Chase Chase Chase [1]", False, "loop"),
+    ("Open the app and tap the menu, open the app and tap the menu, open the app and tap the menu.", False,
+     "repetition"),
+    ("To cancel your plan, open the billing page and choose", True, "truncated"),
+    ("Account settings [1]", False, "title"),
+    ("[1]", False, "empty"),
+    ("Refunds are paid within five days [1].", True, None),
+    ("Yes. [1]", False, None),
+])
+def test_degeneration_reasons(text, budget, reason):
+    assert degenerate_reason(text, ["Account settings"], budget) == reason
+
+
+def test_a_looping_generator_is_never_served_as_generated():
+    generator = ScriptedGenerator("Click Chase Chase Chase Chase Chase Chase [1]")
+    answerer = Answerer(generator, 0.1, 3, mode="generate", selector=overlap_selector(0.5),
+                        sentence_scorer=OverlapScorer())
+    hits = [hit("chase", "Click Chase to link your bank account. Chase accounts sync daily.", 0.8)]
+    answer = answerer.answer("How do I link my Chase bank account?", hits)
+    assert answer.grounding == "extractive" and answer.fallback_reason == "loop"
+    assert "Chase Chase Chase" not in answer.answer and answer.answer.endswith("[1]")
+    assert answer.unsupported == ["Click Chase Chase Chase Chase Chase Chase [1]"]
+
+
+def test_a_generator_cut_by_its_budget_falls_back():
+    class Budgeted(ScriptedGenerator):
+        max_new_tokens = 10
+
+    answerer = Answerer(Budgeted("To link your account open the settings and then"), 0.1, 3, mode="generate")
+    answer = answerer.answer("How do I link my account?", [hit("link", "Open settings to link your account.", 0.8)])
+    assert answer.grounding == "extractive" and answer.fallback_reason == "truncated"
+
+
+def test_bad_selector_files_name_the_fix(tmp_path):
+    bad = tmp_path / "selector.json"
+    bad.write_text(json.dumps({"features": ["bias"], "weights": [1.0], "threshold": 0.5, "budget_words": 10}))
+    with pytest.raises(ValueError, match="selector_train"):
+        SentenceSelector.load(bad)
+    bad.write_text("{not json")
+    with pytest.raises(ValueError, match="unusable"):
+        GapDetector.load(bad)
+    with pytest.raises(ValueError, match="weights"):
+        SentenceSelector([1.0], 0.5, 10)
+
+
+def test_the_shipped_selector_and_gap_detector_load():
+    selector, detector = SentenceSelector.load(), GapDetector.load()
+    assert len(selector.weights) == len(FEATURES) and 0 < selector.threshold < 1 and selector.budget_words > 0
+    assert 0 < detector.threshold <= 1 and detector.report["tune_false_abstention"] <= 0.1
+
+
+def test_select_mode_needs_its_parts():
+    with pytest.raises(ValueError, match="selector"):
+        Answerer(None, 0.1, 3, mode="select")
+    with pytest.raises(ValueError, match="generator"):
+        Answerer(None, 0.1, 3, mode="generate")
