@@ -1,6 +1,6 @@
 """Latency of /v1/search and /v1/ask on a real `kbqa serve` over loopback, one client.
 
-    python benchs/bench_ask.py [--home .kbqa] [--rounds 2]
+    python benchs/bench_ask.py [--home .kbqa] [--rounds 2] [--mode select|generate]
 
 Needs `make run` (or `kbqa ingest kb/docs`) done first. Every response is checked before timing counts:
 200, the documented shape, citations that resolve to retrieved chunks, abstention on off-topic questions.
@@ -20,6 +20,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchs.common import publish  # noqa: E402
+from retrieval.generation.cpu import describe  # noqa: E402
 
 ON_TOPIC = [
     "How do I cancel my subscription?", "Does Plausible use cookies?", "How do I enable two-factor authentication?",
@@ -37,9 +38,10 @@ def main() -> None:
     parser.add_argument("--home", type=Path, default=Path(".kbqa"))
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=Path("benchs/results/bench_ask.md"))
+    parser.add_argument("--mode", default="select", choices=("select", "generate"), help="KBQA_ANSWER_MODE")
+    parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    env = {**os.environ, "KBQA_HOME": str(args.home), "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "KBQA_HOME": str(args.home), "HF_HUB_OFFLINE": "1", "KBQA_ANSWER_MODE": args.mode}
     server = subprocess.Popen([sys.executable, "-m", "serve.cli", "serve", "--port", str(args.port)], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{args.port}"
@@ -74,11 +76,13 @@ def main() -> None:
         server.terminate()
         server.wait(timeout=30)
     n_on, n_off = len(ON_TOPIC) * args.rounds, len(OFF_TOPIC) * args.rounds
-    lines = [f"checked: {answered}/{n_on} on-topic answered with citations, {abstained_on}/{n_off} off-topic abstained",
+    lines = [f"CPU: {describe()}; KBQA_ANSWER_MODE={args.mode}, one client.", "",
+             f"checked: {answered}/{n_on} on-topic answered with citations, {abstained_on}/{n_off} off-topic abstained",
+             "",
              "| route | requests | median ms | p95 ms |", "|---|---|---|---|"]
     for route, values in (("/v1/search", search_ms), ("/v1/ask", ask_ms)):
         lines.append(f"| {route} | {len(values)} | {statistics.median(values):.0f} | {np.percentile(values, 95):.0f} |")
-    publish(lines, args.out)
+    publish(lines, args.out or Path(f"benchs/results/bench_ask_{args.mode}.md"))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,11 @@
 """Fit the answer-sentence selector and the knowledge-gap detector (retrieval/generation/selection.py, abstention.py).
 
     python -m distill.selector_train --examples distill/data/selector_examples.jsonl --scorer FOLDER
+    python -m distill.selector_train --examples ... --train-scorer distill/data/sentence_pairs.jsonl   # scorer too
+
+``--train-scorer PAIRS`` first fine-tunes the sentence scorer (MiniLM cross-encoder, the answerability trainer on
+(question, sentence) pairs: 1 epoch, 24 min on 2 cores) into ``$KBQA_HOME/models/sentence-scorer/vNNNN`` and
+makes it current; the shipped one is that folder copied to retrieval/generation/shipped-sentence-scorer.
 
 Examples are built from the dev sets' tune halves by ``benchs/build_selector_data.py``; each is ``{"question",
 "reference", "dataset", "kind", "passages": [{"context", "text", "dense"}]}`` with the prompt passages as serving
@@ -102,7 +107,7 @@ def fit_gap_detector(prepared: list[dict], selector: SentenceSelector, c: float 
     datasets = np.array([p["example"]["dataset"] for p in prepared])
     # Lowest threshold whose false abstentions stay within the limit on every dataset's answerable examples.
     threshold = 1.0
-    for candidate in sorted(set(np.round(probs, 4)), reverse=True):
+    for candidate in sorted(set(probs.tolist()), reverse=True):
         if all((probs[(datasets == d) & (gap == 0)] >= candidate).mean() <= max_false_abstention
                for d in set(datasets)):
             threshold = float(candidate)
@@ -122,13 +127,26 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--examples", type=Path, required=True)
-    parser.add_argument("--scorer", type=Path, required=True, help="the sentence scorer folder")
+    scorer_source = parser.add_mutually_exclusive_group(required=True)
+    scorer_source.add_argument("--scorer", type=Path, help="the sentence scorer folder")
+    scorer_source.add_argument("--train-scorer", type=Path, metavar="PAIRS", help="train one on these pairs first")
     parser.add_argument("--models", type=Path, default=Path(".kbqa/models"), help="$KBQA_HOME/models (for MiniLM)")
     parser.add_argument("--selector-out", type=Path, default=SHIPPED_SELECTOR)
     parser.add_argument("--gap-out", type=Path, default=SHIPPED_GAP_DETECTOR)
     args = parser.parse_args()
     examples = [json.loads(line) for line in args.examples.read_text().splitlines() if line.strip()]
-    scorer = AnswerabilityScorer.load(args.scorer, model_path(args.models, STUDENT_START))
+    scorer_dir = args.scorer
+    if args.train_scorer is not None:
+        from distill.answerability_train import AnswerabilityTrainConfig, read_pairs, train_answerability
+        from retrieval.generation.registry import SENTENCE_SCORERS
+
+        config = AnswerabilityTrainConfig(epochs=1, batch_size=32, max_length=128, lr=5e-5, validation_share=0.15)
+        report = train_answerability(model_path(args.models, STUDENT_START), read_pairs(args.train_scorer), args.models,
+                                     config, show_progress=True, source=args.train_scorer.name, activate=True,
+                                     registry=SENTENCE_SCORERS, command="python -m distill.selector_train --train-scorer")
+        scorer_dir = args.models / SENTENCE_SCORERS / report["version"]
+        print(f"sentence scorer {report['version']}: validation AUC {report['valid_auc']}")
+    scorer = AnswerabilityScorer.load(scorer_dir, model_path(args.models, STUDENT_START))
     prepared = featurise(examples, scorer)
     selector = fit_selector(prepared)
     detector = fit_gap_detector(prepared, selector)

@@ -64,15 +64,19 @@ class AskResponse(BaseModel):
     question: str
     answer: str
     abstained: bool
-    grounding: str = Field(description="generated (passed the support check), extractive (an unsupported "
-                           "answer was replaced by sentences quoted from the best passage) or abstained")
+    grounding: str = Field(description="extractive (sentences quoted from the passages, each cited: the default "
+                           "KBQA_ANSWER_MODE=select, or the fallback for a generated answer that failed a check, "
+                           "named in fallback_reason), generated (the generator's answer passed the support and "
+                           "degeneration checks) or abstained")
     citations: list[CitationOut]
     unsupported: list[str] = Field(description="generated sentences the support check rejected")
     answer_id: str = Field(description="refer to this answer in POST /v1/feedback")
     rewritten_question: str | None = Field(None, description="the standalone question used, when history changed it")
     timings_ms: dict[str, float]
-    answerability: float | None = Field(None, description="the answerability scorer's p(the best passage holds the "
-                                        "answer); below KBQA_ANSWERABILITY_THRESHOLD kbqa abstains without generating")
+    answerability: float | None = Field(None, description="p(the passages hold the answer): 1 - the gap detector's "
+                                        "p(knowledge gap), or the opt-in answerability scorer's; null when none ran")
+    fallback_reason: str | None = Field(None, description="why a generated answer was replaced by the quoted one: "
+                                        "unsupported, no citation, loop, repetition, truncated, title or empty")
 
 
 class ErrorResponse(BaseModel):

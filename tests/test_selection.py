@@ -136,3 +136,26 @@ def test_select_mode_needs_its_parts():
         Answerer(None, 0.1, 3, mode="select")
     with pytest.raises(ValueError, match="generator"):
         Answerer(None, 0.1, 3, mode="generate")
+
+
+def test_fitting_learns_from_the_oracle_and_keeps_false_abstentions_under_the_limit():
+    from distill.selector_train import featurise, fit_gap_detector, fit_selector
+
+    answerable = [{"question": f"How do I {verb} the {thing}?", "reference": f"Open the menu and {verb} the {thing}.",
+                   "dataset": name, "kind": "answerable",
+                   "passages": [{"context": "Guide", "dense": 0.7,
+                                 "text": f"Welcome to the guide. Open the menu and {verb} the {thing}. Colours vary."}]}
+                  for name in ("a", "b") for verb, thing in (("reset", "remote"), ("pair", "speaker"),
+                                                             ("mute", "tv"), ("update", "app"))]
+    gaps = [{"question": f"How do I {verb} the {thing}?", "reference": None, "dataset": name, "kind": "gap",
+             "passages": [{"context": "Other", "dense": 0.4, "text": "Warranty terms. Shipping takes a week."}]}
+            for name in ("a", "b") for verb, thing in (("clean", "screen"), ("mount", "wall"))]
+    prepared = featurise(answerable + gaps, OverlapScorer())
+    assert [int(p["labels"].sum()) for p in prepared[:len(answerable)]] == [1] * len(answerable)   # the oracle's
+    selector = fit_selector(prepared)
+    assert selector.report["positives"] == len(answerable)
+    for item in prepared[:len(answerable)]:
+        probs = selector.probabilities(item["features"])
+        assert int(np.argmax(probs)) == 1   # the answering sentence ranks first
+    detector = fit_gap_detector(prepared, selector, max_false_abstention=0.0)
+    assert detector.report["tune_false_abstention"] == 0.0 and detector.report["tune_gap_recall"] > 0
