@@ -52,6 +52,12 @@ def hits_of(row_hits: list[dict]) -> list[SearchHit]:
             for h in row_hits]
 
 
+def prompt_hits(row_hits: list[dict], settings: Settings) -> list[dict]:
+    """The hits an Answerer numbers [1]..[k]: those passing the relevance gate, in retrieval order."""
+    return [h for h in row_hits if (h["dense"] if h["dense"] is not None else -1.0) >= settings.min_relevance][
+        :settings.prompt_passages]
+
+
 def baseline(name: str, row: dict) -> tuple[str, list[int]]:
     top = row["hits"][:3]
     if name == "first 3 sentences":
@@ -128,7 +134,7 @@ def main() -> None:
             for system, served in systems.items():
                 result = served(row["id"], row["question"], row["hits"])
                 outputs[system] = ("" if result["abstained"] else result["answer"], result["cited"])
-                prompt = row["hits"][:settings.prompt_passages]
+                prompt = prompt_hits(row["hits"], settings)   # what [n] numbers: the gated passages
                 texts = [prompt[n - 1]["title"] + " " + prompt[n - 1]["text"] for n in result["cited"]]
                 # Quoted text is the docs' own: the loop check is for what a generator wrote.
                 bad = not result["abstained"] and (
@@ -142,11 +148,13 @@ def main() -> None:
                 per_set[name][system]["false abstention (full KB)"].append(float(result["abstained"]))
             for system, (text, cited) in outputs.items():
                 f1, rl = token_f1(text, row["reference"]), rouge_l(text, row["reference"])
+                # Baselines number the top hits; served systems number the passages that passed the gate.
+                numbered = row["hits"][:3] if system in BASELINES + ("oracle",) else prompt_hits(row["hits"], settings)
                 for target in (table[system], per_set[name][system]):
                     target["token-F1"].append(f1)
                     target["ROUGE-L"].append(rl)
                     if text:
-                        target["citation precision"] += [float(row["hits"][n - 1]["doc_id"] in gold) for n in cited]
+                        target["citation precision"] += [float(numbered[n - 1]["doc_id"] in gold) for n in cited]
         for system, served in systems.items():
             for row in gaps:
                 refused = float(served(row["id"] + ":gap", row["question"], row["gap_hits"])["abstained"])

@@ -291,3 +291,22 @@ def test_json_records_upload_and_replace(client):
                        json={"name": "../x", "records": body["records"]}).status_code == 422
     assert client.post("/v1/collections/default/documents/records",
                        json={"name": "x", "records": [{"id": "a"}]}).status_code == 422
+
+
+def test_select_mode_answers_by_quoting_and_streams_the_same_answer(tmp_path, fake_encoder):
+    import json
+
+    from tests.fakes import OverlapScorer, overlap_selector
+
+    settings = Settings(home=tmp_path / "home", min_relevance=0.1)   # answer_mode defaults to select
+    service = KbqaService(settings, fake_encoder, selector=overlap_selector(0.5), sentence_scorer=OverlapScorer())
+    service.ingest(make_kb(tmp_path / "kb"), "default")
+    with TestClient(create_app(settings, service)) as client:
+        body = client.post("/v1/ask", json={"question": "How are refunds paid back?"}).json()
+        assert body["grounding"] == "extractive" and body["fallback_reason"] is None
+        assert body["answer"] == "Refunds are paid back within five days. [1]"
+        assert body["citations"][0]["source"] == "billing.md" and "generate" not in body["timings_ms"]
+        with client.stream("POST", "/v1/ask", json={"question": "How are refunds paid back?", "stream": True}) as r:
+            blocks = "".join(r.iter_text()).strip().split("\n\n")
+        assert blocks[0].startswith("event: token") and blocks[-1].startswith("event: final")
+        assert json.loads(blocks[-1].split("\n", 1)[1].removeprefix("data: "))["answer"] == body["answer"]

@@ -159,3 +159,17 @@ def test_fitting_learns_from_the_oracle_and_keeps_false_abstentions_under_the_li
         assert int(np.argmax(probs)) == 1   # the answering sentence ranks first
     detector = fit_gap_detector(prepared, selector, max_false_abstention=0.0)
     assert detector.report["tune_false_abstention"] == 0.0 and detector.report["tune_gap_recall"] > 0
+
+
+def test_the_shipped_sentence_scorer_is_committed_whole_and_prepare_installs_it(tmp_path):
+    from retrieval.generation.registry import SHIPPED_SENTENCE_SCORER_SOURCE, resolve_sentence_scorer
+    from retrieval.models import SHIPPED_SENTENCE_SCORER, prepare, verify
+
+    verify(SHIPPED_SENTENCE_SCORER_SOURCE, full=True)   # every file present with its checksum
+    models = tmp_path / "models"
+    assert resolve_sentence_scorer("auto", models) is None
+    assert prepare(models, (SHIPPED_SENTENCE_SCORER,)) == {SHIPPED_SENTENCE_SCORER: "prepared"}
+    assert resolve_sentence_scorer("auto", models) == models / SHIPPED_SENTENCE_SCORER
+    assert resolve_sentence_scorer("none", models) is None
+    with pytest.raises(FileNotFoundError, match="sentence scorer"):
+        resolve_sentence_scorer(str(tmp_path / "missing"), models)
