@@ -21,14 +21,13 @@ import argparse
 import json
 import os
 import random
-import re
 import sys
-from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from distill.metrics import rouge_l, token_f1  # noqa: E402
 from benchs.common import BENCH_HOME, dataset_files, load_questions, open_collection, publish, split_of  # noqa: E402
 from retrieval.models import GENERATOR_BASE, STUDENT_START, model_path  # noqa: E402
 from serve.answer import Answerer  # noqa: E402
@@ -41,39 +40,6 @@ from serve.service import KbqaService  # noqa: E402
 from serve.settings import Settings  # noqa: E402
 
 DATASETS = ("emanualqa", "covid_faq_deepset", "techqa_dev")
-_TOKEN = re.compile(r"[a-z0-9]+")
-_CITE = re.compile(r"\s*\[\d{1,2}\]")
-
-
-def tokens(text: str) -> list[str]:
-    return _TOKEN.findall(_CITE.sub("", text).lower())
-
-
-def token_f1(prediction: str, reference: str) -> float:
-    p, r = tokens(prediction), tokens(reference)
-    common = sum((Counter(p) & Counter(r)).values())
-    if not p or not r or not common:
-        return 0.0
-    precision, recall = common / len(p), common / len(r)
-    return 2 * precision * recall / (precision + recall)
-
-
-def rouge_l(prediction: str, reference: str) -> float:
-    """ROUGE-L F1 on lower-cased word tokens (longest common subsequence, as in Lin 2004)."""
-    p, r = tokens(prediction), tokens(reference)
-    if not p or not r:
-        return 0.0
-    previous = [0] * (len(r) + 1)
-    for a in p:
-        current = [0]
-        for j, b in enumerate(r):
-            current.append(previous[j] + 1 if a == b else max(previous[j + 1], current[j]))
-        previous = current
-    lcs = previous[-1]
-    if not lcs:
-        return 0.0
-    precision, recall = lcs / len(p), lcs / len(r)
-    return 2 * precision * recall / (precision + recall)
 
 
 def sample_questions(data: Path, name: str, split: str, per_dataset: int) -> list[dict]:
