@@ -13,7 +13,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal, get_args
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -30,7 +30,8 @@ from retrieval.vector_index import EXACT_LIMIT, VectorIndex
 
 log = logging.getLogger(__name__)
 
-SEARCH_MODES = ("dense", "bm25", "hybrid")
+SearchMode = Literal["dense", "bm25", "hybrid"]
+SEARCH_MODES: tuple[str, ...] = get_args(SearchMode)
 DEFAULT_MODE = "hybrid"  # measured better than dense alone: see README and benchs/retrieval_quality.py
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from retrieval.collection import DEFAULT_MODE, SEARCH_MODES
+from retrieval.collection import DEFAULT_MODE, SearchMode
 from retrieval.home import KbqaHome
 
 
@@ -15,7 +15,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="KBQA_")
 
     home: Path = Field(Path(".kbqa"), description="all state: models, collections, indexes")
-    search_mode: str = DEFAULT_MODE
+    search_mode: SearchMode = DEFAULT_MODE
     # Below this cosine between question and best passage, abstain without generating.
     # Calibrated by benchs/calibrate_abstention.py (tune split); see README.
     min_relevance: float = 0.38
@@ -57,13 +57,6 @@ class Settings(BaseSettings):
     rate_limit_per_minute: int = Field(120, ge=0, description="requests a minute per API key; 0 turns it off")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
-
-    @field_validator("search_mode")
-    @classmethod
-    def _known_mode(cls, value: str) -> str:
-        if value not in SEARCH_MODES:
-            raise ValueError(f"search_mode must be one of {SEARCH_MODES}, got {value!r}")
-        return value
 
     @property
     def kbqa_home(self) -> KbqaHome:
