@@ -17,7 +17,12 @@ class Metrics:
                                    buckets=LATENCY_BUCKETS, registry=self.registry)
         self.generation = Histogram("kbqa_generation_seconds", "generation time per answer",
                                     buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.selection = Histogram("kbqa_selection_seconds", "sentence scoring and selection time per answer",
+                                   buckets=LATENCY_BUCKETS, registry=self.registry)
         self.answers = Counter("kbqa_answers_total", "answers by grounding", ["grounding"], registry=self.registry)
+        # Generated answers replaced by the quoted selection, by why (unsupported, loop, truncated, ...).
+        self.fallbacks = Counter("kbqa_answer_fallbacks_total", "generated answers not served, by reason", ["reason"],
+                                 registry=self.registry)
         self.index_vectors = Gauge("kbqa_index_vectors", "vectors in a collection's index", ["collection"],
                                    registry=self.registry)
 
@@ -27,4 +32,8 @@ class Metrics:
             self.retrieval.observe(timings["retrieve"] / 1000)
         if "generate" in timings:
             self.generation.observe(timings["generate"] / 1000)
+        if "select" in timings:
+            self.selection.observe(timings["select"] / 1000)
         self.answers.labels(answer.grounding).inc()
+        if answer.fallback_reason:
+            self.fallbacks.labels(answer.fallback_reason).inc()

@@ -310,3 +310,19 @@ def test_select_mode_answers_by_quoting_and_streams_the_same_answer(tmp_path, fa
             blocks = "".join(r.iter_text()).strip().split("\n\n")
         assert blocks[0].startswith("event: token") and blocks[-1].startswith("event: final")
         assert json.loads(blocks[-1].split("\n", 1)[1].removeprefix("data: "))["answer"] == body["answer"]
+        metrics = client.get("/metrics").text
+        assert "kbqa_selection_seconds_count 2.0" in metrics and 'kbqa_answers_total{grounding="extractive"} 2.0' in metrics
+
+
+def test_a_looping_generator_is_counted_as_a_fallback(tmp_path, fake_encoder):
+    from tests.fakes import OverlapScorer, overlap_selector
+
+    settings = Settings(home=tmp_path / "home", min_relevance=0.1, answer_mode="generate")
+    service = KbqaService(settings, fake_encoder, ScriptedGenerator("Refunds refunds refunds refunds [1]"),
+                          selector=overlap_selector(0.5), sentence_scorer=OverlapScorer())
+    service.ingest(make_kb(tmp_path / "kb"), "default")
+    with TestClient(create_app(settings, service)) as client:
+        body = client.post("/v1/ask", json={"question": "How are refunds paid back?"}).json()
+        assert body["grounding"] == "extractive" and body["fallback_reason"] == "loop"
+        assert body["answer"] == "Refunds are paid back within five days. [1]"
+        assert 'kbqa_answer_fallbacks_total{reason="loop"} 1.0' in client.get("/metrics").text
