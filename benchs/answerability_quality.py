@@ -7,7 +7,7 @@ question's score is the best passage's p(holds the answer). The threshold is cho
 the scorer never trained on (its validation slice): the highest one that abstains on at most
 --max-false-abstain of answerable questions whose gold document is in the prompt. It is then reported on
 the whole report split, beside the retrieval cosine used the same way (the relevance gate) and a lexical signal:
-the share of the question's content words found in the prompt (serve/grounding.content_words), alone and added to
+the share of the question's content words found in the prompt (retrieval/generation/grounding.content_words), alone and added to
 the scorer. Pooled AUCs flatter question-shape signals (E-Manual and COVID questions are short, TechQA's are long
 forum posts), so the AUC within TechQA, the only set with unanswerable questions, is reported too.
 Issue 4's target: recall >= 0.8 on TechQA's unanswerable questions, <= 10% abstentions with gold in the prompt.
