@@ -14,10 +14,6 @@ class DistillConfig:
     warmup_ratio: float = 0.1
     max_examples: int = 1200       # caps the step count (~3.2 s/step on 2 cores): the 10-minute budget for kb/
     sentences_per_chunk: int = 1   # salient-sentence pseudo-queries per chunk, besides titles/headings/questions
-    salient: str = "all"           # which chunks get them: "all", or "uncovered" (no title/heading/question query):
-                                   # a wash on the tune split (mean hybrid nDCG@10 0.776 vs 0.777; README)
-    generated_questions: bool = False  # doc2query: the base generator writes a question where a salient sentence
-                                       # would go (distill/doc2query.py; measured in the README)
     holdout_ratio: float = 0.1     # pseudo-queries kept out of training to decide promotion
     negatives_from_rank: int = 2   # hard negatives are drawn from teacher ranks [from, to) among other documents
     negatives_to_rank: int = 12

@@ -4,7 +4,6 @@ from __future__ import annotations
 import random
 import re
 from dataclasses import dataclass
-from typing import Callable
 
 from ingest.records import Chunk
 
@@ -17,42 +16,29 @@ class PseudoQuery:
     text: str
     chunk_id: str   # the chunk it was taken from: the positive
     doc_id: str
-    kind: str       # title | heading | question | sentence | generated
+    kind: str       # title | heading | question | sentence
 
 
 def _clean(text: str) -> str:
     return " ".join(_MARKUP.sub(" ", text).split())
 
 
-SALIENT_MODES = ("uncovered", "all")
-
-
-def make_pseudo_queries(chunks: list[Chunk], sentences_per_chunk: int = 1, seed: int = 0,
-                        salient: str = "all",
-                        write_question: Callable[[Chunk], str | None] | None = None) -> list[PseudoQuery]:
+def make_pseudo_queries(chunks: list[Chunk], sentences_per_chunk: int = 1, seed: int = 0) -> list[PseudoQuery]:
     """Titles and headings (for the first chunk under them), FAQ-style questions inside a chunk,
     and a few salient sentences (5-30 words, not the first one, which often repeats the heading), except in
     FAQ answers (chunks under a question title or heading).
 
-    ``salient="uncovered"``: sentences only for chunks that got no title, heading or question, so every chunk
-    has a query but question-like queries are not drowned. Sentences do not read like user questions: on the
-    COVID FAQ none at all matched the teacher, where one per chunk lost 3.4 nDCG@10 points; over the three dev
-    sets "uncovered" was a wash against "all" on the tune split, so "all" stays the default (README).
-
-    ``write_question`` (doc2query, distill/doc2query.py): where a chunk would get salient sentences, a question
-    written for it instead, when it returns one."""
-    if salient not in SALIENT_MODES:
-        raise ValueError(f"salient must be one of {SALIENT_MODES}, got {salient!r}")
+    Sentences do not read like user questions: on the COVID FAQ none at all matched the teacher, where one per
+    chunk lost 3.4 nDCG@10 points. Giving sentences only to chunks nothing else points at, and generator-written
+    questions (doc2query) in their place, were both a wash on the tune split and left the product (README)."""
     rng = random.Random(seed)
     queries: dict[tuple[str, str], PseudoQuery] = {}
-    covered: set[str] = set()   # chunks some query points at
     seen_sections: set[tuple[str, str]] = set()
 
     def add(text: str, chunk: Chunk, kind: str) -> None:
         text = _clean(text)
         if 2 <= len(text.split()) <= 40 and text != _clean(chunk.text):
             queries.setdefault((text.lower(), chunk.chunk_id), PseudoQuery(text, chunk.chunk_id, chunk.doc_id, kind))
-            covered.add(chunk.chunk_id)
 
     for chunk in sorted(chunks, key=lambda c: (c.doc_id, c.position)):
         if chunk.position == 0:
@@ -66,17 +52,12 @@ def make_pseudo_queries(chunks: list[Chunk], sentences_per_chunk: int = 1, seed:
             if sentence.endswith("?"):
                 add(sentence, chunk, "question")
         candidates = [s for s in sentences[1:] if 5 <= len(s.split()) <= 30 and not s.endswith("?")]
-        # Sample even when skipped, so the random stream (and every later choice) does not depend on the mode.
+        # Sample even when skipped, so the random stream (and every later choice) does not depend on the chunk kind.
         picked = rng.sample(candidates, min(sentences_per_chunk, len(candidates)))
         if _answers_a_question(chunk):
             continue
-        if salient == "all" or chunk.chunk_id not in covered:
-            question = write_question(chunk) if write_question and sentences_per_chunk > 0 else None
-            if question:
-                add(question, chunk, "generated")
-                continue
-            for sentence in picked:
-                add(sentence, chunk, "sentence")
+        for sentence in picked:
+            add(sentence, chunk, "sentence")
     return list(queries.values())
 
 

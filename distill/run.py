@@ -44,7 +44,6 @@ class DistillReport:
     held_out: int = 0
     triples: int = 0
     teacher_texts_encoded: int = 0
-    questions_generated: int = 0    # doc2query questions kept (config.generated_questions)
     serving: dict = field(default_factory=dict)
     student: dict = field(default_factory=dict)
     seconds: dict = field(default_factory=dict)
@@ -64,23 +63,6 @@ def freshness(collection: Collection) -> dict:
             "share_newer": round(newer / len(chunk_ids), 4) if chunk_ids else 0.0,
             "encoder": collection.encoder.encoder_id,
             "encoder_dir": str(collection.encoder_dir) if collection.encoder_dir else None}
-
-
-def _question_writer(models_dir: Path, show_progress: bool):
-    """The doc2query writer behind a progress bar (one generation per chunk)."""
-    from tqdm.auto import tqdm
-
-    from distill.doc2query import load_question_writer
-
-    writer = load_question_writer(models_dir)
-    bar = tqdm(desc="writing questions", unit="chunk", disable=not show_progress)
-
-    def write(chunk):
-        bar.update(1)
-        return writer(chunk)
-
-    write.writer, write.bar = writer, bar
-    return write
 
 
 def _next_version(encoders: Path) -> str:
@@ -121,15 +103,7 @@ def distill_collection(collection: Collection, models_dir: Path, config: Distill
     if incremental:  # new chunks plus replay are seen once: repeating them would cost what a full run costs
         config = dataclasses.replace(config, max_epochs=1)
 
-    write_question = None
-    if config.generated_questions:
-        stage("writing questions")
-        write_question = _question_writer(models_dir, show_progress)
-    queries = make_pseudo_queries(train_chunks, config.sentences_per_chunk, config.seed, config.salient,
-                                  write_question)
-    if write_question is not None:
-        write_question.bar.close()
-        report.questions_generated = write_question.writer.kept
+    queries = make_pseudo_queries(train_chunks, config.sentences_per_chunk, config.seed)
     clock["questions"] = time.perf_counter()
     train_queries, held_out = split_holdout(queries, config.holdout_ratio, config.seed)
     report.pseudo_queries, report.held_out = len(queries), len(held_out)

@@ -75,8 +75,7 @@ def cmd_distill(args) -> int:
     from distill.run import distill_collection
 
     service = _service(with_generator=False)
-    config = DistillConfig(full=args.full, epochs=args.epochs, max_examples=args.max_examples, student=args.student,
-                           generated_questions=args.generated_questions)
+    config = DistillConfig(full=args.full, epochs=args.epochs, max_examples=args.max_examples, student=args.student)
     report = distill_collection(service.collection(args.collection), service.home.models_dir, config,
                                 show_progress=not args.json)
     if args.json:
@@ -261,9 +260,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where a full run starts; pruned-teacher measured worse and slower (README)")
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--max-examples", type=int, default=1200)
-    p.add_argument("--generated-questions", action="store_true",
-                   help="doc2query: the generator writes a question per chunk instead of a salient sentence "
-                        "(~4 chunks/s on 2 cores; measured no better, README)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_distill)
 

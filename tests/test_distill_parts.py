@@ -2,7 +2,6 @@ import numpy as np
 import pytest
 import torch
 
-from distill.doc2query import QuestionWriter, clean_question
 from distill.evaluate import chunk_retrieval_metrics
 from distill.losses import InBatchContrastiveLoss, MarginMSELoss, TeacherPCA
 from distill.mining import mine_triples
@@ -17,28 +16,14 @@ def test_pseudo_queries_from_titles_headings_questions_and_sentences():
         Chunk("a", "a", "Billing guide", "Refund policy", 1, "Can I get a refund? Yes, always."),
         Chunk("a", "a", "Billing guide", "Refund policy", 2, "More text here."),
     ]
-    queries = make_pseudo_queries(chunks, sentences_per_chunk=1, salient="all")
+    queries = make_pseudo_queries(chunks, sentences_per_chunk=1)
     found = {(q.kind, q.text, q.chunk_id) for q in queries}
     assert ("title", "Billing guide", chunks[0].chunk_id) in found
     assert ("heading", "Refund policy", chunks[1].chunk_id) in found          # only the first chunk under it
     assert not any(q.kind == "heading" and q.chunk_id == chunks[2].chunk_id for q in queries)
     assert ("question", "Can I get a refund?", chunks[1].chunk_id) in found
     assert ("sentence", "Refunds are paid back within five days of the request.", chunks[0].chunk_id) in found
-    assert make_pseudo_queries(chunks, sentences_per_chunk=1, salient="all") == queries  # deterministic for a seed
-
-
-def test_salient_sentences_only_for_chunks_nothing_else_points_at():
-    chunks = [
-        Chunk("a", "a", "Billing guide", "", 0, "Intro line. Refunds are paid back within five days of the request."),
-        Chunk("a", "a", "Billing guide", "", 1, "Intro again. Invoices are emailed on the first day of the month."),
-    ]
-    uncovered = make_pseudo_queries(chunks, sentences_per_chunk=1, salient="uncovered")
-    assert {(q.kind, q.chunk_id) for q in uncovered} == {("title", chunks[0].chunk_id), ("sentence", chunks[1].chunk_id)}
-    every = make_pseudo_queries(chunks, sentences_per_chunk=1)   # the default
-    assert {(q.kind, q.chunk_id) for q in every} == {("title", chunks[0].chunk_id), ("sentence", chunks[0].chunk_id),
-                                                     ("sentence", chunks[1].chunk_id)}
-    with pytest.raises(ValueError, match="salient"):
-        make_pseudo_queries(chunks, salient="some")
+    assert make_pseudo_queries(chunks, sentences_per_chunk=1) == queries  # deterministic for a seed
 
 
 def test_faq_answers_get_their_question_and_no_sentences():
@@ -52,36 +37,6 @@ def test_faq_answers_get_their_question_and_no_sentences():
     assert ("title", chunks[0].chunk_id) in found and ("heading", chunks[2].chunk_id) in found
     sentences = {chunk_id for kind, chunk_id in found if kind == "sentence"}
     assert sentences == {chunks[3].chunk_id}   # under a question title or heading: an FAQ answer, no sentence queries
-
-
-def test_generated_questions_replace_salient_sentences_only_when_usable():
-    chunks = [
-        Chunk("a", "a", "Billing guide", "", 0, "Intro line. Refunds are paid back within five days of the request."),
-        Chunk("b", "b", "Invoices", "", 0, "Intro again. Invoices are emailed on the first day of the month."),
-        Chunk("faq", "faq", "Can I get a refund?", "", 0, "Can I get a refund? Yes. Refunds are paid back in five days."),
-    ]
-
-    class Scripted:   # stands in for the generator: one raw output per chunk it is asked about
-        outputs = iter(["How fast are refunds paid back?\nextra line", "The answer to this question is: invoices."])
-
-        def generate(self, messages):
-            return next(self.outputs), 0, 0
-
-    writer = QuestionWriter(Scripted())
-    queries = make_pseudo_queries(chunks, sentences_per_chunk=1, write_question=writer)
-    found = {(q.kind, q.text, q.chunk_id) for q in queries}
-    assert ("generated", "How fast are refunds paid back?", chunks[0].chunk_id) in found
-    assert not any(q.kind == "sentence" and q.chunk_id == chunks[0].chunk_id for q in queries)
-    assert ("sentence", "Invoices are emailed on the first day of the month.", chunks[1].chunk_id) in found  # fallback
-    assert (writer.asked, writer.kept) == (2, 1)   # the FAQ answer is never sent to the writer
-
-
-def test_clean_question_keeps_one_short_question():
-    assert clean_question("  How do I reset my password?\nIt is easy.") == "How do I reset my password?"
-    assert clean_question('"Does the TV support HDR?"') == "Does the TV support HDR?"
-    for raw in ("", "Reset it in Settings.", "Why?", "What is the answer to this question?",
-                "How " + "very " * 30 + "long?"):
-        assert clean_question(raw) is None
 
 
 def test_holdout_split_is_disjoint_and_sized():

@@ -126,20 +126,3 @@ def test_pruned_teacher_student_keeps_the_teacher_width_and_serves(setup):
     if report.promoted:  # the index is rebuilt at the new width; search keeps working
         assert collection.encoder_dir == final
     assert collection.search("refunds", k=1)
-
-
-def test_generated_questions_run_through_distillation(setup, monkeypatch):
-    import distill.doc2query as doc2query
-
-    class Scripted:   # the generator's part; its real output and filter are unit-tested in test_distill_parts
-        def generate(self, messages):
-            return "How fast are refunds paid?", 0, 0
-
-    writer = doc2query.QuestionWriter(Scripted())
-    monkeypatch.setattr(doc2query, "load_question_writer", lambda models_dir: writer)
-    models, collection, _ = setup
-    report = distill_collection(collection, models, config(generated_questions=True), device="cpu")
-    # Chunks under "How do I ...?" headings are FAQ answers: only the others were sent to the writer.
-    assert 0 < writer.asked < len(collection.store.all_chunks())
-    assert report.questions_generated == writer.kept == writer.asked
-    assert "questions" in report.seconds and report.version == "v0001"
