@@ -56,7 +56,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--datasets", nargs="*", default=["emanualqa", "covid_faq_deepset", "techqa_dev"])
     parser.add_argument("--out", type=Path, default=Path("benchs/results/distill_quality.md"))
-    parser.add_argument("--config", default="{}", help='DistillConfig overrides as JSON, e.g. \'{"listwise_weight": 1}\'')
+    parser.add_argument("--config", default="{}", help='DistillConfig overrides as JSON, e.g. \'{"sentences_per_chunk": 0}\'')
     args = parser.parse_args()
     service = KbqaService.load(Settings(home=BENCH_HOME), with_generator=False)
     teacher = SentenceEncoder(model_path(BENCH_HOME / "models", TEACHER))

@@ -20,10 +20,6 @@ class DistillConfig:
     margin_weight: float = 1.0      # MarginMSE on teacher-scored triples
     contrastive_weight: float = 1.0  # in-batch contrastive on (pseudo-query, chunk, hard negative); MarginMSE
                                      # alone lowered held-out MRR@10 on kb/ from 0.454 to 0.388
-    listwise_weight: float = 0.0   # KL to the teacher's softmax over the batch's passages
-    mse_weight: float = 0.0        # MSE to the teacher's PCA-projected embeddings (a per-element mean: ~1e-3, so it
-                                   # needs ~300 to matter); on covid 300 gave tune nDCG@10 0.802 vs 0.807 without
-    bm25_weight: float = 0.0       # scorer for margins = teacher cosine + w * BM25 normalised per query
     passage_max_tokens: int = 256
     replay_ratio: float = 0.5      # incremental runs: old chunks replayed per new chunk
     replay_min: int = 200

@@ -19,8 +19,7 @@ import numpy as np
 
 from distill.config import DistillConfig
 from distill.evaluate import chunk_retrieval_metrics
-from distill.losses import TeacherPCA
-from distill.mining import bm25_scores, mine_triples
+from distill.mining import mine_triples
 from distill.pseudo_queries import make_pseudo_queries, split_holdout
 from distill.teacher_cache import TeacherCache
 from distill.students import start_student
@@ -124,24 +123,17 @@ def distill_collection(collection: Collection, models_dir: Path, config: Distill
     clock["teacher"] = time.perf_counter()
 
     stage("mining")
-    extra = config.bm25_weight * bm25_scores(passages, [q.text for q in train_queries]) if config.bm25_weight else None
     triples = mine_triples(train_queries, teacher_queries, teacher_passages, ids, docs,
-                           config.negatives_from_rank, config.negatives_to_rank, extra, config.seed)
+                           config.negatives_from_rank, config.negatives_to_rank, config.seed)
     report.triples = len(triples)
-    pca_targets = None
     if incremental:
         start_dir = str(current)
         student = SentenceTransformer(start_dir, device=device, local_files_only=True)
     else:
         start_dir = config.student if config.student == "minilm" else f"{config.student} {list(config.pruned_layers)}"
         student = start_student(config.student, models_dir, device, tuple(config.pruned_layers))
-    if config.mse_weight > 0:
-        pca = TeacherPCA(teacher_passages, student.get_embedding_dimension())
-        texts = [q.text for q in train_queries] + passages
-        pca_targets = dict(zip(texts, pca(np.concatenate([teacher_queries, teacher_passages])).astype(np.float32)))
     stage("training")
-    losses = train_student(student, triples, passages, config, device, pca_targets, show_progress,
-                           teacher_queries=teacher_queries, teacher_passages=teacher_passages)
+    losses = train_student(student, triples, passages, config, device, show_progress)
     clock["train"] = time.perf_counter()
 
     # Save a versioned student (config and metrics beside it), whatever the verdict.

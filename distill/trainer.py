@@ -1,4 +1,4 @@
-"""The training loop: MarginMSE on teacher-scored triples (+ optional MSE to the teacher's PCA space)."""
+"""The training loop: MarginMSE on teacher-scored triples plus in-batch contrastive."""
 from __future__ import annotations
 
 import random
@@ -9,7 +9,7 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from distill.config import DistillConfig
-from distill.losses import EmbeddingMSELoss, InBatchContrastiveLoss, InBatchDistillLoss, MarginMSELoss
+from distill.losses import InBatchContrastiveLoss, MarginMSELoss
 from distill.mining import Triple
 
 
@@ -20,8 +20,7 @@ def _embed(student, texts: list[str], device: str) -> torch.Tensor:
 
 
 def train_student(student, triples: list[Triple], passages: list[str], config: DistillConfig, device: str,
-                  pca_targets: dict[str, np.ndarray] | None = None, show_progress: bool = False,
-                  teacher_queries: np.ndarray | None = None, teacher_passages: np.ndarray | None = None) -> list[float]:
+                  show_progress: bool = False) -> list[float]:
     """Trains ``student`` (a SentenceTransformer) in place; returns the loss of every step."""
     torch.manual_seed(config.seed)
     order = triples[:]
@@ -34,8 +33,7 @@ def train_student(student, triples: list[Triple], passages: list[str], config: D
     student.max_seq_length = config.passage_max_tokens
     optimizer = torch.optim.AdamW(student.parameters(), lr=config.lr)
     schedule = get_linear_schedule_with_warmup(optimizer, int(steps * config.warmup_ratio), steps)
-    margin_loss, mse_loss, contrastive_loss = MarginMSELoss(), EmbeddingMSELoss(), InBatchContrastiveLoss()
-    listwise_loss = InBatchDistillLoss()
+    margin_loss, contrastive_loss = MarginMSELoss(), InBatchContrastiveLoss()
     losses: list[float] = []
     with tqdm(total=steps, desc="training student", disable=not show_progress) as bar:
         for epoch in range(epochs):
@@ -49,15 +47,6 @@ def train_student(student, triples: list[Triple], passages: list[str], config: D
                 loss = config.margin_weight * margin_loss(q, p, n, target)
                 if config.contrastive_weight > 0:
                     loss = loss + config.contrastive_weight * contrastive_loss(q, p, n)
-                if config.listwise_weight > 0 and teacher_queries is not None:
-                    tq = teacher_queries[[t.query_index for t in batch]]                        # (B, 768)
-                    tp = teacher_passages[[t.positive for t in batch] + [t.negative for t in batch]]  # (2B, 768)
-                    teacher_scores = torch.tensor(tq @ tp.T, dtype=torch.float32, device=device)
-                    loss = loss + config.listwise_weight * listwise_loss(q, p, n, teacher_scores)
-                if config.mse_weight > 0 and pca_targets is not None:
-                    texts = [t.query for t in batch] + [passages[t.positive] for t in batch]
-                    goal = torch.tensor(np.stack([pca_targets[x] for x in texts]), device=device)
-                    loss = loss + config.mse_weight * mse_loss(torch.cat([q, p]), goal)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
                 optimizer.step()

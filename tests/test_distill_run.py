@@ -70,7 +70,7 @@ def test_a_student_that_learnt_nothing_is_not_promoted(setup):
 
 def test_teacher_vectors_are_cached_between_runs(setup):
     models, collection, _ = setup
-    first = distill_collection(collection, models, config(full=True, listwise_weight=1.0, mse_weight=0.5), device="cpu")
+    first = distill_collection(collection, models, config(full=True), device="cpu")
     second = distill_collection(collection, models, config(full=True), device="cpu")
     assert first.teacher_texts_encoded > 0 and second.teacher_texts_encoded == 0
     assert second.version == "v0002"
