@@ -24,8 +24,6 @@ class DistillConfig:
     replay_ratio: float = 0.5      # incremental runs: old chunks replayed per new chunk
     replay_min: int = 200
     full: bool = False             # ignore the current student and start over from `student`
-    student: str = "minilm"        # or "pruned-teacher": the teacher cut to `pruned_layers` (distill/students.py)
-    pruned_layers: tuple[int, ...] = (0, 4, 8, 11)
     seed: int = 0
 
     def to_dict(self) -> dict:

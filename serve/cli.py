@@ -75,7 +75,7 @@ def cmd_distill(args) -> int:
     from distill.run import distill_collection
 
     service = _service(with_generator=False)
-    config = DistillConfig(full=args.full, epochs=args.epochs, max_examples=args.max_examples, student=args.student)
+    config = DistillConfig(full=args.full, epochs=args.epochs, max_examples=args.max_examples)
     report = distill_collection(service.collection(args.collection), service.home.models_dir, config,
                                 show_progress=not args.json)
     if args.json:
@@ -223,8 +223,6 @@ def cmd_serve(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from distill.students import STUDENTS  # light: names only, no model code at import
-
     parser = argparse.ArgumentParser(prog="kbqa", description="Grounded question answering over a knowledge base. "
                                      "State lives in $KBQA_HOME (default ./.kbqa).")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -256,8 +254,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("distill", help="distil the teacher into this collection's encoder; promote it if better")
     p.add_argument("--collection", default="default")
     p.add_argument("--full", action="store_true", help="start over (from --student) instead of the current student")
-    p.add_argument("--student", choices=STUDENTS, default="minilm",
-                   help="where a full run starts; pruned-teacher measured worse and slower (README)")
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--max-examples", type=int, default=1200)
     p.add_argument("--json", action="store_true")

@@ -111,18 +111,3 @@ def test_incremental_run_trains_on_new_chunks_plus_replay(setup):
     assert started["started_from"] == str(encoder_dir)
     if report.promoted:
         assert distill_collection(collection, models, config(), device="cpu").mode == "up to date"
-
-
-def test_pruned_teacher_student_keeps_the_teacher_width_and_serves(setup):
-    models, collection, _ = setup
-    shutil.rmtree(models / TEACHER)
-    build_tiny_sentence_encoder(models / TEACHER, hidden=48, seed=1, layers=2)
-    report = distill_collection(collection, models, config(student="pruned-teacher", pruned_layers=(1,)), device="cpu")
-    final = collection.directory / "encoders" / report.version
-    saved = json.loads((final / "distill_config.json").read_text())
-    assert saved["started_from"] == "pruned-teacher [1]" and saved["pruned_layers"] == [1]
-    student = SentenceEncoder(final, device="cpu")
-    assert student.dim == 48  # the teacher's width, not MiniLM's
-    if report.promoted:  # the index is rebuilt at the new width; search keeps working
-        assert collection.encoder_dir == final
-    assert collection.search("refunds", k=1)
