@@ -90,7 +90,7 @@ def test_tiny_scorer_learns_publishes_and_loads(tmp_path):
         question = ["refund", "invoice", "cookies", "password", "team", "export"][i % 6] + " how"
         pairs.append({"question": question, "title": "Billing", "text": "refunds paid within five days", "label": 1})
         pairs.append({"question": question, "title": "Teams", "text": "invite colleagues from settings", "label": 0})
-    config = AnswerabilityTrainConfig(lora_r=16, epochs=6, lr=5e-3, batch_size=8, validation_share=0.34)
+    config = AnswerabilityTrainConfig(epochs=6, lr=1e-3, batch_size=8, validation_share=0.34)
     report = train_answerability(base, pairs, tmp_path / "models", config, source="test")
     assert report["version"] == "v0001" and not report["activated"] and report["valid_auc"] == 1.0
     assert current_scorer(tmp_path / "models") is None
@@ -117,10 +117,10 @@ def test_fully_fine_tuned_scorer_is_stored_in_fp16_and_loads_as_fp32(tmp_path):
              {"question": "refund how", "text": "invite colleagues", "label": 0},
              {"question": "team how", "text": "invite colleagues", "label": 1},
              {"question": "team how", "text": "refunds paid", "label": 0}]
-    config = AnswerabilityTrainConfig(lora_r=0, epochs=1, batch_size=4, validation_share=0.5)
+    config = AnswerabilityTrainConfig(epochs=1, batch_size=4, validation_share=0.5)
     report = train_answerability(base, pairs, tmp_path / "models", config)
     folder = tmp_path / "models" / "answerability" / report["version"]
-    assert (folder / "config.json").exists() and not (folder / "adapter_config.json").exists()
+    assert (folder / "config.json").exists()
     scorer = AnswerabilityScorer.load(folder, base)
     assert next(scorer.model.parameters()).dtype == torch.float32
     assert len(scorer.scores("refund how", [Passage("", "refunds paid")])) == 1

@@ -4,7 +4,8 @@ The generator's own abstention is weak evidence: its first-token probability of 
 differs between prompts that hold the answer and prompts that do not (README, issue 4). A cross-encoder
 reads question and passage together and is trained for exactly this call (distill/answerability_train.py),
 so the answerer asks it first and abstains without generating when no prompt passage scores high enough.
-It is all-MiniLM-L6-v2 (the student's start) with a one-logit head, fine-tuned (or a LoRA adapter, merged at load).
+It is all-MiniLM-L6-v2 (the student's start) with a one-logit head, fully fine-tuned (stored in fp16). The same class
+serves the answer-sentence scorer (retrieval/generation/selection.py), trained on (question, sentence) pairs.
 None ships: it is opt-in (`kbqa train-answerability --activate`), because it buys recall on unanswerable
 questions with abstentions on answerable ones (README, issue 4).
 """
@@ -31,18 +32,13 @@ class AnswerabilityScorer:
     def load(cls, adapter: Path, base: Path, device: str = "cpu") -> AnswerabilityScorer:
         """``adapter``: a folder written by `kbqa train-answerability` (or the shipped one); ``base``: MiniLM."""
         import torch
-        from peft import PeftModel
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         adapter, base = Path(adapter), Path(base)
         settings = json.loads((adapter / "training.json").read_text()) if (adapter / "training.json").exists() else {}
-        if (adapter / "adapter_config.json").is_file():   # LoRA: base MiniLM + adapter, merged
-            model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1, dtype=torch.float32)
-            model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
-        elif (adapter / "config.json").is_file():   # fully fine-tuned (stored in fp16)
-            model = AutoModelForSequenceClassification.from_pretrained(adapter, num_labels=1, dtype=torch.float32)
-        else:
-            raise FileNotFoundError(f"{adapter} holds no answerability scorer (no adapter_config.json or config.json)")
+        if not (adapter / "config.json").is_file():
+            raise FileNotFoundError(f"{adapter} holds no scorer (no config.json): train one, or run `kbqa prepare`")
+        model = AutoModelForSequenceClassification.from_pretrained(adapter, num_labels=1, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(base)
         return cls(model, tokenizer, settings.get("config", {}).get("max_length", MAX_LENGTH), device)
 
