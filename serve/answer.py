@@ -17,12 +17,10 @@ from retrieval.collection import SearchHit
 from retrieval.generation.abstention import gap_signals
 from retrieval.generation.degeneration import degenerate_reason
 from retrieval.generation.generator import ABSTENTION, Passage, build_messages, cited_numbers, says_abstain
-from retrieval.generation.grounding import check_support, extract_answer
+from retrieval.generation.grounding import check_support, content_words, extract_answer
 from retrieval.generation.selection import Selection
 
-_WORD = re.compile(r"[a-z0-9]+")
 _SENTENCE_END = re.compile(r"[.!?](?=\s|$)")
-_STOP = frozenset("a an the and or of to in on for with is are be it this that you your can do how what i".split())
 
 
 @dataclass
@@ -60,14 +58,10 @@ class Answer:
         return asdict(self)
 
 
-def _content_words(text: str) -> set[str]:
-    return {w for w in _WORD.findall(text.lower()) if w not in _STOP}
-
-
 def best_overlap(answer: str, passages: list[Passage]) -> int | None:
     """1-based number of the passage sharing the most content words with the answer, if any."""
-    words = _content_words(answer)
-    overlaps = [len(words & _content_words(p.title + " " + p.text)) for p in passages]
+    words = content_words(answer)
+    overlaps = [len(words & content_words(p.title + " " + p.text)) for p in passages]
     if not overlaps or max(overlaps) == 0:
         return None
     return overlaps.index(max(overlaps)) + 1
