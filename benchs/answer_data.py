@@ -11,7 +11,7 @@ import json
 import shutil
 from pathlib import Path
 
-from benchs.common import BENCH_HOME, dataset_files, load_questions, split_of
+from benchs.common import BENCH_HOME, dataset_files, ingest_records, load_questions, open_collection, split_of
 
 DATASETS = ("emanualqa", "covid_faq_deepset", "techqa_dev")
 HITS = 5
@@ -32,18 +32,6 @@ def gap_protocol(questions: list[dict]) -> tuple[set[str], dict[str, str]]:
     return removed, status
 
 
-def _collection(service, kb_rows: list[str], name: str):
-    staged = BENCH_HOME / "sources" / name
-    staged.mkdir(parents=True, exist_ok=True)
-    text = "".join(kb_rows)
-    if not (staged / "kb.jsonl").exists() or (staged / "kb.jsonl").read_text() != text:
-        (staged / "kb.jsonl").write_text(text)
-    report = service.ingest(staged, collection=name, show_progress=True)
-    if report.errors:
-        raise RuntimeError(f"{name}: {report.errors}")
-    return service.collection(name)
-
-
 def _hit(h) -> dict:
     c = h.chunk
     return {"doc_id": c.doc_id, "chunk_id": c.chunk_id, "title": c.title, "heading": c.heading,
@@ -59,9 +47,10 @@ def retrieval_rows(service, data: Path, name: str, split: str) -> list[dict]:
     questions = load_questions(questions_path)
     kb_rows = [line + "\n" for line in kb_path.read_text().splitlines() if line.strip()]
     removed, status = gap_protocol(questions)
-    full = _collection(service, kb_rows, name.replace("_", "-"))
-    gap = _collection(service, [r for r in kb_rows if json.loads(r)["id"] not in removed],
-                      name.replace("_", "-") + "-gap")
+    full = open_collection(service, data, name)   # the same collection the other answer benchmarks use
+    gap_name = name.replace("_", "-") + "-gap"
+    gap = ingest_records(service, "".join(r for r in kb_rows if json.loads(r)["id"] not in removed).encode(),
+                         gap_name, gap_name)
     rows = []
     for q in questions:
         if split_of(q["id"]) != split:

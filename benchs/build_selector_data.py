@@ -9,15 +9,16 @@ reference answer; ``gap``: a knowledge-gap question on the gap knowledge base, o
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
+from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from benchs.answer_data import DATASETS, retrieval_rows  # noqa: E402
+from benchs.build_generator_data import write_rows  # noqa: E402
 from benchs.common import BENCH_HOME  # noqa: E402
 
 
@@ -54,8 +55,7 @@ def main() -> None:
     service = KbqaService.load(Settings(home=BENCH_HOME), with_generator=False)
     examples = [e for name in DATASETS for row in retrieval_rows(service, args.data, name, args.split)
                 for e in examples_of(row, settings.min_relevance, settings.prompt_passages)]
-    args.out.write_text("".join(json.dumps(e) + "\n" for e in examples))
-    print(f"{len(examples)} examples ({sum(e['kind'] == 'gap' for e in examples)} gap) -> {args.out}")
+    write_rows(args.out, examples, Counter(f"{e['dataset']}: {e['kind']}" for e in examples), "examples")
 
 
 if __name__ == "__main__":

@@ -10,15 +10,16 @@ all 0: the scorer learns that a near-topic sentence is not an answer. TechQA que
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
+from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from benchs.answer_data import DATASETS, retrieval_rows  # noqa: E402
+from benchs.build_generator_data import write_rows  # noqa: E402
 from benchs.common import BENCH_HOME  # noqa: E402
 from distill.metrics import oracle_selection  # noqa: E402
 from retrieval.generation.selection import split_units  # noqa: E402
@@ -54,8 +55,7 @@ def main() -> None:
     args = parser.parse_args()
     service = KbqaService.load(Settings(home=BENCH_HOME), with_generator=False)
     pairs = [p for name in DATASETS for row in retrieval_rows(service, args.data, name, "tune") for p in pairs_of(row)]
-    args.out.write_text("".join(json.dumps(p) + "\n" for p in pairs))
-    print(f"{len(pairs)} pairs, {sum(p['label'] for p in pairs)} positive -> {args.out}")
+    write_rows(args.out, pairs, Counter(f"label {p['label']}" for p in pairs), "pairs")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -32,14 +31,20 @@ def split_of(question_id: str) -> str:
 def open_collection(service, data: Path, name: str):
     """Ingest a dataset's kb.jsonl into its own collection (incremental: reruns embed nothing)."""
     kb, _ = dataset_files(data, name)
-    staged = BENCH_HOME / "sources" / name
+    return ingest_records(service, kb.read_bytes(), name, name.replace("_", "-"))
+
+
+def ingest_records(service, kb: bytes, staged_name: str, collection: str):
+    """Stage ``kb`` (JSONL records) as sources/<staged_name>/kb.jsonl and ingest it into ``collection``; the staged
+    file is rewritten only when it changed, so reruns embed nothing."""
+    staged = BENCH_HOME / "sources" / staged_name
     staged.mkdir(parents=True, exist_ok=True)
-    if not (staged / "kb.jsonl").exists() or (staged / "kb.jsonl").read_bytes() != kb.read_bytes():
-        shutil.copyfile(kb, staged / "kb.jsonl")
-    report = service.ingest(staged, collection=name.replace("_", "-"), show_progress=True)
+    if not (staged / "kb.jsonl").exists() or (staged / "kb.jsonl").read_bytes() != kb:
+        (staged / "kb.jsonl").write_bytes(kb)
+    report = service.ingest(staged, collection=collection, show_progress=True)
     if report.errors:
-        raise RuntimeError(f"{name}: {report.errors}")
-    return service.collection(name.replace("_", "-"))
+        raise RuntimeError(f"{collection}: {report.errors}")
+    return service.collection(collection)
 
 
 def ranked_docs(hits, depth: int = 10) -> list[str]:

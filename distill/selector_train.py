@@ -29,7 +29,7 @@ import numpy as np
 
 from distill.metrics import oracle_selection, token_f1
 from retrieval.generation.abstention import SHIPPED_GAP_DETECTOR, GapDetector, gap_signals
-from retrieval.generation.selection import (FEATURES, SHIPPED_SELECTOR, Selection, SentenceSelector, split_units,
+from retrieval.generation.selection import (SHIPPED_SELECTOR, Selection, SentenceSelector, split_units,
                                             unit_features, unit_scores)
 
 THRESHOLDS = (0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import asdict, dataclass, field
-
 from typing import Literal
 
 from retrieval.collection import SearchHit

@@ -5,7 +5,6 @@ import os
 import shutil
 import threading
 import time
-from pathlib import Path
 
 from ingest.chunker import Chunker
 from retrieval.batching import BatchingEncoder

@@ -9,22 +9,17 @@ on the tune halves of the dev sets under the knowledge-gap protocol (benchs/answ
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import numpy as np
 
+from retrieval.generation.fitted import logit, read_fitted
 from retrieval.generation.grounding import content_words
 
 SHIPPED_GAP_DETECTOR = Path(__file__).resolve().parent / "gap_detector.json"
 SIGNALS = ("bias", "best_score_logit", "top3_score_mean", "scores_over_half", "best_selected", "top_dense",
            "dense_margin", "question_coverage")
-
-
-def _logit(p: float) -> float:
-    p = min(max(p, 1e-4), 1 - 1e-4)
-    return math.log(p / (1 - p))
 
 
 def gap_signals(question: str, passages: list[tuple[str, str, float]], selection) -> np.ndarray:
@@ -36,7 +31,7 @@ def gap_signals(question: str, passages: list[tuple[str, str, float]], selection
     seen: set[str] = set()
     for context, text, _ in passages:
         seen |= content_words(context + " " + text)
-    return np.asarray([1.0, _logit(scores[0]), float(np.mean(scores[:3])), math.log1p(sum(s > 0.5 for s in scores)),
+    return np.asarray([1.0, logit(scores[0]), float(np.mean(scores[:3])), math.log1p(sum(s > 0.5 for s in scores)),
                        max(selection.probabilities, default=0.0), dense[0],
                        dense[0] - (dense[1] if len(dense) > 1 else 0.0), len(asked & seen) / len(asked)],
                       dtype=np.float32)
@@ -55,14 +50,8 @@ class GapDetector:
 
     @classmethod
     def load(cls, path: Path = SHIPPED_GAP_DETECTOR) -> "GapDetector":
-        try:
-            spec = json.loads(Path(path).read_text())
-            if spec.get("signals") != list(SIGNALS):
-                raise ValueError(f"its signals {spec.get('signals')} are not this code's {list(SIGNALS)}")
-            return cls(spec["weights"], spec["threshold"], spec.get("report"))
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise ValueError(f"gap detector file {path} is unusable ({exc}); retrain it with "
-                             f"`python -m distill.selector_train`") from exc
+        return read_fitted(path, "signals", SIGNALS, "gap detector",
+                           lambda spec: cls(spec["weights"], spec["threshold"], spec.get("report")))
 
     def to_dict(self) -> dict:
         return {"signals": list(SIGNALS), "weights": [round(float(w), 5) for w in self.weights],

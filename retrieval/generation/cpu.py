@@ -6,6 +6,7 @@ instructions: AVX-512 VNNI, AVX-VNNI or AMX. On an AVX2-only CPU (seen: AMD EPYC
 """
 from __future__ import annotations
 
+import os
 import platform
 from pathlib import Path
 
@@ -40,8 +41,6 @@ def has_int8_acceleration(flags: frozenset[str] | None = None) -> bool:
 
 def describe(cpuinfo: str | None = None) -> str:
     """One line for speed tables: model, cores, and the flags that decide precision."""
-    import os
-
     flags = cpu_flags(cpuinfo)
     present = [f for f in SHOWN_FLAGS if f in flags]
     return f"{cpu_model(cpuinfo)}, {os.cpu_count()} cores, flags: {' '.join(present) or 'none of ' + '/'.join(SHOWN_FLAGS)}"

@@ -13,7 +13,6 @@ back whole (up to ``max_list_items``), since a support answer with step 3 of 7 i
 """
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -21,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from retrieval.generation.fitted import logit, read_fitted
+from retrieval.generation.generator import Passage
 from retrieval.generation.grounding import content_words
 
 SHIPPED_SELECTOR = Path(__file__).resolve().parent / "selector.json"
@@ -107,11 +108,6 @@ class Selection:
         return "\n\n".join(parts), cited
 
 
-def _logit(p: float) -> float:
-    p = min(max(p, 1e-4), 1 - 1e-4)
-    return math.log(p / (1 - p))
-
-
 def unit_features(question: str, passages: list[tuple[str, str, float]], units: list[Unit],
                   scores: np.ndarray) -> np.ndarray:
     """(U, F) features; ``passages`` are (context, text, dense score) in prompt order; ``scores`` (U,) the sentence
@@ -131,7 +127,7 @@ def unit_features(question: str, passages: list[tuple[str, str, float]], units: 
         context, _, dense = passages[unit.passage]
         anchor = best_in_passage[unit.passage]
         passage_best = float(scores[anchor])
-        rows.append([1.0, _logit(float(scores[i])), float(scores[i]) - passage_best, float(scores[i]) - best, passage_best,
+        rows.append([1.0, logit(float(scores[i])), float(scores[i]) - passage_best, float(scores[i]) - best, passage_best,
                      shared / len(asked), shared / max(len(words), 1), float(unit.passage == 1),
                      float(unit.passage >= 2), dense, dense - top_dense, float(unit.index == 0),
                      math.log1p(unit.index), math.log1p(len(unit.text.split())), float(unit.block is not None),
@@ -142,8 +138,6 @@ def unit_features(question: str, passages: list[tuple[str, str, float]], units: 
 
 def unit_scores(question: str, passages: list[tuple[str, str, float]], units: list[Unit], scorer) -> np.ndarray:
     """The sentence scorer's p(unit belongs to the answer), read with its passage's context."""
-    from retrieval.generation.generator import Passage
-
     if not units:
         return np.zeros(0, dtype=np.float32)
     return np.asarray(scorer.scores(question, [Passage(passages[u.passage][0], u.text) for u in units]),
@@ -169,15 +163,9 @@ class SentenceSelector:
 
     @classmethod
     def load(cls, path: Path = SHIPPED_SELECTOR) -> "SentenceSelector":
-        try:
-            spec = json.loads(Path(path).read_text())
-            if spec.get("features") != list(FEATURES):
-                raise ValueError(f"its features {spec.get('features')} are not this code's {list(FEATURES)}")
-            return cls(spec["weights"], spec["threshold"], spec["budget_words"], spec.get("min_units", 1),
-                       spec.get("max_list_items", 12), spec.get("report"))
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise ValueError(f"selector file {path} is unusable ({exc}); retrain it with "
-                             f"`python -m distill.selector_train`") from exc
+        return read_fitted(path, "features", FEATURES, "selector", lambda spec: cls(
+            spec["weights"], spec["threshold"], spec["budget_words"], spec.get("min_units", 1),
+            spec.get("max_list_items", 12), spec.get("report")))
 
     def to_dict(self) -> dict:
         return {"features": list(FEATURES), "weights": [round(float(w), 5) for w in self.weights],
