@@ -29,8 +29,7 @@ import numpy as np
 
 from distill.metrics import oracle_selection, token_f1
 from retrieval.generation.abstention import SHIPPED_GAP_DETECTOR, GapDetector, gap_signals
-from retrieval.generation.selection import (SHIPPED_SELECTOR, Selection, SentenceSelector, split_units,
-                                            unit_features, unit_scores)
+from retrieval.generation.selection import SHIPPED_SELECTOR, Selection, SentenceSelector, scored_units
 
 THRESHOLDS = (0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6)
 BUDGETS = (30, 45, 60, 80, 100, 130, 160, 200)
@@ -45,16 +44,14 @@ def featurise(examples: list[dict], scorer) -> list[dict]:
     """Per example with passages: its units, the scorer's probabilities, the features and (answerable) oracle labels."""
     prepared = []
     for example in examples:
-        passages = passages_of(example)
-        units = [u for n, (_, text, _) in enumerate(passages) for u in split_units(text, n)]
+        units, scores, features = scored_units(example["question"], passages_of(example), scorer)
         if not units:
             continue
-        scores = unit_scores(example["question"], passages, units, scorer)
         labels = np.zeros(len(units))
         if example.get("reference"):
             labels[oracle_selection([u.text for u in units], example["reference"])] = 1.0
         prepared.append({"example": example, "units": units, "scores": scores, "labels": labels,
-                         "features": unit_features(example["question"], passages, units, scores)})
+                         "features": features})
     return prepared
 
 

@@ -120,11 +120,12 @@ def unit_features(question: str, passages: list[tuple[str, str, float]], units: 
             best_in_passage[unit.passage] = i
     top_dense = max((p[2] for p in passages), default=0.0)
     best = float(scores.max())
+    context_recall = [len(asked & content_words(context)) / len(asked) for context, _, _ in passages]
     rows = []
     for i, unit in enumerate(units):
         words = content_words(unit.text)
         shared = len(asked & words)
-        context, _, dense = passages[unit.passage]
+        dense = passages[unit.passage][2]
         anchor = best_in_passage[unit.passage]
         passage_best = float(scores[anchor])
         rows.append([1.0, logit(float(scores[i])), float(scores[i]) - passage_best, float(scores[i]) - best, passage_best,
@@ -132,8 +133,17 @@ def unit_features(question: str, passages: list[tuple[str, str, float]], units: 
                      float(unit.passage >= 2), dense, dense - top_dense, float(unit.index == 0),
                      math.log1p(unit.index), math.log1p(len(unit.text.split())), float(unit.block is not None),
                      float(unit.index > units[anchor].index), float(unit.index < units[anchor].index),
-                     len(asked & content_words(context)) / len(asked)])
+                     context_recall[unit.passage]])
     return np.asarray(rows, dtype=np.float32)
+
+
+def scored_units(question: str, passages: list[tuple[str, str, float]], scorer
+                 ) -> tuple[list[Unit], np.ndarray, np.ndarray]:
+    """The passages' units, the scorer's p(answer) for each (U,), and their selector features (U, F): what both
+    serving (SentenceSelector.select) and fitting (distill/selector_train.py) start from."""
+    units = [u for n, (_, text, _) in enumerate(passages) for u in split_units(text, n)]
+    scores = unit_scores(question, passages, units, scorer)
+    return units, scores, unit_features(question, passages, units, scores) if units else np.zeros((0, len(FEATURES)))
 
 
 def unit_scores(question: str, passages: list[tuple[str, str, float]], units: list[Unit], scorer) -> np.ndarray:
@@ -178,11 +188,10 @@ class SentenceSelector:
     def select(self, question: str, passages: list[tuple[str, str, float]], scorer) -> Selection:
         """``passages``: (context, text, dense score) in prompt order; ``scorer.scores(question, passages)`` gives
         p(answer) per unit (retrieval/generation/answerability.py:AnswerabilityScorer)."""
-        units = [u for n, (_, text, _) in enumerate(passages) for u in split_units(text, n)]
+        units, scores, features = scored_units(question, passages, scorer)
         if not units:
             return Selection([], [], [])
-        scores = unit_scores(question, passages, units, scorer)
-        probs = self.probabilities(unit_features(question, passages, units, scores))
+        probs = self.probabilities(features)
         return Selection(self.choose(units, probs), [float(p) for p in probs], units, [float(x) for x in scores])
 
     def choose(self, units: list[Unit], probs: np.ndarray) -> list[Unit]:
