@@ -87,7 +87,7 @@ def outcome(row: dict, system: str, threshold: float) -> tuple[str, list[int], b
     if system == "extractive":
         return extract_answer(row["question"], row["passages"][0]["text"]), [1], False
     from ingest.records import Chunk
-    from retrieval.collection import SearchHit
+    from retrieval.search import SearchHit
 
     used = [SearchHit(Chunk(p["doc_id"], p["doc_id"], p["title"], "", 0, p["text"]), 1.0, 1.0) for p in row["passages"]]
     policy = {"generator": "none", "generator+check": "extractive", "generator+check/abstain": "abstain"}[system]

@@ -35,7 +35,7 @@ from benchs.answer_data import DATASETS, retrieval_rows  # noqa: E402
 from benchs.common import BENCH_HOME, publish  # noqa: E402
 from distill.metrics import oracle_selection, rouge_l, token_f1  # noqa: E402
 from ingest.records import Chunk  # noqa: E402
-from retrieval.collection import SearchHit  # noqa: E402
+from retrieval.search import SearchHit  # noqa: E402
 from retrieval.generation.cpu import describe  # noqa: E402
 from retrieval.generation.degeneration import degenerate_reason  # noqa: E402
 from retrieval.generation.grounding import check_support, extract_answer  # noqa: E402

@@ -91,5 +91,19 @@ def faq_pairs(chunks) -> list[tuple[str, str, dict]]:
     return pairs
 
 
+def mined_faq_examples(collection, n_passages: int, seed: int = 0) -> list[dict]:
+    """Examples from a collection's own FAQ headings: the section under each question is the gold passage, among
+    distractors kbqa retrieves for the question; a quarter leave the gold out and teach abstention."""
+    rng = random.Random(seed)
+    examples = []
+    for question, answer, gold in faq_pairs(collection.store.all_chunks()):
+        distractors = [{"title": h.chunk.context, "text": h.chunk.text}
+                       for h in collection.search(question, 8) if h.chunk.chunk_id != gold["chunk_id"]]
+        keep_gold = rng.random() >= 0.25
+        examples.append(make_example(question, answer if keep_gold else None, gold if keep_gold else None,
+                                     distractors, n_passages, rng))
+    return examples
+
+
 def read_examples(path: Path) -> list[dict]:
     return read_jsonl(path, {"question", "passages", "target"})

@@ -12,7 +12,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
-from retrieval.collection import SearchHit
+from retrieval.search import SearchHit
 from retrieval.generation.abstention import gap_signals
 from retrieval.generation.degeneration import degenerate_reason
 from retrieval.generation.generator import ABSTENTION, Passage, build_messages, cited_numbers, says_abstain

@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from retrieval.collection import EncoderMismatch
+from retrieval.collection_encoder import EncoderMismatch
 from retrieval.home import UnknownCollection
 from retrieval.models import ModelNotReady
 from serve.auth import AuthError, KeyStore, RateLimiter

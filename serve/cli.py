@@ -91,9 +91,7 @@ def cmd_distill(args) -> int:
 
 
 def cmd_train_generator(args) -> int:
-    import random
-
-    from distill.generator_data import faq_pairs, make_example, read_examples
+    from distill.generator_data import mined_faq_examples, read_examples
     from distill.generator_train import SHIPPED_EXAMPLES, GeneratorTrainConfig, train_generator
     from retrieval.encoder import pick_device
     from retrieval.models import GENERATOR_BASE, model_path
@@ -102,24 +100,16 @@ def cmd_train_generator(args) -> int:
     examples = [] if args.no_shipped else read_examples(SHIPPED_EXAMPLES)
     for path in args.examples or []:
         examples += read_examples(Path(path))
-    mined = 0
+    mined = []
     if args.collection in service.collection_names():
-        collection = service.collection(args.collection)
-        rng = random.Random(0)
-        for question, answer, gold in faq_pairs(collection.store.all_chunks()):
-            hits = collection.search(question, 8)
-            distractors = [{"title": h.chunk.context, "text": h.chunk.text}
-                           for h in hits if h.chunk.chunk_id != gold["chunk_id"]]
-            keep_gold = rng.random() >= 0.25  # a quarter teach abstention: the answer is not among the passages
-            examples.append(make_example(question, answer if keep_gold else None, gold if keep_gold else None,
-                                         distractors, service.settings.prompt_passages, rng))
-            mined += 1
+        mined = mined_faq_examples(service.collection(args.collection), service.settings.prompt_passages)
+    examples += mined
     config = GeneratorTrainConfig(epochs=args.epochs, max_examples=args.max_examples, lr=args.lr)
-    print(f"{len(examples)} training examples ({mined} mined from the FAQ headings of collection "
+    print(f"{len(examples)} training examples ({len(mined)} mined from the FAQ headings of collection "
           f"{args.collection!r}); device {pick_device()}", file=sys.stderr)
     report = train_generator(model_path(service.home.models_dir, GENERATOR_BASE), examples, service.home.models_dir,
                              config, device=pick_device(), show_progress=not args.json,
-                             source=f"shipped examples + {mined} FAQ pairs of {args.collection}",
+                             source=f"shipped examples + {len(mined)} FAQ pairs of {args.collection}",
                              activate=args.activate)
     summary = (f"generator adapter {report['version']}: {report['examples']} examples in {report['seconds']:.0f} s, "
                f"final loss {report['loss_per_step'][-1]}")

@@ -12,7 +12,8 @@ import threading
 from pathlib import Path
 
 from ingest.loaders import LOADERS
-from retrieval.collection import Collection, IngestReport
+from ingest.pipeline import IngestReport
+from retrieval.collection import Collection
 
 UPLOADS = "uploads"
 MAX_FILE_BYTES = 10 * 1024 * 1024

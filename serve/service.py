@@ -8,7 +8,9 @@ import time
 
 from ingest.chunker import Chunker
 from retrieval.batching import BatchingEncoder
-from retrieval.collection import Collection, IngestReport, SearchHit
+from ingest.pipeline import IngestReport
+from retrieval.collection import Collection
+from retrieval.search import SearchHit
 from retrieval.encoder import SentenceEncoder, TextEncoder
 from retrieval.home import check_collection_name
 from retrieval.generation.abstention import GapDetector

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from retrieval.collection import DEFAULT_MODE, SearchMode
+from retrieval.search import DEFAULT_MODE, SearchMode
 from retrieval.home import KbqaHome
 
 

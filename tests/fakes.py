@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ingest.records import Chunk
-from retrieval.collection import SearchHit
+from retrieval.search import SearchHit
 
 
 class FakeEncoder:

@@ -3,7 +3,8 @@ from pathlib import Path
 import pytest
 
 from ingest.chunker import Chunker
-from retrieval.collection import Collection, EncoderMismatch
+from retrieval.collection import Collection
+from retrieval.collection_encoder import EncoderMismatch
 from retrieval.home import UnknownCollection
 from retrieval.vector_index import VectorIndex
 from tests.fakes import DOCS, FakeEncoder, make_kb

@@ -1,12 +1,16 @@
 import json
 import random
 
-from distill.generator_data import faq_pairs, grounded_answer, make_example, read_examples, short_answer
+from distill.generator_data import (faq_pairs, grounded_answer, make_example, mined_faq_examples, read_examples,
+                                    short_answer)
+from ingest.chunker import Chunker
 from distill.generator_train import GeneratorTrainConfig, train_generator
 from ingest.records import Chunk
 from retrieval.generation.ct2_generator import Ct2Generator, converted_dir
 from retrieval.generation.generator import ABSTENTION, Generator, Passage, build_messages
 from retrieval.generation.registry import CURRENT, current_adapter
+from retrieval.collection import Collection
+from tests.fakes import FakeEncoder
 from tests.tiny_models import build_tiny_generator
 
 GOLD = {"title": "Billing", "text": "Refunds are paid within five days."}
@@ -43,6 +47,28 @@ def test_faq_pairs_come_from_question_headings():
               Chunk("faq.md", "faq.md", "FAQ", "FAQ > Pricing", 1, "Plans start at nine euros per month for all.")]
     pairs = faq_pairs(chunks)
     assert [(q, a) for q, a, _ in pairs] == [("Do you use cookies?", "No. Plausible stores no cookies on visitors' devices at all.")]
+
+
+def test_mined_examples_put_each_faq_answer_among_retrieved_passages(tmp_path):
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    questions = [f"Can I export report number {n}?" for n in range(16)]
+    (kb / "faq.md").write_text("# FAQ\n\n" + "".join(
+        f"## {q}\n\nYes: open Reports, pick report number {n} and press the export button there.\n\n"
+        for n, q in enumerate(questions)))
+    encoder = FakeEncoder()
+    collection = Collection(tmp_path / "c", encoder, create=True)
+    collection.ingest(kb, Chunker(encoder.count_tokens))
+    examples = mined_faq_examples(collection, n_passages=3)
+    assert sorted(e["question"] for e in examples) == sorted(questions)   # in store order
+    for example in examples:
+        assert len(example["passages"]) <= 3
+        if example["target"] != ABSTENTION:   # the gold answer is among the passages and cited by its position
+            n = int(example["target"].rsplit("[", 1)[1].rstrip("]"))
+            number = example["question"].split()[-1].rstrip("?")
+            assert f"pick report number {number} and" in example["passages"][n - 1]["text"]
+    assert any(e["target"] == ABSTENTION for e in examples) and any(e["target"] != ABSTENTION for e in examples)
+    assert mined_faq_examples(collection, n_passages=3) == examples   # seeded: the same run twice
 
 
 def test_read_examples_rejects_incomplete_rows(tmp_path):

@@ -136,7 +136,7 @@ def test_shipped_adapter_on_the_cpu_engine_gives_a_resolved_citation_or_the_decl
     """The contract on any CPU (int8 numerics differ between CPUs: issue 19): the generate-mode answer either
     cites the passage it is drawn from, or is replaced by the quoted selection and says why."""
     from ingest.records import Chunk
-    from retrieval.collection import SearchHit
+    from retrieval.search import SearchHit
     from retrieval.generation.backend import choose_precision
     from retrieval.generation.ct2_generator import Ct2Generator, converted_dir
     from serve.answer import Answerer

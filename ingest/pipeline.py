@@ -1,0 +1,106 @@
+"""The read side of an ingest: files -> documents -> chunks, diffed against what the store already holds.
+
+Nothing here writes or embeds: ``plan_ingest`` returns what changed (and which files failed, by name), and the
+collection (retrieval/collection.py) embeds the new chunks and commits the plan in one transaction.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from ingest.chunker import Chunker
+from ingest.loaders import LoadError, load_file, supported
+from ingest.records import Chunk, Document
+from ingest.store import ChunkStore
+
+
+@dataclass
+class IngestReport:
+    collection: str
+    added: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)  # source -> reason
+    chunks_total: int = 0
+    chunks_embedded: int = 0
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class FileUpdate:
+    """A new or changed file, loaded and chunked, ready to replace its stored version."""
+    rel: str
+    digest: str
+    docs: list[Document]
+    chunks: list[Chunk]
+
+
+@dataclass
+class IngestPlan:
+    root_key: str                     # the resolved folder the files are relative to
+    updates: list[FileUpdate]
+    removed: list[str]                # files stored under root_key that are gone from it
+    report: IngestReport
+
+    @property
+    def new_chunks(self) -> dict[str, Chunk]:
+        return {c.chunk_id: c for update in self.updates for c in update.chunks}
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def walk(root: Path) -> list[Path]:
+    """Every file under ``root``, hidden files and folders left out, in a stable order."""
+    return sorted(p for p in root.rglob("*")
+                  if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts))
+
+
+def plan_ingest(path: Path, store: ChunkStore, chunker: Chunker, collection: str,
+                show_progress: bool = False) -> IngestPlan:
+    """What it takes to bring ``store`` in line with ``path`` (a folder, or one file). A file that cannot be read or
+    loaded is reported by name in ``report.errors`` and skipped: its stored version, if any, stays."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"nothing to ingest at {path}")
+    root = path if path.is_dir() else path.parent
+    root_key = str(root.resolve())
+    files = walk(root) if path.is_dir() else [path]
+    report = IngestReport(collection=collection)
+    known = store.file_hashes(root_key)
+    updates: list[FileUpdate] = []
+    seen: set[str] = set()
+    for file in tqdm(files, desc="reading", disable=not show_progress, unit="file"):
+        rel = file.relative_to(root).as_posix()
+        if not supported(file):
+            continue
+        seen.add(rel)
+        try:
+            digest = file_sha256(file)
+            if known.get(rel) == digest:
+                report.unchanged.append(rel)
+                continue
+            docs = load_file(file, rel)
+            for doc in docs:
+                owner = store.doc_owner(doc.doc_id)
+                if owner is not None and owner != (root_key, rel):
+                    raise LoadError(rel, f"document id {doc.doc_id!r} already belongs to {owner[1]} in {owner[0]}")
+            chunks = list({c.chunk_id: c for d in docs for c in chunker.split(d)}.values())
+        except LoadError as exc:
+            report.errors[rel] = exc.reason
+            continue
+        except OSError as exc:
+            report.errors[rel] = f"cannot be read ({exc.strerror or exc})"
+            continue
+        updates.append(FileUpdate(rel, digest, docs, chunks))
+        (report.changed if rel in known else report.added).append(rel)
+    report.removed = sorted(set(known) - seen) if path.is_dir() else []
+    return IngestPlan(root_key, updates, report.removed, report)

@@ -1,0 +1,61 @@
+"""Dense, BM25 and hybrid (reciprocal rank fusion) search over one consistent snapshot of a collection."""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Literal, get_args
+
+from ingest.records import Chunk
+from ingest.store import ChunkStore
+from retrieval.bm25 import BM25Index
+from retrieval.encoder import TextEncoder
+from retrieval.fusion import reciprocal_rank_fusion
+from retrieval.vector_index import VectorIndex
+
+SearchMode = Literal["dense", "bm25", "hybrid"]
+SEARCH_MODES: tuple[str, ...] = get_args(SearchMode)
+DEFAULT_MODE = "hybrid"  # measured better than dense alone: see README and benchs/retrieval_quality.py
+
+
+@dataclass
+class SearchHit:
+    chunk: Chunk
+    score: float                     # ranking score: cosine (dense), BM25, or RRF (hybrid)
+    dense_score: float | None = None  # cosine between query and passage: the relevance gate uses it
+
+
+@dataclass(frozen=True)
+class SearchSnapshot:
+    """An (encoder, index, BM25) triple of one generation: a promotion swapping them never mixes two."""
+    encoder: TextEncoder
+    index: VectorIndex
+    bm25: BM25Index
+
+    def search(self, query: str, k: int, mode: str, store: ChunkStore, store_lock: threading.RLock) -> list[SearchHit]:
+        if mode not in SEARCH_MODES:
+            raise ValueError(f"unknown search mode {mode!r}; use one of {SEARCH_MODES}")
+        query_vector = self.encoder.encode([query])  # (1, D)
+        depth = k if mode == "dense" else max(4 * k, 40)
+        scores, ids = self.index.search(query_vector, depth)
+        dense = {int(i): float(s) for i, s in zip(ids[0], scores[0]) if i >= 0}
+        if mode == "dense":
+            ranked = sorted(dense.items(), key=lambda item: -item[1])[:k]
+        elif mode == "bm25":
+            ranked = self.bm25.search(query, k)
+        else:
+            fused = reciprocal_rank_fusion([list(dense), [key for key, _ in self.bm25.search(query, depth)]])
+            ranked = fused[:k]
+        with store_lock:  # the store is shared with writers
+            chunks = store.chunks_by_faiss_ids([key for key, _ in ranked])
+            missing = [chunks[key].chunk_id for key, _ in ranked if key not in dense and key in chunks]
+            stored = store.vectors_for(missing)
+        hits = []
+        for key, score in ranked:
+            chunk = chunks.get(key)
+            if chunk is None:  # a concurrent ingest removed it between the two reads
+                continue
+            cosine = dense.get(key)
+            if cosine is None and chunk.chunk_id in stored:   # a BM25-only hit: its cosine from the stored vector
+                cosine = float(stored[chunk.chunk_id] @ query_vector[0])
+            hits.append(SearchHit(chunk=chunk, score=float(score), dense_score=cosine))
+        return hits
