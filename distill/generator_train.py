@@ -16,9 +16,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from retrieval.models import write_manifest
+from retrieval.models import publish_version as publish_model_folder_version
 from retrieval.generation.generator import build_messages
-from retrieval.generation.registry import ADAPTERS, CURRENT
+from retrieval.generation.registry import ADAPTERS
 
 SHIPPED_EXAMPLES = Path(__file__).resolve().parent / "data" / "generator_train.jsonl"
 
@@ -38,26 +38,12 @@ class GeneratorTrainConfig:
     seed: int = 0
 
 
-def _set_current(adapters: Path, version: str) -> None:
-    tmp = adapters / f".{CURRENT}.tmp"
-    tmp.write_text(version + "\n")
-    os.replace(tmp, adapters / CURRENT)
-
-
-def _next_version(adapters: Path) -> str:
-    taken = [int(p.name[1:]) for p in adapters.glob("v[0-9]*") if p.name[1:].isdigit()]
-    return f"v{max(taken, default=0) + 1:04d}"
-
-
 def publish_version(parent: Path, staging: Path, report: dict, command: str, activate: bool) -> dict:
-    """Write training.json and the manifest into ``staging``, rename it to the next vNNNN under ``parent``
-    (CURRENT too if ``activate``); the report gains version and activated."""
+    """A trainer's folder with its training.json, published as the next vNNNN under ``parent`` (CURRENT too if
+    ``activate``); the report gains version and activated."""
     (staging / "training.json").write_text(json.dumps(report, indent=1))
-    write_manifest(staging, f"{command} ({report.get('source') or 'defaults'})")
-    version = _next_version(parent)
-    staging.rename(parent / version)
-    if activate:
-        _set_current(parent, version)
+    version = publish_model_folder_version(parent, staging, f"{command} ({report.get('source') or 'defaults'})",
+                                           activate)
     report["version"], report["activated"] = version, activate
     return report
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import random
 import shutil
 import time
@@ -25,7 +26,7 @@ from distill.teacher_cache import TeacherCache
 from distill.trainer import train_student
 from retrieval.collection import Collection
 from retrieval.encoder import SentenceEncoder, pick_device
-from retrieval.models import STUDENT_START, TEACHER, model_path, write_manifest
+from retrieval.models import STUDENT_START, TEACHER, model_path, publish_version
 
 
 @dataclass
@@ -61,11 +62,6 @@ def freshness(collection: Collection) -> dict:
             "share_newer": round(newer / len(chunk_ids), 4) if chunk_ids else 0.0,
             "encoder": collection.encoder.encoder_id,
             "encoder_dir": str(collection.encoder_dir) if collection.encoder_dir else None}
-
-
-def _next_version(encoders: Path) -> str:
-    taken = [int(p.name[1:]) for p in encoders.glob("v[0-9]*") if p.name[1:].isdigit()]
-    return f"v{max(taken, default=0) + 1:04d}"
 
 
 def distill_collection(collection: Collection, models_dir: Path, config: DistillConfig | None = None,
@@ -139,16 +135,14 @@ def distill_collection(collection: Collection, models_dir: Path, config: Distill
     # Save a versioned student (config and metrics beside it), whatever the verdict.
     encoders = collection.directory / "encoders"
     encoders.mkdir(exist_ok=True)
-    version = _next_version(encoders)
-    staging = encoders / f".staging-{version}"
+    staging = encoders / f".staging-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     student.save(str(staging))
     del student
     (staging / "distill_config.json").write_text(json.dumps(
         {**config.to_dict(), "started_from": str(start_dir), "device": device}, indent=1))
-    write_manifest(staging, f"kbqa distill {version} of collection {collection.name}")
+    version = publish_version(encoders, staging, f"kbqa distill of collection {collection.name}")
     final = encoders / version
-    staging.rename(final)
     report.version = version
 
     stage("evaluating")

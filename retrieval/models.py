@@ -13,6 +13,7 @@ import importlib.metadata
 import importlib.util
 import json
 import logging
+import os
 import shutil
 import tempfile
 import zipfile
@@ -21,6 +22,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 MANIFEST = "kbqa-manifest.json"
+CURRENT = "CURRENT"   # in a folder of vNNNN versions: the name of the one that serves
 TEACHER = "teacher-mpnet"          # sentence-transformers/all-mpnet-base-v2, 768-d
 STUDENT_START = "student-minilm"   # sentence-transformers/all-MiniLM-L6-v2, 384-d
 GENERATOR_BASE = "generator-base"  # SmolLM2-135M-Instruct, fp32 from the Q4_1 GGUF
@@ -81,6 +83,28 @@ def publish_model_folder(staging: Path, target: Path, source: str) -> None:
     if target.exists():
         shutil.rmtree(target)
     staging.rename(target)
+
+
+def next_version(parent: Path) -> str:
+    taken = [int(p.name[1:]) for p in Path(parent).glob("v[0-9]*") if p.name[1:].isdigit()]
+    return f"v{max(taken, default=0) + 1:04d}"
+
+
+def set_current(parent: Path, version: str) -> None:
+    """Name ``version`` in ``parent``/CURRENT, atomically: a reader sees the old pointer or the new one."""
+    tmp = Path(parent) / f".{CURRENT}.tmp"
+    tmp.write_text(version + "\n")
+    os.replace(tmp, Path(parent) / CURRENT)
+
+
+def publish_version(parent: Path, staging: Path, source: str, activate: bool = False) -> str:
+    """Publish ``staging`` as the next vNNNN under ``parent`` (manifest last, then the rename) and, with
+    ``activate``, make it CURRENT. Every trainer writes its versions this way. Returns the version."""
+    version = next_version(parent)
+    publish_model_folder(staging, Path(parent) / version, source)
+    if activate:
+        set_current(parent, version)
+    return version
 
 
 def _prepare_teacher(staging: Path) -> str:

@@ -2,7 +2,7 @@ import pytest
 
 from serve.answer import Answerer, best_overlap, trim_to_sentence
 from retrieval.generation.generator import ABSTENTION, Generator, Passage, build_messages, cited_numbers, says_abstain
-from tests.fakes import HITS, ScriptedGenerator, hit
+from tests.fakes import HITS, ScriptedGenerator
 from tests.tiny_models import build_tiny_generator
 
 

@@ -205,7 +205,6 @@ def test_upload_to_an_unknown_collection_is_404(client):
 
 def test_distillation_runs_as_a_background_job_while_queries_go_on(tmp_path, fake_encoder):
     import threading
-    import time
 
     release = threading.Event()
 

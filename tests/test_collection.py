@@ -1,5 +1,3 @@
-from pathlib import Path
-
 import pytest
 
 from ingest.chunker import Chunker

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from retrieval.models import SHIPPED_ADAPTER, SHIPPED_SENTENCE_SCORER
+from retrieval.models import CURRENT, SHIPPED_ADAPTER, SHIPPED_SENTENCE_SCORER
 
 ADAPTERS = "generator-adapters"          # vNNNN folders written by `kbqa train-generator`
 ANSWERABILITY = "answerability"          # vNNNN folders written by `kbqa train-answerability`
 SENTENCE_SCORERS = "sentence-scorer"     # vNNNN folders written by `python -m distill.selector_train --train-scorer`
-CURRENT = "CURRENT"
 # The adapter kbqa ships (v0003 of stop 8, measured in the README); prepare copies it into the registry.
 SHIPPED_ADAPTER_SOURCE = Path(__file__).resolve().parent / "shipped-adapter"
 # The answer-sentence scorer kbqa ships (MiniLM cross-encoder, fp16; README issue 19); prepare installs it too.
