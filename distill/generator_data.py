@@ -8,14 +8,12 @@ gold passage is left out and the target becomes the abstention sentence.
 from __future__ import annotations
 
 import random
-import re
 from pathlib import Path
 
 from retrieval.generation.generator import ABSTENTION
 from distill.jsonl import read_jsonl
 from retrieval.generation.grounding import content_words, split_sentences
 
-_FAQ_HEADING = re.compile(r"\?\s*$")
 MAX_TARGET_WORDS = 60
 
 
@@ -79,15 +77,16 @@ def make_example(question: str, answer: str | None, gold: dict | None, distracto
 
 
 def faq_pairs(chunks) -> list[tuple[str, str, dict]]:
-    """(question, answer, gold passage) from the knowledge base's own FAQ headings and their sections."""
+    """(question, answer, gold passage) from the knowledge base's own FAQs: chunks under a question heading or
+    title (``Chunk.faq_question``) and their text."""
     pairs = []
     for chunk in chunks:
-        heading = (chunk.heading or "").split(" > ")[-1].strip()
-        if _FAQ_HEADING.search(heading) and len(chunk.text.split()) >= 8:
-            body = chunk.text.split("\n", 1)[-1] if chunk.text.startswith(("#", heading)) else chunk.text
+        question = chunk.faq_question
+        if question and len(chunk.text.split()) >= 8:
+            body = chunk.text.split("\n", 1)[-1] if chunk.text.startswith(("#", question)) else chunk.text
             passage = {"title": chunk.context, "text": chunk.text,
                        "chunk_id": chunk.chunk_id}
-            pairs.append((heading, short_answer(body), passage))
+            pairs.append((question, short_answer(body), passage))
     return pairs
 
 

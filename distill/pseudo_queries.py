@@ -5,10 +5,11 @@ import random
 import re
 from dataclasses import dataclass
 
-from ingest.records import Chunk
+from ingest.records import Chunk, strip_markup
 
+# Not grounding.split_sentences: this looser cut defines the distillation data, and the shared splitter changes 883
+# of kb/'s 1,843 pseudo-queries; it moves when distill_quality.py is rerun to measure it (README, issue 12).
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
-_MARKUP = re.compile(r"[*_`#>|]+")
 
 
 @dataclass(frozen=True)
@@ -17,10 +18,6 @@ class PseudoQuery:
     chunk_id: str   # the chunk it was taken from: the positive
     doc_id: str
     kind: str       # title | heading | question | sentence
-
-
-def _clean(text: str) -> str:
-    return " ".join(_MARKUP.sub(" ", text).split())
 
 
 def make_pseudo_queries(chunks: list[Chunk], sentences_per_chunk: int = 1, seed: int = 0) -> list[PseudoQuery]:
@@ -36,8 +33,8 @@ def make_pseudo_queries(chunks: list[Chunk], sentences_per_chunk: int = 1, seed:
     seen_sections: set[tuple[str, str]] = set()
 
     def add(text: str, chunk: Chunk, kind: str) -> None:
-        text = _clean(text)
-        if 2 <= len(text.split()) <= 40 and text != _clean(chunk.text):
+        text = strip_markup(text)
+        if 2 <= len(text.split()) <= 40 and text != strip_markup(chunk.text):
             queries.setdefault((text.lower(), chunk.chunk_id), PseudoQuery(text, chunk.chunk_id, chunk.doc_id, kind))
 
     for chunk in sorted(chunks, key=lambda c: (c.doc_id, c.position)):
@@ -54,22 +51,14 @@ def make_pseudo_queries(chunks: list[Chunk], sentences_per_chunk: int = 1, seed:
         candidates = [s for s in sentences[1:] if 5 <= len(s.split()) <= 30 and not s.endswith("?")]
         # Sample even when skipped, so the random stream (and every later choice) does not depend on the chunk kind.
         picked = rng.sample(candidates, min(sentences_per_chunk, len(candidates)))
-        if _answers_a_question(chunk):
+        # An FAQ answer: its question is the query users will paraphrase; sentences from the answer pull the
+        # student towards answer-to-answer matching instead. On the COVID FAQ (203 of 213 titles are questions)
+        # skipping them took the student from 0.807 to 0.851 nDCG@10 on tune questions (teacher 0.842).
+        if chunk.faq_question:
             continue
         for sentence in picked:
             add(sentence, chunk, "sentence")
     return list(queries.values())
-
-
-def _answers_a_question(chunk: Chunk) -> bool:
-    """The chunk sits under a question (its heading, or its document's title when it has none): an FAQ answer.
-
-    Its question is the query users will paraphrase; sentences from the answer pull the student towards
-    answer-to-answer matching instead. On the COVID FAQ (203 of 213 titles are questions) skipping them took the
-    student from 0.807 to 0.851 nDCG@10 on tune questions (teacher 0.842); collections without question titles or
-    headings get exactly the queries they got before (README)."""
-    label = chunk.heading.split(" > ")[-1] if chunk.heading else chunk.title
-    return _clean(label).endswith("?")
 
 
 def split_holdout(queries: list[PseudoQuery], ratio: float, seed: int = 0) -> tuple[list[PseudoQuery], list[PseudoQuery]]:

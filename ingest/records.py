@@ -2,7 +2,15 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
+
+_MARKUP = re.compile(r"[*_`#>|]+")
+
+
+def strip_markup(text: str) -> str:
+    """Markdown emphasis, code and heading marks out, whitespace collapsed."""
+    return " ".join(_MARKUP.sub(" ", text).split())
 
 
 def content_hash(*parts: str) -> str:
@@ -50,6 +58,13 @@ class Chunk:
     def context(self) -> str:
         """Title and heading path, "Title > A > B": where the passage sits, shown with it everywhere."""
         return " > ".join(part for part in (self.title, self.heading) if part)
+
+    @property
+    def faq_question(self) -> str | None:
+        """The question this chunk answers when it sits under one (an FAQ): its innermost heading, or its
+        document's title when it has no heading, ending in "?"; None otherwise."""
+        label = strip_markup(self.heading.split(" > ")[-1] if self.heading else self.title)
+        return label if label.endswith("?") else None
 
     def embedding_text(self) -> str:
         """What the encoders and BM25 see: the title and heading path give a passage its context."""

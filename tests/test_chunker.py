@@ -37,3 +37,12 @@ def test_chunk_ids_derive_from_source_and_content():
 def test_overlap_must_be_smaller_than_chunk():
     with pytest.raises(ValueError, match="overlap_tokens"):
         Chunker(words, chunk_tokens=10, overlap_tokens=10)
+
+
+def test_faq_question_is_the_question_a_chunk_sits_under():
+    from ingest.records import Chunk
+
+    assert Chunk("d", "s", "Help", "FAQ > **Can I pay by card?**", 0, "Yes.").faq_question == "Can I pay by card?"
+    assert Chunk("d", "s", "Can I pay by card?", "", 0, "Yes.").faq_question == "Can I pay by card?"
+    # the innermost heading decides, not the title, when there is one
+    assert Chunk("d", "s", "Why us?", "Pricing", 0, "Nine euros.").faq_question is None

@@ -173,3 +173,11 @@ def test_the_shipped_sentence_scorer_is_committed_whole_and_prepare_installs_it(
     assert resolve_sentence_scorer("none", models) is None
     with pytest.raises(FileNotFoundError, match="sentence scorer"):
         resolve_sentence_scorer(str(tmp_path / "missing"), models)
+
+
+def test_one_sentence_splitter_keeps_closing_marks_and_line_breaks():
+    from retrieval.generation.grounding import split_sentences
+
+    text = 'He said "Stop." Then he left. See (page 3.) Next!\nA new line e.g. this one. 3 items.'
+    assert split_sentences(text) == ['He said "Stop."', "Then he left.", "See (page 3.)", "Next!",
+                                     "A new line e.g. this one.", "3 items."]

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import Stemmer
 
 _WORD = re.compile(r"[a-z0-9]+")
-_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])|\n+")
+# A sentence ends at . ! or ? (closing quotes and brackets stay with it) before a capital, digit or opening mark.
+_SENTENCE = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"')\]]))\s+(?=[A-Z0-9\"'(\[])")
 _CITATION = re.compile(r"\s*\[\d{1,2}\]")
 _STOP = frozenset("""a an the and or but of to in on at for with from by as is are was were be been being it its
 this that these those you your yours we our i me my he she they them their there here can could will would should
@@ -29,7 +30,8 @@ def content_words(text: str) -> set[str]:
 
 
 def split_sentences(text: str) -> list[str]:
-    return [s.strip() for s in _SENTENCE.split(text) if s and s.strip()]
+    """The sentences of ``text``; a line break always ends one. The one splitter of answers and passages."""
+    return [s.strip() for line in text.splitlines() for s in _SENTENCE.split(line) if s.strip()]
 
 
 @dataclass

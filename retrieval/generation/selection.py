@@ -22,12 +22,11 @@ import numpy as np
 
 from retrieval.generation.fitted import logit, read_fitted
 from retrieval.generation.generator import Passage
-from retrieval.generation.grounding import content_words
+from retrieval.generation.grounding import content_words, split_sentences
 
 SHIPPED_SELECTOR = Path(__file__).resolve().parent / "selector.json"
 _LIST_ITEM = re.compile(r"^\s*(?:[-*•▪◦]|\d{1,2}[.)]|\(?[a-z]\)|step \d+[:.])\s+", re.IGNORECASE)
 _SENTENCE_END = re.compile(r"[.!?:;][\"')\]]*$")
-_SENTENCE_SPLIT = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[A-Z0-9\"'(\[])")
 _PAGE_NUMBER = re.compile(r"^-\s*\d+\s*-$")   # "- 7 -" footers of PDF manuals
 FEATURES = ("bias", "score_logit", "gap_to_passage_best", "gap_to_best", "passage_best", "q_recall", "u_precision",
             "passage_rank_1", "passage_rank_2", "passage_dense", "dense_gap_to_top", "first_unit", "log_position",
@@ -69,9 +68,8 @@ def split_units(text: str, passage: int = 0) -> list[Unit]:
                 block += 1
             units.append(Unit(line, passage, len(units), block))
         else:
-            for sentence in _SENTENCE_SPLIT.split(line):
-                if sentence.strip():
-                    units.append(Unit(sentence.strip(), passage, len(units), None))
+            for sentence in split_sentences(line):
+                units.append(Unit(sentence, passage, len(units), None))
         previous_item = item
     return units
 
