@@ -24,8 +24,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from benchs.build_generator_data import MAX_QUESTION_WORDS, SOURCES  # noqa: E402
 from benchs.common import BENCH_HOME, dataset_files, load_questions, open_collection, publish, split_of  # noqa: E402
-from distill.answerability_train import (AnswerabilityTrainConfig, auc, read_pairs,  # noqa: E402
-                                         split_by_question)
+from distill.answerability_train import AnswerabilityTrainConfig, read_pairs, split_by_question  # noqa: E402
+from distill.metrics import auc  # noqa: E402
 from retrieval.models import model_path  # noqa: E402
 from serve.answer import Answerer  # noqa: E402
 from retrieval.generation.answerability import AnswerabilityScorer  # noqa: E402

@@ -3,10 +3,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from pathlib import Path
 
-import numpy as np
 
 DATASETS = ("emanualqa", "covid_faq_deepset", "techqa_dev", "plausible_docs")
 BENCH_HOME = Path(__file__).resolve().parents[1] / ".kbqa-bench"
@@ -54,23 +52,6 @@ def ranked_docs(hits, depth: int = 10) -> list[str]:
         if hit.chunk.doc_id not in seen:
             seen.append(hit.chunk.doc_id)
     return seen[:depth]
-
-
-def metrics(ranking: list[str], gold: set[str]) -> dict[str, float]:
-    first = next((i for i, d in enumerate(ranking) if d in gold), None)
-    dcg = sum(1 / math.log2(i + 2) for i, d in enumerate(ranking[:10]) if d in gold)
-    idcg = sum(1 / math.log2(i + 2) for i in range(min(len(gold), 10)))
-    return {"hit@1": float(first == 0), "hit@5": float(first is not None and first < 5),
-            "nDCG@10": dcg / idcg if idcg else 0.0,
-            "MRR@10": 1 / (first + 1) if first is not None and first < 10 else 0.0}
-
-
-def paired_interval(a: list[float], b: list[float], rounds: int = 2000, seed: int = 0) -> tuple[float, float, float]:
-    """Mean of a - b over the same questions, with a 95% bootstrap interval (questions resampled)."""
-    diff = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
-    rng = np.random.default_rng(seed)
-    means = diff[rng.integers(0, len(diff), (rounds, len(diff)))].mean(axis=1)
-    return float(diff.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
 def publish(lines: list[str], out: Path) -> None:

@@ -21,8 +21,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from benchs.common import (BENCH_HOME, dataset_files, load_questions, mean, metrics, publish,  # noqa: E402
+from benchs.common import (BENCH_HOME, dataset_files, load_questions, mean, publish,  # noqa: E402
                            ranked_docs, split_of)
+from distill.metrics import ranking_metrics  # noqa: E402
 from distill.config import DistillConfig  # noqa: E402
 from distill.run import distill_collection, freshness  # noqa: E402
 from retrieval.collection import Collection  # noqa: E402
@@ -31,7 +32,7 @@ from serve.settings import Settings  # noqa: E402
 
 
 def quality(collection: Collection, questions: list[dict]) -> dict[str, float]:
-    return mean([metrics(ranked_docs(collection.search(q["question"], 40, "dense")), set(q["gold_ids"])) for q in questions])
+    return mean([ranking_metrics(ranked_docs(collection.search(q["question"], 40, "dense")), set(q["gold_ids"])) for q in questions])
 
 
 def main() -> None:

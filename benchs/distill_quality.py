@@ -22,8 +22,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from benchs.common import (BENCH_HOME, dataset_files, load_questions, mean, metrics, open_collection,  # noqa: E402
-                           paired_interval, ranked_docs, split_of)
+from benchs.common import (BENCH_HOME, dataset_files, load_questions, mean, open_collection,  # noqa: E402
+                           ranked_docs, split_of)
+from distill.metrics import paired_interval, ranking_metrics  # noqa: E402
 from distill.config import DistillConfig  # noqa: E402
 from distill.run import distill_collection  # noqa: E402
 from distill.teacher_cache import TeacherCache  # noqa: E402
@@ -89,7 +90,7 @@ def main() -> None:
             picked = [(i, q) for i, q in enumerate(questions) if split_of(q["id"]) == split]
             per_question = {}
             for label, rank in systems.items():
-                per_question[label] = [metrics(rank(q, i), set(q["gold_ids"])) for i, q in picked]
+                per_question[label] = [ranking_metrics(rank(q, i), set(q["gold_ids"])) for i, q in picked]
                 scores = mean(per_question[label])
                 lines.append(f"| {name} | {split} | {len(picked)} | {label} | " +
                              " | ".join(f"{scores[k]:.3f}" for k in KEYS) + " |")

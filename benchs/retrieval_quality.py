@@ -16,7 +16,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from benchs.common import BENCH_HOME, DATASETS, dataset_files, load_questions, mean, metrics, open_collection, ranked_docs, split_of  # noqa: E402
+from benchs.common import BENCH_HOME, DATASETS, dataset_files, load_questions, mean, open_collection, ranked_docs, split_of  # noqa: E402
+from distill.metrics import ranking_metrics  # noqa: E402
 from serve.service import KbqaService  # noqa: E402
 from serve.settings import Settings  # noqa: E402
 
@@ -40,7 +41,7 @@ def main() -> None:
         for split in ("tune", "report"):
             subset = [q for q in questions if split_of(q["id"]) == split]
             for mode in MODES:
-                scores = mean([metrics(ranked_docs(collection.search(q["question"], 40, mode)), set(q["gold_ids"]))
+                scores = mean([ranking_metrics(ranked_docs(collection.search(q["question"], 40, mode)), set(q["gold_ids"]))
                                for q in subset])
                 if name not in SMOKE_ONLY:
                     summary.setdefault((split, mode), []).append(scores["nDCG@10"])

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from distill.generator_train import publish_version
 from distill.jsonl import read_jsonl
+from distill.metrics import auc
 from retrieval.generation.answerability import MAX_LENGTH, pair_text
 from retrieval.generation.generator import Passage
 from retrieval.generation.registry import ANSWERABILITY
@@ -36,16 +37,6 @@ class AnswerabilityTrainConfig:
 def read_pairs(path: Path) -> list[dict]:
     return read_jsonl(path, {"question", "text", "label"},
                       lambda row: None if row["label"] in (0, 1) else f"label must be 0 or 1, got {row['label']!r}")
-
-
-def auc(scores: list[float], labels: list[int]) -> float:
-    """Probability that a random positive outscores a random negative (ties count half)."""
-    pos = [s for s, y in zip(scores, labels) if y]
-    neg = [s for s, y in zip(scores, labels) if not y]
-    if not pos or not neg:
-        return float("nan")
-    wins = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg)
-    return wins / (len(pos) * len(neg))
 
 
 def _rounded(value: float) -> float | None:

@@ -1,9 +1,17 @@
-"""Answer metrics shared by training and the benchmarks: SQuAD-style token-F1 and ROUGE-L, and the extractive
-oracle (the ceiling of choosing sentences from the passages)."""
+"""The metrics, one module for training and the benchmarks.
+
+- retrieval: hit@k, nDCG@10 and MRR@10 of a ranked list of document ids (benchmarks), and of the gold passage among
+  passage vectors (distillation's promotion decision);
+- answers: SQuAD-style token-F1, ROUGE-L, and the extractive oracle (the ceiling of choosing sentences);
+- scorers: AUC; comparisons: a paired bootstrap interval over the same questions.
+"""
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter
+
+import numpy as np
 
 _TOKEN = re.compile(r"[a-z0-9]+")
 _CITE = re.compile(r"\s*\[\d{1,2}\]")
@@ -62,3 +70,42 @@ def oracle_selection(units: list[str], reference: str) -> list[int]:
             return sorted(chosen)
         chosen.append(i)
         current, best = current + unit_counts[i], score
+
+
+def ranking_metrics(ranking: list[str], gold: set[str]) -> dict[str, float]:
+    """hit@1, hit@5, nDCG@10 and MRR@10 of one ranked list of ids against the gold ids."""
+    first = next((i for i, d in enumerate(ranking) if d in gold), None)
+    dcg = sum(1 / math.log2(i + 2) for i, d in enumerate(ranking[:10]) if d in gold)
+    idcg = sum(1 / math.log2(i + 2) for i in range(min(len(gold), 10)))
+    return {"hit@1": float(first == 0), "hit@5": float(first is not None and first < 5),
+            "nDCG@10": dcg / idcg if idcg else 0.0,
+            "MRR@10": 1 / (first + 1) if first is not None and first < 10 else 0.0}
+
+
+def chunk_retrieval_metrics(query_vectors: np.ndarray, passage_vectors: np.ndarray, gold: list[int]) -> dict[str, float]:
+    """MRR@10 and hit@1/hit@10 of the gold passage index per query (vectors L2-normalised)."""
+    if not gold:
+        return {"mrr@10": 0.0, "hit@1": 0.0, "hit@10": 0.0, "queries": 0}
+    scores = query_vectors @ passage_vectors.T                   # (Q, N)
+    gold_scores = scores[np.arange(len(gold)), gold][:, None]
+    ranks = (scores > gold_scores).sum(1)                        # 0 = on top
+    return {"mrr@10": float(np.mean(np.where(ranks < 10, 1.0 / (ranks + 1), 0.0))),
+            "hit@1": float(np.mean(ranks == 0)), "hit@10": float(np.mean(ranks < 10)), "queries": len(gold)}
+
+
+def auc(scores: list[float], labels: list[int]) -> float:
+    """Probability that a random positive outscores a random negative (ties count half); nan with one class."""
+    pos = [s for s, y in zip(scores, labels) if y]
+    neg = [s for s, y in zip(scores, labels) if not y]
+    if not pos or not neg:
+        return float("nan")
+    wins = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg)
+    return wins / (len(pos) * len(neg))
+
+
+def paired_interval(a: list[float], b: list[float], rounds: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """Mean of a - b over the same questions, with a 95% bootstrap interval (questions resampled)."""
+    diff = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, len(diff), (rounds, len(diff)))].mean(axis=1)
+    return float(diff.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))

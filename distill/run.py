@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 
 from distill.config import DistillConfig
-from distill.evaluate import chunk_retrieval_metrics
+from distill.metrics import chunk_retrieval_metrics
 from distill.mining import mine_triples
 from distill.pseudo_queries import make_pseudo_queries, split_holdout
 from distill.teacher_cache import TeacherCache

@@ -2,8 +2,9 @@ import json
 
 import pytest
 
-from distill.answerability_train import (AnswerabilityTrainConfig, _rounded, auc, read_pairs,
+from distill.answerability_train import (AnswerabilityTrainConfig, _rounded, read_pairs,
                                          split_by_question, train_answerability)
+from distill.metrics import auc
 from serve.answer import Answerer
 from retrieval.generation.answerability import AnswerabilityScorer
 from retrieval.generation.generator import ABSTENTION, Passage

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from distill.evaluate import chunk_retrieval_metrics
+from distill.metrics import chunk_retrieval_metrics
 from distill.losses import InBatchContrastiveLoss, MarginMSELoss
 from distill.mining import mine_triples
 from distill.pseudo_queries import PseudoQuery, make_pseudo_queries, split_holdout
