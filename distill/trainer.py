@@ -1,15 +1,16 @@
-"""The training loop: MarginMSE on teacher-scored triples plus in-batch contrastive."""
+"""The training loop: sentence-transformers' MarginMSELoss on teacher-scored triples plus its
+MultipleNegativesRankingLoss (in-batch contrastive), on one set of embeddings per step."""
 from __future__ import annotations
 
 import random
 
 import numpy as np
 import torch
+from sentence_transformers.sentence_transformer.losses import MarginMSELoss, MultipleNegativesRankingLoss
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from distill.config import DistillConfig
-from distill.losses import InBatchContrastiveLoss, MarginMSELoss
 from distill.mining import Triple
 
 
@@ -21,7 +22,12 @@ def _embed(student, texts: list[str], device: str) -> torch.Tensor:
 
 def train_student(student, triples: list[Triple], passages: list[str], config: DistillConfig, device: str,
                   show_progress: bool = False) -> list[float]:
-    """Trains ``student`` (a SentenceTransformer) in place; returns the loss of every step."""
+    """Trains ``student`` (a SentenceTransformer) in place; returns the loss of every step.
+
+    Both losses read the same (query, positive, negative) embeddings through ``compute_loss_from_embeddings``, so
+    each text is encoded once per step, not once per loss. sentence-transformers' trainer is not used: it needs the
+    ``datasets`` package and its own sampler, and this loop's example budget (``max_examples``, repeated epochs for
+    small collections) is what the README's distillation figures were measured with."""
     torch.manual_seed(config.seed)
     order = triples[:]
     random.Random(config.seed).shuffle(order)
@@ -33,20 +39,22 @@ def train_student(student, triples: list[Triple], passages: list[str], config: D
     student.max_seq_length = config.passage_max_tokens
     optimizer = torch.optim.AdamW(student.parameters(), lr=config.lr)
     schedule = get_linear_schedule_with_warmup(optimizer, int(steps * config.warmup_ratio), steps)
-    margin_loss, contrastive_loss = MarginMSELoss(), InBatchContrastiveLoss()
+    # Embeddings are L2-normalised, so the margin loss's dot product and the ranking loss's cosine agree.
+    margin_loss, contrastive_loss = MarginMSELoss(student), MultipleNegativesRankingLoss(student, scale=20.0)
     losses: list[float] = []
     with tqdm(total=steps, desc="training student", disable=not show_progress) as bar:
         for epoch in range(epochs):
             random.Random(config.seed + epoch).shuffle(order)
             for start in range(0, len(order), config.batch_size):
                 batch = order[start:start + config.batch_size]
-                q = _embed(student, [t.query for t in batch], device)
-                p = _embed(student, [passages[t.positive] for t in batch], device)
-                n = _embed(student, [passages[t.negative] for t in batch], device)
+                embeddings = [_embed(student, [t.query for t in batch], device),
+                              _embed(student, [passages[t.positive] for t in batch], device),
+                              _embed(student, [passages[t.negative] for t in batch], device)]   # 3 x (B, D)
                 target = torch.tensor([t.teacher_margin for t in batch], dtype=torch.float32, device=device)
-                loss = config.margin_weight * margin_loss(q, p, n, target)
+                loss = config.margin_weight * margin_loss.compute_loss_from_embeddings(embeddings, target)
                 if config.contrastive_weight > 0:
-                    loss = loss + config.contrastive_weight * contrastive_loss(q, p, n)
+                    loss = loss + config.contrastive_weight * contrastive_loss.compute_loss_from_embeddings(
+                        embeddings, target)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
                 optimizer.step()

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from distill.metrics import chunk_retrieval_metrics
-from distill.losses import InBatchContrastiveLoss, MarginMSELoss
+from sentence_transformers.sentence_transformer.losses import MarginMSELoss, MultipleNegativesRankingLoss
 from distill.mining import mine_triples
 from distill.pseudo_queries import PseudoQuery, make_pseudo_queries, split_holdout
 from distill.teacher_cache import TeacherCache
@@ -45,19 +45,25 @@ def test_holdout_split_is_disjoint_and_sized():
     assert len(held) == 2 and len(train) == 18 and not set(train) & set(held)
 
 
+# The trainer feeds sentence-transformers' losses one set of (query, positive, negative) embeddings: the contract
+# it relies on, with values derived by hand.
 def test_margin_mse_exact_value():
     q = torch.tensor([[1.0, 0.0]])
     p = torch.tensor([[0.6, 0.8]])
     n = torch.tensor([[0.0, 1.0]])
     # student margin = 0.6 - 0.0 = 0.6; teacher margin 0.2 -> (0.4)^2
-    assert MarginMSELoss()(q, p, n, torch.tensor([0.2])).item() == pytest.approx(0.16)
+    assert MarginMSELoss(None).compute_loss_from_embeddings([q, p, n], torch.tensor([0.2])).item() == pytest.approx(0.16)
 
 
-def test_contrastive_loss_prefers_matching_pairs():
+def test_ranking_loss_is_cross_entropy_over_positives_and_every_negative():
     eye = torch.eye(3)
-    good = InBatchContrastiveLoss()(eye, eye, -eye)
-    bad = InBatchContrastiveLoss()(eye, eye.roll(1, 0), -eye)
+    loss = MultipleNegativesRankingLoss(None, scale=20.0)
+    good = loss.compute_loss_from_embeddings([eye, eye, -eye], None)
+    bad = loss.compute_loss_from_embeddings([eye, eye.roll(1, 0), -eye], None)
     assert good.item() < 0.01 < bad.item()
+    # query 0 against candidates [e0, e1, e2, -e0, -e1, -e2]: logits 20, 0, 0, -20, 0, 0
+    expected = -(20 - torch.logsumexp(torch.tensor([20.0, 0, 0, -20, 0, 0]), 0))
+    assert good.item() == pytest.approx(expected.item(), rel=1e-5)
 
 
 def test_mining_takes_negatives_from_other_documents_with_exact_margins():
