@@ -45,9 +45,14 @@ def create_app(settings: Settings | None = None, service: KbqaService | None = N
     async def lifespan(app: FastAPI):
         app.state.service = service or KbqaService.load(settings)
         app.state.keys = KeyStore(settings.kbqa_home.root / "keys.sqlite")
-        if not app.state.keys.any_active():
-            log.warning("NO API KEYS CONFIGURED: local development mode, every request is allowed. "
+        # Decided once, here: keyless mode only while no key was ever created (serve/auth.py), loopback clients only.
+        app.state.keyed = app.state.keys.ever_keyed()
+        if not app.state.keyed:
+            log.warning("NO API KEYS CONFIGURED: keyless local mode, loopback clients only (others get 403). "
                         "Create keys with `kbqa keys create` before exposing this server beyond 127.0.0.1.")
+        elif not app.state.keys.any_active():
+            log.warning("every API key is revoked: every request will be refused (401) until "
+                        "`kbqa keys create --name NAME --scope admin` is run on this machine")
         yield
         app.state.service.close()
         app.state.keys.close()

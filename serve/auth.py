@@ -1,13 +1,19 @@
 """API keys (stored hashed) with scopes and collection bindings, and a per-key rate limit.
 
 A key looks like ``kbqa_<id>_<secret>``; only sha256(key) is stored. Scopes: ``query`` (search, ask,
-feedback) and ``admin`` (everything, query included). With no key in the store the server runs in
-local development mode: everything is allowed, and `kbqa serve` refuses to listen beyond loopback.
+feedback) and ``admin`` (everything, query included).
+
+Keyless mode (local development: every request allowed) holds only while the store has never held a key, and
+only for loopback clients, however the app is started. The first key created ends it for good: keys are revoked,
+never deleted, so revoking the last one leaves a server that refuses every request (401) instead of one that
+opens up. The operator gets back in from the server's own machine: `kbqa keys create --name ops --scope admin`
+writes to the same store, and the running server accepts the new key at once.
 """
 from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import math
 import secrets
 import sqlite3
@@ -17,6 +23,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SCOPES = ("query", "admin")
+KEYLESS_REFUSAL = ("no API key has been created yet, so this server answers loopback clients only: on the server, "
+                   "run `kbqa keys create --name NAME --scope admin` and send the key as 'Authorization: Bearer <key>'")
+
+
+def is_loopback(host: str | None) -> bool:
+    """127.0.0.0/8 or ::1 (``localhost`` too, as some servers report it); anything else, or no address, is not."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host or "").is_loopback
+    except ValueError:
+        return False
 
 
 class AuthError(Exception):
@@ -78,6 +96,11 @@ class KeyStore:
         with self._lock:
             rows = self._db.execute("SELECT key_id, name, scope, collections, created, revoked FROM keys").fetchall()
         return [{**dict(r), "revoked": bool(r["revoked"])} for r in rows]
+
+    def ever_keyed(self) -> bool:
+        """Has a key ever been created here (revoked ones count)? Once true, it stays true."""
+        with self._lock:
+            return self._db.execute("SELECT 1 FROM keys LIMIT 1").fetchone() is not None
 
     def any_active(self) -> bool:
         with self._lock:

@@ -1,12 +1,15 @@
 """Dependencies the routes share; tests swap them with app.dependency_overrides."""
 from __future__ import annotations
 
+import logging
 from typing import Annotated
 
 from fastapi import Depends, Request
 
-from serve.auth import DEV_PRINCIPAL, AuthError, Principal
+from serve.auth import DEV_PRINCIPAL, KEYLESS_REFUSAL, AuthError, Principal, is_loopback
 from serve.service import KbqaService
+
+log = logging.getLogger(__name__)
 
 
 def get_service(request: Request) -> KbqaService:
@@ -14,9 +17,14 @@ def get_service(request: Request) -> KbqaService:
 
 
 def get_principal(request: Request) -> Principal:
-    keys = request.app.state.keys
-    if not keys.any_active():
-        return DEV_PRINCIPAL  # local development mode: `kbqa serve` binds loopback only
+    keys, state = request.app.state.keys, request.app.state
+    if not state.keyed and keys.ever_keyed():   # one way only: a key was created since the start
+        state.keyed = True
+        log.warning("an API key now exists: keyless mode is over, every request needs a key")
+    if not state.keyed:
+        if not is_loopback(request.client.host if request.client else None):
+            raise AuthError(403, KEYLESS_REFUSAL)
+        return DEV_PRINCIPAL
     header = request.headers.get("authorization", "")
     key = header[7:].strip() if header.lower().startswith("bearer ") else request.headers.get("x-api-key")
     principal = keys.authenticate(key)

@@ -93,3 +93,10 @@ def overlap_selector(threshold=0.5, budget_words=60):
     from retrieval.generation.selection import FEATURES, SentenceSelector
 
     return SentenceSelector([1.0 if name == "score_logit" else 0.0 for name in FEATURES], threshold, budget_words)
+
+
+def local_client(app, **kwargs):
+    """A TestClient that connects from 127.0.0.1: keyless mode serves loopback clients only (serve/auth.py)."""
+    from fastapi.testclient import TestClient
+
+    return TestClient(app, client=("127.0.0.1", 50000), **kwargs)

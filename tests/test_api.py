@@ -1,11 +1,10 @@
 import pytest
-from fastapi.testclient import TestClient
 
 from retrieval.models import ModelNotReady
 from serve.app import create_app
 from serve.service import KbqaService
 from serve.settings import Settings
-from tests.fakes import ScriptedGenerator
+from tests.fakes import ScriptedGenerator, local_client
 from tests.fakes import make_kb
 
 
@@ -15,7 +14,7 @@ def _client(tmp_path, encoder, distill=None):
     runner = {} if distill is None else {"distill_runner": lambda service: distill}
     service = KbqaService(settings, encoder, ScriptedGenerator("Refunds are paid back within five days [1]."), **runner)
     service.ingest(make_kb(tmp_path / "kb"), "default")
-    return TestClient(create_app(settings, service))
+    return local_client(create_app(settings, service))
 
 
 @pytest.fixture
@@ -78,7 +77,7 @@ def test_unknown_collection_is_404(client):
 def test_missing_models_fail_at_startup_with_the_fix(tmp_path):
     app = create_app(Settings(home=tmp_path / "empty"))
     with pytest.raises(ModelNotReady, match="kbqa prepare"):
-        with TestClient(app):
+        with local_client(app):
             pass
 
 
@@ -144,7 +143,7 @@ def test_readyz_and_metrics(client):
 
 def test_readyz_is_503_without_a_generator(tmp_path, fake_encoder):
     settings = Settings(home=tmp_path / "home")
-    with TestClient(create_app(settings, KbqaService(settings, fake_encoder))) as bare:
+    with local_client(create_app(settings, KbqaService(settings, fake_encoder))) as bare:
         response = bare.get("/readyz")
     assert response.status_code == 503 and response.json()["problems"] == {"generator": "not loaded"}
 
@@ -300,7 +299,7 @@ def test_select_mode_answers_by_quoting_and_streams_the_same_answer(tmp_path, fa
     settings = Settings(home=tmp_path / "home", min_relevance=0.1)   # answer_mode defaults to select
     service = KbqaService(settings, fake_encoder, selector=overlap_selector(0.5), sentence_scorer=OverlapScorer())
     service.ingest(make_kb(tmp_path / "kb"), "default")
-    with TestClient(create_app(settings, service)) as client:
+    with local_client(create_app(settings, service)) as client:
         body = client.post("/v1/ask", json={"question": "How are refunds paid back?"}).json()
         assert body["grounding"] == "extractive" and body["fallback_reason"] is None
         assert body["answer"] == "Refunds are paid back within five days. [1]"
@@ -320,7 +319,7 @@ def test_a_looping_generator_is_counted_as_a_fallback(tmp_path, fake_encoder):
     service = KbqaService(settings, fake_encoder, ScriptedGenerator("Refunds refunds refunds refunds [1]"),
                           selector=overlap_selector(0.5), sentence_scorer=OverlapScorer())
     service.ingest(make_kb(tmp_path / "kb"), "default")
-    with TestClient(create_app(settings, service)) as client:
+    with local_client(create_app(settings, service)) as client:
         body = client.post("/v1/ask", json={"question": "How are refunds paid back?"}).json()
         assert body["grounding"] == "extractive" and body["fallback_reason"] == "loop"
         assert body["answer"] == "Refunds are paid back within five days. [1]"

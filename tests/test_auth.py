@@ -120,3 +120,51 @@ def test_keys_over_the_api_need_an_unbound_admin_key(secured):
     assert client.post("/v1/search", json={"query": "refunds", "collection": "other"},
                        headers=bearer(new_key)).status_code == 401
     assert client.delete("/v1/keys/nope", headers=bearer(made["admin"])).status_code == 404
+
+
+def test_revoking_every_key_closes_the_server_instead_of_opening_it(secured, tmp_path):
+    # Issue 13, 1: with the last key revoked, the server used to grant everything to everyone.
+    client, made, keys = secured
+    for key in made.values():
+        keys.revoke(key.split("_")[1])
+    assert client.get("/v1/keys").status_code == 401
+    assert client.get("/v1/collections", headers=bearer(made["admin"])).status_code == 401
+    assert client.post("/v1/keys", json={"name": "intruder", "scope": "admin"}).status_code == 401
+    assert client.post("/v1/search", json={"query": "refunds", "collection": "other"},
+                       headers=bearer(made["query_a"])).status_code == 401
+    # Recovery, as documented: `kbqa keys create` on the server's machine (the same key store); the running server
+    # accepts the new key at once.
+    fresh = keys.create("ops", "admin")
+    assert client.get("/v1/keys", headers=bearer(fresh)).status_code == 200
+
+
+def _keyless_app(tmp_path, fake_encoder):
+    settings = Settings(home=tmp_path / "home", min_relevance=0.1)
+    service = KbqaService(settings, fake_encoder, ScriptedGenerator("Refunds are paid back within five days [1]."))
+    service.ingest(make_kb(tmp_path / "kb"), "default")
+    return create_app(settings, service)
+
+
+@pytest.mark.parametrize("address", [("10.0.0.5", 40000), ("203.0.113.9", 1), ("testclient", 50000)])
+def test_keyless_mode_refuses_every_client_beyond_loopback(tmp_path, fake_encoder, address):
+    # Issue 13, 2: `uvicorn --factory serve.app:create_app --host 0.0.0.0` with no key answered anyone.
+    with TestClient(_keyless_app(tmp_path, fake_encoder), client=address) as client:
+        for response in (client.get("/v1/keys"), client.post("/v1/search", json={"query": "refunds"}),
+                         client.post("/v1/keys", json={"name": "x", "scope": "admin"})):
+            assert response.status_code == 403 and "kbqa keys create" in response.json()["error"]
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "::1"])
+def test_keyless_mode_serves_loopback_until_the_first_key_exists(tmp_path, fake_encoder, host):
+    with TestClient(_keyless_app(tmp_path, fake_encoder), client=(host, 50000)) as client:
+        assert client.post("/v1/search", json={"query": "refunds"}).status_code == 200
+        created = client.post("/v1/keys", json={"name": "ops", "scope": "admin"})
+        assert created.status_code == 201
+        # From now on a key is needed, and revoking it never brings keyless mode back.
+        assert client.post("/v1/search", json={"query": "refunds"}).status_code == 401
+        key = created.json()["key"]
+        assert client.post("/v1/search", json={"query": "refunds"}, headers=bearer(key)).status_code == 200
+        assert client.delete(f"/v1/keys/{key.split('_')[1]}", headers=bearer(key)).status_code == 204
+        assert client.post("/v1/search", json={"query": "refunds"}).status_code == 401
+    with TestClient(_keyless_app(tmp_path / "again", fake_encoder), client=(host, 50000)) as client:
+        assert client.get("/v1/keys").status_code == 200   # a fresh home: keyless, loopback

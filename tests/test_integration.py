@@ -6,11 +6,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from fastapi.testclient import TestClient
 
 from retrieval.models import ALL_MODELS, verify
 from serve.app import create_app
 from serve.settings import Settings
+from tests.fakes import local_client
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = Path(os.environ.get("KBQA_HOME", REPO / ".kbqa")) / "models"
@@ -54,7 +54,7 @@ def test_reingest_is_a_no_op(ingested):
 
 
 def test_api_answers_with_a_resolvable_citation_and_abstains_off_topic(ingested):
-    with TestClient(create_app(Settings(home=ingested))) as client:
+    with local_client(create_app(Settings(home=ingested))) as client:
         body = client.post("/v1/ask", json={"question": "How do I enable two-factor authentication?"}).json()
         assert body["abstained"] is False and body["answer"] and body["citations"]
         search = client.post("/v1/search", json={"query": "How do I enable two-factor authentication?", "k": 5}).json()
