@@ -3,7 +3,9 @@
     python benchs/build_sentence_pairs.py --data PATH/TO/shared/data [--out distill/data/sentence_pairs.jsonl]
 
 From the *tune* halves only. For each answerable question, every unit of its top three hits on the full
-knowledge base, labelled 1 when the extractive oracle (distill/metrics.py) picks it against the reference answer.
+knowledge base, labelled 1 when the extractive oracle (distill/metrics.py) picks it against the reference answer,
+with a graded ``target``: the share of the unit's content words that the reference answer holds (on the tune
+halves it separates the oracle's choices at AUC 0.86-0.89; the scorer may train on it, `--target target`).
 For each knowledge-gap question (benchs/answer_data.py), the units of its top three hits on the gap knowledge base,
 all 0: the scorer learns that a near-topic sentence is not an answer. TechQA questions are cut to 120 words.
 """
@@ -22,6 +24,7 @@ from benchs.answer_data import DATASETS, retrieval_rows  # noqa: E402
 from benchs.build_generator_data import write_rows  # noqa: E402
 from benchs.common import BENCH_HOME  # noqa: E402
 from distill.metrics import oracle_selection  # noqa: E402
+from retrieval.generation.grounding import content_words  # noqa: E402
 from retrieval.generation.selection import split_units  # noqa: E402
 
 PROMPT_PASSAGES = 3
@@ -34,8 +37,15 @@ def short(question: str, words: int = 120) -> str:
 def _pairs(row: dict, hits: list[dict], reference: str | None) -> list[dict]:
     units = [(h, u) for n, h in enumerate(hits[:PROMPT_PASSAGES]) for u in split_units(h["text"], n)]
     chosen = set(oracle_selection([u.text for _, u in units], reference)) if reference else set()
+    wanted = content_words(reference) if reference else set()
     return [{"question": short(row["question"]), "title": h["context"], "text": u.text, "label": int(i in chosen),
-             "source": f"{row['dataset']}:{row['id']}"} for i, (h, u) in enumerate(units)]
+             "target": precision(u.text, wanted), "source": f"{row['dataset']}:{row['id']}"}
+            for i, (h, u) in enumerate(units)]
+
+
+def precision(text: str, wanted: set[str]) -> float:
+    words = content_words(text)
+    return round(len(words & wanted) / len(words), 4) if words and wanted else 0.0
 
 
 def pairs_of(row: dict) -> list[dict]:

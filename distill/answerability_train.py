@@ -32,11 +32,21 @@ class AnswerabilityTrainConfig:
     max_length: int = MAX_LENGTH
     validation_share: float = 0.2   # of questions, held out to report AUC and pick nothing else
     seed: int = 0
+    target: str = "label"           # the field trained on: "label" (0/1), or a graded one in [0, 1] such as the
+                                    # sentence pairs' "target"; validation AUC is always against "label"
+
+
+def _check_pair(row: dict) -> str | None:
+    if row["label"] not in (0, 1):
+        return f"label must be 0 or 1, got {row['label']!r}"
+    target = row.get("target", 0.0)
+    if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0.0 <= target <= 1.0:
+        return f"target must be a number in [0, 1], got {target!r}"
+    return None
 
 
 def read_pairs(path: Path) -> list[dict]:
-    return read_jsonl(path, {"question", "text", "label"},
-                      lambda row: None if row["label"] in (0, 1) else f"label must be 0 or 1, got {row['label']!r}")
+    return read_jsonl(path, {"question", "text", "label"}, _check_pair)
 
 
 def _rounded(value: float) -> float | None:
@@ -81,7 +91,8 @@ def train_answerability(base_dir: Path, pairs: list[dict], models_dir: Path, con
         optimizer, lambda s: min((s + 1) / warmup, max(0.0, (total - s) / max(1, total - warmup))))
     # Positives are ~1 in 7: weigh them up so the head does not learn "never".
     positives = sum(p["label"] for p in train)
-    loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor((len(train) - positives) / max(1, positives)))
+    mass = sum(float(p.get(config.target, 0.0)) for p in train)
+    loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor((len(train) - mass) / max(1.0, mass)))
     start, losses = time.perf_counter(), []
     progress = tqdm(total=total, desc="train answerability", unit="step", disable=not show_progress)
     for _ in range(config.epochs):
@@ -92,7 +103,7 @@ def train_answerability(base_dir: Path, pairs: list[dict], models_dir: Path, con
             batch = tokenizer([r["question"] for r in rows], [pair_text(r.get("title", ""), r["text"]) for r in rows],
                               truncation="longest_first", max_length=config.max_length, padding=True,
                               return_tensors="pt").to(device)
-            labels = torch.tensor([float(r["label"]) for r in rows], device=device)
+            labels = torch.tensor([float(r.get(config.target, 0.0)) for r in rows], device=device)
             loss = loss_fn(model(**batch).logits[:, 0], labels)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -131,12 +131,14 @@ def example_key(example: dict) -> str:
     return f"{example['dataset']}:{example['id'].removesuffix(':gap')}"
 
 
-def train_scorer(pairs: list[dict], models: Path, source: str, activate: bool) -> Path:
+def train_scorer(pairs: list[dict], models: Path, source: str, activate: bool, target: str = "label",
+                 epochs: int = 1) -> Path:
     from distill.answerability_train import AnswerabilityTrainConfig, train_answerability
     from retrieval.generation.registry import SENTENCE_SCORERS
     from retrieval.models import STUDENT_START, model_path
 
-    config = AnswerabilityTrainConfig(epochs=1, batch_size=32, max_length=128, lr=5e-5, validation_share=0.15)
+    config = AnswerabilityTrainConfig(epochs=epochs, batch_size=32, max_length=128, lr=5e-5, validation_share=0.15,
+                                      target=target)
     report = train_answerability(model_path(models, STUDENT_START), pairs, models, config, show_progress=True,
                                  source=source, activate=activate, registry=SENTENCE_SCORERS,
                                  command="python -m distill.selector_train --train-scorer")
@@ -144,7 +146,7 @@ def train_scorer(pairs: list[dict], models: Path, source: str, activate: bool) -
     return models / SENTENCE_SCORERS / report["version"]
 
 
-def cross_fitted(examples: list[dict], pairs: list[dict], models: Path, source: str) -> list[dict]:
+def cross_fitted(examples: list[dict], pairs: list[dict], models: Path, source: str, **training) -> list[dict]:
     """Featurise each half of the examples with a scorer trained on the other half's questions only."""
     from retrieval.generation.answerability import AnswerabilityScorer
     from retrieval.models import STUDENT_START, model_path
@@ -153,7 +155,7 @@ def cross_fitted(examples: list[dict], pairs: list[dict], models: Path, source: 
     for fold in (0, 1):
         held_out = [e for e in examples if fold_of(example_key(e)) == fold]
         folder = train_scorer([p for p in pairs if fold_of(p["source"]) != fold], models,
-                              f"{source} without fold {fold}", activate=False)
+                              f"{source} without fold {fold}", activate=False, **training)
         prepared += featurise(held_out, AnswerabilityScorer.load(folder, model_path(models, STUDENT_START)))
     return prepared
 
@@ -167,6 +169,9 @@ def main() -> None:
     scorer_source = parser.add_mutually_exclusive_group(required=True)
     scorer_source.add_argument("--scorer", type=Path, help="the sentence scorer folder")
     scorer_source.add_argument("--train-scorer", type=Path, metavar="PAIRS", help="train one on these pairs first")
+    parser.add_argument("--target", default="label", choices=("label", "target"),
+                        help="train the scorer on the oracle's 0/1 label or the graded target (build_sentence_pairs.py)")
+    parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--models", type=Path, default=Path(".kbqa/models"), help="$KBQA_HOME/models (for MiniLM)")
     parser.add_argument("--selector-out", type=Path, default=SHIPPED_SELECTOR)
     parser.add_argument("--gap-out", type=Path, default=SHIPPED_GAP_DETECTOR)
@@ -176,8 +181,9 @@ def main() -> None:
         from distill.answerability_train import read_pairs
 
         pairs = read_pairs(args.train_scorer)
-        prepared = cross_fitted(examples, pairs, args.models, args.train_scorer.name)
-        train_scorer(pairs, args.models, args.train_scorer.name, activate=True)
+        training = {"target": args.target, "epochs": args.epochs}
+        prepared = cross_fitted(examples, pairs, args.models, args.train_scorer.name, **training)
+        train_scorer(pairs, args.models, args.train_scorer.name, activate=True, **training)
     else:
         prepared = featurise(examples, AnswerabilityScorer.load(args.scorer, model_path(args.models, STUDENT_START)))
     selector = fit_selector(prepared)

@@ -70,6 +70,9 @@ def test_read_pairs_names_the_bad_line(tmp_path):
     path.write_text("[1, 2]\n")
     with pytest.raises(ValueError, match="pairs.jsonl:1: a row needs label, question, text"):
         read_pairs(path)
+    path.write_text(json.dumps({"question": "q", "text": "t", "label": 1, "target": 1.5}) + "\n")
+    with pytest.raises(ValueError, match="pairs.jsonl:1: target must be a number in"):
+        read_pairs(path)
 
 
 def test_resolve_scorer(tmp_path):
@@ -125,3 +128,21 @@ def test_fully_fine_tuned_scorer_is_stored_in_fp16_and_loads_as_fp32(tmp_path):
     scorer = AnswerabilityScorer.load(folder, base)
     assert next(scorer.model.parameters()).dtype == torch.float32
     assert len(scorer.scores("refund how", [Passage("", "refunds paid")])) == 1
+
+
+def test_tiny_scorer_learns_a_graded_target_and_reports_auc_on_the_label(tmp_path):
+    """Trained on the graded ``target`` (a share in [0, 1]); the validation AUC still reads the 0/1 label."""
+    base = build_tiny_sentence_encoder(tmp_path / "base")
+    pairs = []
+    for i in range(24):
+        question = ["refund", "invoice", "cookies", "password", "team", "export"][i % 6] + " how"
+        pairs.append({"question": question, "text": "refunds paid within five days", "label": 1, "target": 0.9})
+        pairs.append({"question": question, "text": "refunds are a topic", "label": 0, "target": 0.4})
+        pairs.append({"question": question, "text": "invite colleagues from settings", "label": 0, "target": 0.0})
+    config = AnswerabilityTrainConfig(epochs=6, lr=1e-3, batch_size=8, validation_share=0.34, target="target")
+    report = train_answerability(base, pairs, tmp_path / "models", config, source="test")
+    assert report["valid_auc"] == 1.0 and report["config"]["target"] == "target"
+    scorer = AnswerabilityScorer.load(tmp_path / "models" / "answerability" / report["version"], base)
+    best, worst = scorer.scores("refund how", [Passage("", "refunds paid within five days"),
+                                               Passage("", "invite colleagues from settings")])
+    assert worst < best
