@@ -1,11 +1,14 @@
 """Sentence encoder: texts in, L2-normalised float32 vectors out."""
 from __future__ import annotations
 
+import copy
 import hashlib
+import threading
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from retrieval.models import MANIFEST, verify
 
@@ -38,17 +41,29 @@ class SentenceEncoder:
         # The manifest changes whenever the weights do, so its hash names this exact model.
         digest = hashlib.sha256((model_dir / MANIFEST).read_bytes()).hexdigest()[:12]
         self.encoder_id = f"{model_dir.name}@{digest}"
+        # A fast tokenizer is not thread-safe: each call sets its padding and truncation state, so an upload's
+        # chunker counting tokens while the query batcher encodes made searches fail ("Unable to create tensor").
+        # Counting gets its own copy; encodes take turns on the model's, slice by slice so queries interleave.
+        self._counter = copy.deepcopy(self.model.tokenizer)
+        self._count_lock = threading.Lock()
+        self._encode_lock = threading.Lock()
 
     @property
     def max_tokens(self) -> int:
         return self.model.max_seq_length
 
     def count_tokens(self, text: str) -> int:
-        return len(self.model.tokenizer.encode(text, add_special_tokens=False, verbose=False))
+        with self._count_lock:
+            return len(self._counter.encode(text, add_special_tokens=False, verbose=False))
 
     def encode(self, texts: list[str], batch_size: int = 64, show_progress: bool = False) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        vectors = self.model.encode(texts, batch_size=batch_size, normalize_embeddings=True,
-                                    convert_to_numpy=True, show_progress_bar=show_progress)
-        return vectors.astype(np.float32, copy=False)  # (N, D)
+        parts = []
+        for start in tqdm(range(0, len(texts), batch_size), desc="encoding", unit="batch",
+                          disable=not show_progress or len(texts) <= batch_size):
+            with self._encode_lock:
+                parts.append(self.model.encode(texts[start:start + batch_size], batch_size=batch_size,
+                                               normalize_embeddings=True, convert_to_numpy=True,
+                                               show_progress_bar=False))
+        return np.concatenate(parts).astype(np.float32, copy=False)  # (N, D)

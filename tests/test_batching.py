@@ -48,3 +48,37 @@ def test_bulk_encodes_bypass_the_queue_and_failures_reach_the_caller():
     with pytest.raises(RuntimeError, match="encoder failed"):
         batcher.encode(["boom"])
     assert batcher.encode(["ok"])[0, 0] == 2  # the worker survived
+
+
+def test_token_counting_and_encoding_from_many_threads_never_fail(tmp_path):
+    """Issue 13, 3: an upload's chunker counting tokens while queries were encoded broke the shared fast tokenizer
+    ("Unable to create tensor"), and searches failed during uploads."""
+    import threading
+
+    from retrieval.encoder import SentenceEncoder
+    from tests.tiny_models import build_tiny_sentence_encoder
+
+    encoder = SentenceEncoder(build_tiny_sentence_encoder(tmp_path / "enc"), device="cpu")
+    long_text = " ".join(["refund invoice monthly email cookies privacy"] * 80)
+    expected = encoder.count_tokens(long_text)
+    errors: list[str] = []
+
+    def run(job):
+        try:
+            for i in range(300):
+                job(i)
+        except Exception as exc:  # noqa: BLE001 - any failure is the finding
+            errors.append(repr(exc))
+
+    def count(_):
+        assert encoder.count_tokens(long_text) == expected
+
+    def query(i):
+        assert encoder.encode(["refund how", "a b c " * (i % 7)]).shape == (2, encoder.dim)
+
+    threads = [threading.Thread(target=run, args=(job,)) for job in (count, count, query, query)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors[:3]
