@@ -172,6 +172,8 @@ def main() -> None:
     parser.add_argument("--target", default="label", choices=("label", "target"),
                         help="train the scorer on the oracle's 0/1 label or the graded target (build_sentence_pairs.py)")
     parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--cross-fit-only", action="store_true",
+                        help="compare training choices: the two fold scorers and the fits only, no final scorer")
     parser.add_argument("--models", type=Path, default=Path(".kbqa/models"), help="$KBQA_HOME/models (for MiniLM)")
     parser.add_argument("--selector-out", type=Path, default=SHIPPED_SELECTOR)
     parser.add_argument("--gap-out", type=Path, default=SHIPPED_GAP_DETECTOR)
@@ -183,7 +185,8 @@ def main() -> None:
         pairs = read_pairs(args.train_scorer)
         training = {"target": args.target, "epochs": args.epochs}
         prepared = cross_fitted(examples, pairs, args.models, args.train_scorer.name, **training)
-        train_scorer(pairs, args.models, args.train_scorer.name, activate=True, **training)
+        if not args.cross_fit_only:
+            train_scorer(pairs, args.models, args.train_scorer.name, activate=True, **training)
     else:
         prepared = featurise(examples, AnswerabilityScorer.load(args.scorer, model_path(args.models, STUDENT_START)))
     selector = fit_selector(prepared)

@@ -12,9 +12,13 @@ class UnknownCollection(LookupError):
     """Raised when a collection is asked for that was never ingested."""
 
 
+class InvalidName(ValueError):
+    """A collection name the caller chose breaks the naming rule."""
+
+
 def check_collection_name(name: str) -> str:
     if not isinstance(name, str) or not COLLECTION_NAME.match(name):
-        raise ValueError(
+        raise InvalidName(
             f"invalid collection name {name!r}: use 1-64 letters, digits, '-' or '_', starting with a letter or digit"
         )
     return name

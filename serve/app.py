@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from retrieval.collection_encoder import EncoderMismatch
-from retrieval.home import UnknownCollection
+from retrieval.home import InvalidName, UnknownCollection
 from retrieval.models import ModelNotReady
 from serve.auth import AuthError, KeyStore, RateLimiter
 from serve.documents import MAX_UPLOAD_BYTES, UnknownDocument, UploadRejected
@@ -93,11 +93,17 @@ def create_app(settings: Settings | None = None, service: KbqaService | None = N
         problems = [{"field": ".".join(str(p) for p in e["loc"]), "problem": e["msg"]} for e in exc.errors()]
         return _error(422, "invalid request", problems)
 
-    # The caller's mistakes and known states map to 4xx/503 with the message that names the fix.
+    # The caller's mistakes and known states map to 4xx/503 with the message that names the fix. Anything else
+    # is the server's fault: 500 with a JSON body and the traceback in the log, never dressed up as a 4xx.
     for error_type, status in ((UnknownCollection, 404), (UnknownAnswer, 404), (UnknownDocument, 404),
-                              (UnknownJob, 404), (CollectionExists, 409),
-                              (EncoderMismatch, 409), (ModelNotReady, 503), (ValueError, 422)):
+                              (UnknownJob, 404), (CollectionExists, 409), (InvalidName, 422),
+                              (EncoderMismatch, 409), (ModelNotReady, 503)):
         app.add_exception_handler(error_type, _status_handler(status))
+
+    @app.exception_handler(Exception)
+    async def server_fault(request: Request, exc: Exception) -> JSONResponse:
+        log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        return _error(500, f"internal error ({type(exc).__name__}); the server log has the details")
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -324,3 +324,22 @@ def test_a_looping_generator_is_counted_as_a_fallback(tmp_path, fake_encoder):
         assert body["grounding"] == "extractive" and body["fallback_reason"] == "loop"
         assert body["answer"] == "Refunds are paid back within five days. [1]"
         assert 'kbqa_answer_fallbacks_total{reason="loop"} 1.0' in client.get("/metrics").text
+
+
+def test_a_server_fault_is_a_500_with_a_json_body_not_a_client_error(tmp_path, fake_encoder, caplog):
+    # Issue 13, 3: a tokenizer fault during search ("Unable to create tensor", a ValueError) was answered 422.
+    settings = Settings(home=tmp_path / "home", min_relevance=0.1)
+    service = KbqaService(settings, fake_encoder, ScriptedGenerator("Refunds are paid back within five days [1]."))
+    service.ingest(make_kb(tmp_path / "kb"), "default")
+
+    def broken(texts, batch_size=64, show_progress=False):
+        raise ValueError("Unable to create tensor, you should probably activate truncation and/or padding")
+
+    with local_client(create_app(settings, service), raise_server_exceptions=False) as client:
+        fake_encoder.encode = broken
+        response = client.post("/v1/search", json={"query": "refunds"})
+        assert response.status_code == 500 and "internal error (ValueError)" in response.json()["error"]
+        assert "POST /v1/search failed" in caplog.text
+        # the caller's own mistakes stay 4xx
+        assert client.post("/v1/search", json={"query": "refunds", "collection": "no such!"}).status_code == 422
+        assert client.post("/v1/search", json={"query": "refunds", "collection": "missing"}).status_code == 404
