@@ -168,3 +168,15 @@ def test_keyless_mode_serves_loopback_until_the_first_key_exists(tmp_path, fake_
         assert client.post("/v1/search", json={"query": "refunds"}).status_code == 401
     with TestClient(_keyless_app(tmp_path / "again", fake_encoder), client=(host, 50000)) as client:
         assert client.get("/v1/keys").status_code == 200   # a fresh home: keyless, loopback
+
+
+def test_probes_need_no_key_and_name_no_collection_but_metrics_need_an_admin_key(secured):
+    # Issue 13, 7: /healthz and /metrics named every collection (and vector counts) without a key.
+    client, made, _ = secured
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and "default" not in ready.text
+    assert client.get("/metrics").status_code == 401
+    assert client.get("/metrics", headers=bearer(made["query_a"])).status_code == 403
+    scraped = client.get("/metrics", headers=bearer(made["admin"]))
+    assert scraped.status_code == 200 and 'kbqa_index_vectors{collection="default"}' in scraped.text

@@ -1,32 +1,40 @@
+import logging
+
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 
-from serve.deps import ServiceDep
+from serve.deps import AdminKey, ServiceDep
 
 router = APIRouter(tags=["health"])
+log = logging.getLogger("kbqa.serve")
 
 
 @router.get("/healthz")
-async def healthz(service: ServiceDep) -> dict:
-    """Alive."""
-    return {"status": "ok", "encoder": service.encoder.encoder_id, "collections": service.collection_names()}
+async def healthz() -> dict:
+    """Alive. Nothing else: it needs no key, so it names no collection."""
+    return {"status": "ok"}
 
 
 @router.get("/readyz", responses={503: {"description": "not ready: the problems are named"}})
 async def readyz(service: ServiceDep):
-    """Ready to answer: models loaded and every collection's index open."""
+    """Ready to answer: models loaded and every collection's index open. It needs no key (probes), so failing
+    collections are counted here and named in the server log."""
     problems = {}
     if service.answerer is None:
         problems["generator"] = "not loaded"
 
     def open_all() -> None:
+        failed = 0
         for name in service.collection_names():
             try:
                 service.collection(name).refresh()
-            except Exception as exc:  # any failure to open is a reason not to be ready, reported by name
-                problems[f"collection {name}"] = str(exc)
+            except Exception as exc:  # any failure to open is a reason not to be ready
+                log.error("collection %s cannot be opened: %s", name, exc)
+                failed += 1
+        if failed:
+            problems["collections"] = f"{failed} cannot be opened (named in the server log)"
 
     await run_in_threadpool(open_all)
     status = 503 if problems else 200
@@ -35,7 +43,8 @@ async def readyz(service: ServiceDep):
 
 @router.get("/metrics", response_class=PlainTextResponse,
             responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}})
-async def metrics(request: Request, service: ServiceDep) -> Response:
+async def metrics(request: Request, service: ServiceDep, _: AdminKey) -> Response:
+    """Prometheus text; it names collections, so it needs an admin key when keys are in use."""
     gauge = request.app.state.metrics.index_vectors
 
     def sizes() -> None:
