@@ -26,7 +26,7 @@ from retrieval.collection_encoder import CollectionEncoder, EncoderMismatch
 from retrieval.encoder import TextEncoder
 from retrieval.home import UnknownCollection
 from retrieval.index_generations import IndexGenerations
-from retrieval.search import DEFAULT_MODE, SearchHit, SearchSnapshot
+from retrieval.search import DEFAULT_MODE, SearchHit, SearchSnapshot, SnapshotMoved
 from retrieval.vector_index import EXACT_LIMIT, VectorIndex
 
 __all__ = ["Collection", "EncoderMismatch", "IngestReport", "SearchHit"]
@@ -87,7 +87,14 @@ class Collection:
                 "index": index.kind, "index_on_gpu": index.on_gpu, "encoder": self.store.get_meta("encoder")}
 
     def search(self, query: str, k: int = 5, mode: str = DEFAULT_MODE) -> list[SearchHit]:
-        return self.snapshot().search(query, k, mode, self.store, self._lock)
+        """Search the committed generation; if a commit lands mid-search and removes ranked chunks, search again
+        on the new one (twice at most), so a concurrent ingest never silently shortens the results."""
+        for attempt in range(3):
+            try:
+                return self.snapshot().search(query, k, mode, self.store, self._lock, strict=attempt < 2)
+            except SnapshotMoved:
+                continue
+        raise AssertionError("unreachable: the last attempt is not strict")
 
     # --- writing --------------------------------------------------------------------------------
     def ingest(self, path: Path, chunker: Chunker, show_progress: bool = False) -> IngestReport:

@@ -24,6 +24,10 @@ class SearchHit:
     dense_score: float | None = None  # cosine between query and passage: the relevance gate uses it
 
 
+class SnapshotMoved(RuntimeError):
+    """A commit removed chunks this snapshot ranked: search again on the committed generation."""
+
+
 @dataclass(frozen=True)
 class SearchSnapshot:
     """An (encoder, index, BM25) triple of one generation: a promotion swapping them never mixes two."""
@@ -31,7 +35,10 @@ class SearchSnapshot:
     index: VectorIndex
     bm25: BM25Index
 
-    def search(self, query: str, k: int, mode: str, store: ChunkStore, store_lock: threading.RLock) -> list[SearchHit]:
+    def search(self, query: str, k: int, mode: str, store: ChunkStore, store_lock: threading.RLock,
+               strict: bool = True) -> list[SearchHit]:
+        """The top ``k``. ``strict``: raise SnapshotMoved when a concurrent commit removed a ranked chunk, rather
+        than answer with fewer hits; otherwise such hits are left out."""
         if mode not in SEARCH_MODES:
             raise ValueError(f"unknown search mode {mode!r}; use one of {SEARCH_MODES}")
         query_vector = self.encoder.encode([query])  # (1, D)
@@ -49,6 +56,8 @@ class SearchSnapshot:
             chunks = store.chunks_by_faiss_ids([key for key, _ in ranked])
             missing = [chunks[key].chunk_id for key, _ in ranked if key not in dense and key in chunks]
             stored = store.vectors_for(missing)
+        if strict and any(key not in chunks for key, _ in ranked):
+            raise SnapshotMoved(f"a commit removed {sum(key not in chunks for key, _ in ranked)} ranked chunks")
         hits = []
         for key, score in ranked:
             chunk = chunks.get(key)

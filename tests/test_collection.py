@@ -154,3 +154,21 @@ def test_promotion_swaps_encoder_and_index_and_a_running_reader_follows(kb, coll
     # The reader picks up the new encoder on its next search, with no error in between.
     assert sources(server_view.search("refunds paid back", k=1)) == ["billing.md"]
     assert loaded == [encoder_dir] and server_view.encoder is new_encoder
+
+
+def test_a_commit_landing_mid_search_never_silently_shortens_the_results(kb, collection, fake_encoder, monkeypatch):
+    # Issue 13, 3: hits removed by a concurrent commit were dropped, so some searches answered with fewer results.
+    from retrieval.search import SnapshotMoved
+
+    collection.ingest(kb, chunker(fake_encoder))
+    stale = collection.snapshot()       # what a search had in hand when the commit below landed
+    (kb / "billing.md").unlink()
+    collection.ingest(kb, chunker(fake_encoder))    # 2 chunks left
+    with pytest.raises(SnapshotMoved):
+        stale.search("refunds paid back", 3, "hybrid", collection.store, collection._lock)
+    assert len(stale.search("refunds paid back", 3, "hybrid", collection.store, collection._lock, strict=False)) < 3
+    served = iter([stale])
+    real = collection.snapshot
+    monkeypatch.setattr(collection, "snapshot", lambda: next(served, None) or real())
+    hits = collection.search("refunds paid back", k=3)
+    assert len(hits) == 2 and "billing.md" not in sources(hits)   # searched again on the committed generation
