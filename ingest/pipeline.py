@@ -6,6 +6,7 @@ collection (retrieval/collection.py) embeds the new chunks and commits the plan 
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +16,8 @@ from ingest.chunker import Chunker
 from ingest.loaders import LoadError, load_file, supported
 from ingest.records import Chunk, Document
 from ingest.store import ChunkStore
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -64,6 +67,15 @@ def walk(root: Path) -> list[Path]:
                   if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts))
 
 
+def _check_text(docs: list[Document], rel: str) -> None:
+    """SQLite stores UTF-8: a lone surrogate (valid in a JSON string, not in UTF-8) would fail the whole commit."""
+    for doc in docs:
+        try:
+            "".join((doc.doc_id, doc.title, doc.text)).encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise LoadError(rel, f"document {doc.doc_id[:80]!r} holds text that is not valid Unicode ({exc.reason})") from exc
+
+
 def plan_ingest(path: Path, store: ChunkStore, chunker: Chunker, collection: str,
                 show_progress: bool = False) -> IngestPlan:
     """What it takes to bring ``store`` in line with ``path`` (a folder, or one file). A file that cannot be read or
@@ -78,6 +90,7 @@ def plan_ingest(path: Path, store: ChunkStore, chunker: Chunker, collection: str
     known = store.file_hashes(root_key)
     updates: list[FileUpdate] = []
     seen: set[str] = set()
+    claimed: dict[str, str] = {}   # document id -> the file of this ingest that holds it
     for file in tqdm(files, desc="reading", disable=not show_progress, unit="file"):
         rel = file.relative_to(root).as_posix()
         if not supported(file):
@@ -89,10 +102,13 @@ def plan_ingest(path: Path, store: ChunkStore, chunker: Chunker, collection: str
                 report.unchanged.append(rel)
                 continue
             docs = load_file(file, rel)
+            _check_text(docs, rel)
             for doc in docs:
                 owner = store.doc_owner(doc.doc_id)
                 if owner is not None and owner != (root_key, rel):
                     raise LoadError(rel, f"document id {doc.doc_id!r} already belongs to {owner[1]} in {owner[0]}")
+                if doc.doc_id in claimed:
+                    raise LoadError(rel, f"document id {doc.doc_id!r} is also in {claimed[doc.doc_id]}")
             chunks = list({c.chunk_id: c for d in docs for c in chunker.split(d)}.values())
         except LoadError as exc:
             report.errors[rel] = exc.reason
@@ -100,6 +116,12 @@ def plan_ingest(path: Path, store: ChunkStore, chunker: Chunker, collection: str
         except OSError as exc:
             report.errors[rel] = f"cannot be read ({exc.strerror or exc})"
             continue
+        except Exception as exc:  # noqa: BLE001 - a parser failing on a hostile file (deep nesting, a fuzzed
+            # PDF, a 5,000-digit number) costs that file only, never the ingest
+            log.warning("%s could not be loaded", rel, exc_info=exc)
+            report.errors[rel] = f"could not be loaded ({type(exc).__name__}: {str(exc)[:200]})"
+            continue
+        claimed.update({doc.doc_id: rel for doc in docs})
         updates.append(FileUpdate(rel, digest, docs, chunks))
         (report.changed if rel in known else report.added).append(rel)
     report.removed = sorted(set(known) - seen) if path.is_dir() else []

@@ -75,15 +75,23 @@ class DocumentManager:
                 if (folder / name).exists():
                     os.replace(folder / name, backups / name)
                 os.replace(staged, folder / name)
-            report = collection.ingest(folder, self.chunker)
-            for name, _ in files:
-                if name in report.errors:  # put back what was there (its stored version never changed)
-                    if (backups / name).exists():
-                        os.replace(backups / name, folder / name)
-                    else:
-                        (folder / name).unlink(missing_ok=True)
+            try:
+                report = collection.ingest(folder, self.chunker)
+            except BaseException:   # nothing was committed: put every file back as it was, then report the fault
+                self._put_back([name for name, _ in files], folder, backups)
+                raise
+            self._put_back([name for name, _ in files if name in report.errors], folder, backups)
             shutil.rmtree(backups, ignore_errors=True)
         return report
+
+    @staticmethod
+    def _put_back(names: list[str], folder: Path, backups: Path) -> None:
+        """Restore what ``uploads/`` held before for these names (their stored versions never changed)."""
+        for name in names:
+            if (backups / name).exists():
+                os.replace(backups / name, folder / name)
+            else:
+                (folder / name).unlink(missing_ok=True)
 
     def delete(self, collection: Collection, doc_id: str) -> dict:
         """Remove the file a document came from (every document in it) from the collection."""

@@ -100,3 +100,19 @@ def local_client(app, **kwargs):
     from fastapi.testclient import TestClient
 
     return TestClient(app, client=("127.0.0.1", 50000), **kwargs)
+
+
+def hostile_files() -> list[tuple[str, bytes]]:
+    """Issue 13, 5: files that used to fail a whole upload with a 500 (or a 422) and then block the collection."""
+    fuzzed_pdf = (b"%PDF-1.4\n1 0 obj << /Type /Catalog /Pages 2 0 R >> endobj\n"
+                  b"2 0 obj << /Type /Pages /Kids [3 0 R] /Count 1 >> endobj\n"
+                  b"xref\n0 3\n0000000000 65535 f \n00000000zz 00000 n \ntrailer << /Size 3 /Root 1 0 R >>\n"
+                  b"startxref\n9\n%%EOF\n")
+    return [
+        ("deep.json", b"[" * 100_000 + b"]" * 100_000),
+        ("fuzzed.pdf", fuzzed_pdf),
+        ("hugeid.json", b'[{"id": ' + b"9" * 5000 + b', "title": "t", "text": "some words here"}]'),
+        ("surrogate.json", b'[{"id": "s1", "title": "t", "text": "broken \\ud800 text"}]'),
+        ("dup-a.jsonl", b'{"id": "same", "title": "A", "text": "First record about returns policy."}\n'),
+        ("dup-b.jsonl", b'{"id": "same", "title": "B", "text": "Second record about returns policy."}\n'),
+    ]

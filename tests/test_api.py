@@ -4,7 +4,7 @@ from retrieval.models import ModelNotReady
 from serve.app import create_app
 from serve.service import KbqaService
 from serve.settings import Settings
-from tests.fakes import ScriptedGenerator, local_client
+from tests.fakes import ScriptedGenerator, hostile_files, local_client
 from tests.fakes import make_kb
 
 
@@ -343,3 +343,17 @@ def test_a_server_fault_is_a_500_with_a_json_body_not_a_client_error(tmp_path, f
         # the caller's own mistakes stay 4xx
         assert client.post("/v1/search", json={"query": "refunds", "collection": "no such!"}).status_code == 422
         assert client.post("/v1/search", json={"query": "refunds", "collection": "missing"}).status_code == 404
+
+
+def test_hostile_files_are_reported_by_name_beside_good_ones_and_never_block_the_collection(client):
+    good = ("shipping.md", b"# Shipping\n\nParcels ship within two working days.\n", "text/markdown")
+    files = [good] + [(name, data, "application/octet-stream") for name, data in hostile_files()]
+    response = _upload(client, *files)
+    assert response.status_code == 201, response.text
+    report = response.json()
+    assert set(report["errors"]) == {"deep.json", "fuzzed.pdf", "hugeid.json", "surrogate.json", "dup-b.jsonl"}
+    assert sorted(report["added"]) == ["dup-a.jsonl", "shipping.md"]
+    assert client.get("/v1/collections/default/documents/shipping.md").status_code == 200
+    # the bad files left uploads/, so the next upload to this collection goes through
+    later = _upload(client, ("later.md", b"# Later\n\nAnother page about gift cards.\n", "text/markdown"))
+    assert later.status_code == 201 and later.json()["added"] == ["later.md"] and not later.json()["errors"]

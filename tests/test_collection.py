@@ -5,7 +5,7 @@ from retrieval.collection import Collection
 from retrieval.collection_encoder import EncoderMismatch
 from retrieval.home import UnknownCollection
 from retrieval.vector_index import VectorIndex
-from tests.fakes import DOCS, FakeEncoder, make_kb
+from tests.fakes import DOCS, FakeEncoder, hostile_files, make_kb
 
 
 @pytest.fixture
@@ -172,3 +172,12 @@ def test_a_commit_landing_mid_search_never_silently_shortens_the_results(kb, col
     monkeypatch.setattr(collection, "snapshot", lambda: next(served, None) or real())
     hits = collection.search("refunds paid back", k=3)
     assert len(hits) == 2 and "billing.md" not in sources(hits)   # searched again on the committed generation
+
+
+def test_a_folder_with_hostile_files_ingests_the_rest(kb, collection, fake_encoder):
+    for name, data in hostile_files():
+        (kb / name).write_bytes(data)
+    report = collection.ingest(kb, chunker(fake_encoder))
+    assert set(report.errors) == {"deep.json", "fuzzed.pdf", "hugeid.json", "surrogate.json", "dup-b.jsonl"}
+    assert sorted(report.added) == ["billing.md", "dup-a.jsonl", "faq/teams.md", "privacy.md"]
+    assert collection.search("refunds paid back", k=1)[0].chunk.source == "billing.md"
