@@ -14,6 +14,7 @@ from retrieval.collection_encoder import EncoderMismatch
 from retrieval.home import InvalidName, UnknownCollection
 from retrieval.models import ModelNotReady
 from serve.auth import AuthError, KeyStore, RateLimiter
+from serve.body_limit import BodyLimit
 from serve.documents import MAX_UPLOAD_BYTES, UnknownDocument, UploadRejected
 from serve.feedback import UnknownAnswer
 from serve.metrics import Metrics
@@ -36,6 +37,12 @@ def _status_handler(status: int):
         return _error(status, str(exc))
 
     return handler
+
+
+def body_limit(method: str, path: str) -> tuple[int, bool]:
+    """Questions are short, uploads are not."""
+    is_upload = method == "POST" and path.endswith(("/documents", "/documents/records"))
+    return (MAX_UPLOAD_BYTES if is_upload else MAX_BODY_BYTES), is_upload
 
 
 def create_app(settings: Settings | None = None, service: KbqaService | None = None) -> FastAPI:
@@ -76,17 +83,8 @@ def create_app(settings: Settings | None = None, service: KbqaService | None = N
         app.state.metrics.latency.labels(route).observe(time.perf_counter() - start)
         return response
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next):
-        # Refuse oversized bodies before reading them; questions are short, uploads are not.
-        is_upload = request.method == "POST" and request.url.path.endswith(("/documents", "/documents/records"))
-        limit = MAX_UPLOAD_BYTES if is_upload else MAX_BODY_BYTES
-        length = request.headers.get("content-length")
-        if length is None and is_upload:
-            return _error(411, "uploads need a Content-Length header")
-        if length is not None and (not length.isdigit() or int(length) > limit):
-            return _error(413, f"request body larger than {limit} bytes")
-        return await call_next(request)
+    # Outermost: oversized bodies are refused before anything reads them (serve/body_limit.py).
+    app.add_middleware(BodyLimit, limit_of=body_limit)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
