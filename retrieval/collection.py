@@ -11,6 +11,7 @@ old generation's index untouched; readers always open the index named by the com
 """
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -45,9 +46,16 @@ class Collection:
         self._lock = threading.RLock()
         self._generation = -1
         self._snapshot: SearchSnapshot | None = None
+        self._closed = False
 
     def close(self) -> None:
-        self.store.close()
+        """Close the store; searches still running on this object end with UnknownCollection, not a crash."""
+        with self._lock:
+            self._closed = True
+            self.store.close()
+
+    def _gone(self) -> UnknownCollection:
+        return UnknownCollection(f"collection {self.name!r} was deleted")
 
     @property
     def encoder(self) -> TextEncoder:
@@ -74,6 +82,8 @@ class Collection:
 
     def snapshot(self) -> SearchSnapshot:
         with self._lock:
+            if self._closed:
+                raise self._gone()
             self.refresh()
             return self._snapshot
 
@@ -94,6 +104,10 @@ class Collection:
                 return self.snapshot().search(query, k, mode, self.store, self._lock, strict=attempt < 2)
             except SnapshotMoved:
                 continue
+            except sqlite3.ProgrammingError:   # "Cannot operate on a closed database": deleted mid-search
+                if self._closed:
+                    raise self._gone() from None
+                raise
         raise AssertionError("unreachable: the last attempt is not strict")
 
     # --- writing --------------------------------------------------------------------------------

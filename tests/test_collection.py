@@ -181,3 +181,23 @@ def test_a_folder_with_hostile_files_ingests_the_rest(kb, collection, fake_encod
     assert set(report.errors) == {"deep.json", "fuzzed.pdf", "hugeid.json", "surrogate.json", "dup-b.jsonl"}
     assert sorted(report.added) == ["billing.md", "dup-a.jsonl", "faq/teams.md", "privacy.md"]
     assert collection.search("refunds paid back", k=1)[0].chunk.source == "billing.md"
+
+
+def test_deleting_a_collection_while_it_is_searched_answers_unknown_collection_never_a_crash(
+        tmp_path, fake_encoder, monkeypatch):
+    # Issue 13, 4: a search running while its collection was deleted died with "Cannot operate on a closed database".
+    from serve.service import KbqaService
+    from serve.settings import Settings
+
+    service = KbqaService(Settings(home=tmp_path / "home"), fake_encoder)
+    service.ingest(make_kb(tmp_path / "kb"), "doomed")
+    collection = service.collection("doomed")       # what a request in flight holds
+    in_flight = collection.snapshot()                # ... and the snapshot it is searching
+    service.delete_collection("doomed")
+    with pytest.raises(UnknownCollection, match="was deleted"):
+        collection.search("refunds paid back", 3)     # a request that had the collection, not yet its snapshot
+    monkeypatch.setattr(collection, "snapshot", lambda: in_flight)
+    with pytest.raises(UnknownCollection, match="was deleted"):
+        collection.search("refunds paid back", 3)     # one that was between the index and the store reads
+    with pytest.raises(UnknownCollection):
+        service.search("refunds paid back", 3, "doomed")
