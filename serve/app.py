@@ -72,6 +72,7 @@ def create_app(settings: Settings | None = None, service: KbqaService | None = N
         app.include_router(module.router, responses=errors)
     app.state.metrics = Metrics()
     app.state.limiter = RateLimiter(settings.rate_limit_per_minute)
+    app.state.auth_failures = RateLimiter(settings.auth_failures_per_minute)
 
     @app.middleware("http")
     async def count_and_time(request: Request, call_next):

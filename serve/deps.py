@@ -27,7 +27,12 @@ def get_principal(request: Request) -> Principal:
         return DEV_PRINCIPAL
     header = request.headers.get("authorization", "")
     key = header[7:].strip() if header.lower().startswith("bearer ") else request.headers.get("x-api-key")
-    principal = keys.authenticate(key)
+    try:
+        principal = keys.authenticate(key)
+    except AuthError:
+        # Key guessing: each failure spends the client address's budget; past it, 429 whatever the key.
+        request.app.state.auth_failures.take(request.client.host if request.client else "unknown")
+        raise
     request.app.state.limiter.take(principal.key_id)
     return principal
 

@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     query_batch_wait_ms: float = Field(0.0, ge=0.0, le=100.0,
                                        description="how long a query waits for company; 0: only those already queued")
     rate_limit_per_minute: int = Field(120, ge=0, description="requests a minute per API key; 0 turns it off")
+    auth_failures_per_minute: int = Field(
+        20, ge=0, description="requests with a missing or wrong key a minute per client address, then 429; 0 = off")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
 

@@ -372,3 +372,10 @@ def test_hostile_files_are_reported_by_name_beside_good_ones_and_never_block_the
     # the bad files left uploads/, so the next upload to this collection goes through
     later = _upload(client, ("later.md", b"# Later\n\nAnother page about gift cards.\n", "text/markdown"))
     assert later.status_code == 201 and later.json()["added"] == ["later.md"] and not later.json()["errors"]
+
+
+def test_too_many_files_in_one_upload_is_413(client):
+    # Issue 13, 7: 51 files gave 422.
+    files = [(f"page{n}.md", f"# Page {n}\n\nText {n}.\n".encode(), "text/markdown") for n in range(51)]
+    response = _upload(client, *files)
+    assert response.status_code == 413 and "at most 50 files" in response.json()["error"]

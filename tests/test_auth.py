@@ -180,3 +180,19 @@ def test_probes_need_no_key_and_name_no_collection_but_metrics_need_an_admin_key
     assert client.get("/metrics", headers=bearer(made["query_a"])).status_code == 403
     scraped = client.get("/metrics", headers=bearer(made["admin"]))
     assert scraped.status_code == 200 and 'kbqa_index_vectors{collection="default"}' in scraped.text
+
+
+def test_key_guessing_is_rate_limited_per_client_address(tmp_path, fake_encoder):
+    # Issue 13, 7: 300 wrong guesses got 300 x 401.
+    settings = Settings(home=tmp_path / "home", min_relevance=0.1, auth_failures_per_minute=5)
+    service = KbqaService(settings, fake_encoder, ScriptedGenerator("Refunds are paid back within five days [1]."))
+    service.ingest(make_kb(tmp_path / "kb"), "default")
+    good = KeyStore(tmp_path / "home" / "keys.sqlite").create("ops", "admin")
+    app = create_app(settings, service)
+    with TestClient(app, client=("198.51.100.7", 1)) as guesser, TestClient(app, client=("198.51.100.8", 1)) as other:
+        statuses = [guesser.get("/v1/keys", headers=bearer(f"kbqa_{n:012x}_guess")).status_code for n in range(8)]
+        assert statuses[:5] == [401] * 5 and statuses[5:] == [429] * 3
+        limited = guesser.get("/v1/keys", headers=bearer("kbqa_000000000000_guess"))
+        assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
+        assert guesser.get("/v1/keys", headers=bearer(good)).status_code == 200   # a right key is never refused
+        assert other.get("/v1/keys").status_code == 401                          # another address has its own budget

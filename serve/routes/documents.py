@@ -5,7 +5,7 @@ from starlette.concurrency import run_in_threadpool
 
 from serve.schemas import CollectionPath
 from serve.deps import AdminKey, ServiceDep
-from serve.documents import MAX_FILE_BYTES, MAX_FILES, UnknownDocument
+from serve.documents import MAX_FILE_BYTES, MAX_FILES, UnknownDocument, UploadRejected
 from serve.schemas import DocumentDeleted, DocumentDetail, DocumentOut, ErrorResponse, RecordsUpload, UploadReport
 
 router = APIRouter(prefix="/v1/collections/{collection}/documents", tags=["documents"])
@@ -14,9 +14,12 @@ _ERRORS = {status: {"model": ErrorResponse} for status in (404, 411, 413, 415)}
 
 @router.post("", status_code=201, response_model=UploadReport, responses=_ERRORS)
 async def upload(collection: CollectionPath, service: ServiceDep, key: AdminKey,
-                 files: list[UploadFile] = File(..., min_length=1, max_length=MAX_FILES)) -> UploadReport:
-    """Add or replace files (md, mdx, html, txt, pdf, csv, json, jsonl); ingested incrementally."""
+                 files: list[UploadFile] = File(..., min_length=1)) -> UploadReport:
+    """Add or replace files (md, mdx, html, txt, pdf, csv, json, jsonl), at most 50 per upload (413 beyond);
+    ingested incrementally."""
     key.check_collection(collection)
+    if len(files) > MAX_FILES:   # too much payload, not a malformed request: 413, before reading any file
+        raise UploadRejected(413, f"at most {MAX_FILES} files per upload, got {len(files)}")
     # Read one byte past the limit: enough to refuse an oversized file without holding all of it.
     payload = [(f.filename or "", await f.read(MAX_FILE_BYTES + 1)) for f in files]
     target = service.collection(collection)
