@@ -26,7 +26,7 @@ from distill.teacher_cache import TeacherCache
 from distill.trainer import train_student
 from retrieval.collection import Collection
 from retrieval.encoder import SentenceEncoder, pick_device
-from retrieval.models import STUDENT_START, TEACHER, model_path, publish_version
+from retrieval.models import STUDENT_START, TEACHER, model_path, prune_versions, publish_version
 
 
 @dataclass
@@ -62,6 +62,9 @@ def freshness(collection: Collection) -> dict:
             "share_newer": round(newer / len(chunk_ids), 4) if chunk_ids else 0.0,
             "encoder": collection.encoder.encoder_id,
             "encoder_dir": str(collection.encoder_dir) if collection.encoder_dir else None}
+
+
+KEEP_STUDENTS = 2   # unpromoted students kept on disk besides the serving one
 
 
 def distill_collection(collection: Collection, models_dir: Path, config: DistillConfig | None = None,
@@ -174,4 +177,7 @@ def distill_collection(collection: Collection, models_dir: Path, config: Distill
                       "evaluate": round(clock["evaluate"] - clock["train"], 1),
                       "total": round(clock["end"] - clock["start"], 1)}
     (final / "metrics.json").write_text(json.dumps({**report.to_dict(), "loss_first_last": [losses[0], losses[-1]] if losses else []}, indent=1))
+    # Each student is ~90 MB: keep the serving one and the newest KEEP_STUDENTS (for comparison), drop the rest.
+    serving = collection.encoder_dir
+    prune_versions(encoders, keep={serving.name} if serving else set(), keep_last=KEEP_STUDENTS)
     return report

@@ -6,13 +6,15 @@ import sqlite3
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from retrieval.encoder import TextEncoder
 
 
 class TeacherCache:
-    def __init__(self, path: Path, teacher: TextEncoder):
+    def __init__(self, path: Path, teacher: TextEncoder, slice_size: int = 256):
         self.teacher = teacher
+        self.slice = slice_size
         self.db = sqlite3.connect(Path(path), isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("CREATE TABLE IF NOT EXISTS vectors (key TEXT PRIMARY KEY, vector BLOB NOT NULL)")
@@ -31,14 +33,17 @@ class TeacherCache:
             rows = self.db.execute(f"SELECT key, vector FROM vectors WHERE key IN ({','.join('?' * len(batch))})", batch)
             found.update({k: np.frombuffer(v, dtype=np.float32) for k, v in rows})
         todo = list(dict.fromkeys(t for t, k in zip(texts, keys) if k not in found))
-        if todo:
-            vectors = self.teacher.encode(todo, show_progress=show_progress)
-            rows = [(self._key(t), v.astype(np.float32).tobytes()) for t, v in zip(todo, vectors)]
+        # Written as it goes: a distillation killed in the teacher stage keeps what the teacher already encoded.
+        for start in tqdm(range(0, len(todo), self.slice), desc="teacher", unit="slice",
+                          disable=not show_progress or not todo):
+            part = todo[start:start + self.slice]
+            vectors = self.teacher.encode(part)
+            rows = [(self._key(t), v.astype(np.float32).tobytes()) for t, v in zip(part, vectors)]
             self.db.execute("BEGIN")
             self.db.executemany("INSERT OR REPLACE INTO vectors (key, vector) VALUES (?, ?)", rows)
             self.db.execute("COMMIT")
-            found.update({self._key(t): v for t, v in zip(todo, vectors)})
-            self.encoded += len(todo)
+            found.update({self._key(t): v for t, v in zip(part, vectors)})
+            self.encoded += len(part)
         if not texts:
             return np.zeros((0, self.teacher.dim), dtype=np.float32)
         return np.stack([found[k] for k in keys]).astype(np.float32)

@@ -10,6 +10,7 @@ import logging
 from pathlib import Path
 
 from ingest.store import ChunkStore
+from retrieval.models import pid_alive
 from retrieval.vector_index import EXACT_LIMIT, VectorIndex
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,12 @@ class IndexGenerations:
         return index
 
     def prune(self, keep: int) -> None:
-        """Delete the files of every generation but ``keep`` (called after ``keep`` is committed)."""
+        """Delete the files of every generation but ``keep`` (called after ``keep`` is committed), and temporary
+        index files that a killed writer left (``*.tmp<pid>`` whose process is gone)."""
         for stale in self.directory.glob("index-*.faiss"):
             if stale.name != self.path(keep).name:
                 stale.unlink(missing_ok=True)
+        for partial in self.directory.glob("index-*.faiss.tmp*"):
+            pid = partial.name.rsplit(".tmp", 1)[-1]
+            if pid.isdigit() and not pid_alive(int(pid)):
+                partial.unlink(missing_ok=True)

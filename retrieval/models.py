@@ -107,6 +107,30 @@ def publish_version(parent: Path, staging: Path, source: str, activate: bool = F
     return version
 
 
+def pid_alive(pid: int) -> bool:
+    """Is a process with this id running (on this machine)? Used to tell abandoned temporary files from live ones."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:   # it exists, under another user
+        return True
+    return True
+
+
+def prune_versions(parent: Path, keep: set[str], keep_last: int) -> list[str]:
+    """Delete the vNNNN folders under ``parent`` that are neither in ``keep`` nor among the newest ``keep_last``,
+    and ``.staging-<pid>`` folders whose process is gone. Returns the names deleted."""
+    parent = Path(parent)
+    versions = sorted((p for p in parent.glob("v[0-9]*") if p.name[1:].isdigit()), key=lambda p: int(p.name[1:]))
+    doomed = [p for p in versions[:max(0, len(versions) - keep_last)] if p.name not in keep]
+    doomed += [p for p in parent.glob(".staging-*")
+               if p.name.rsplit("-", 1)[-1].isdigit() and not pid_alive(int(p.name.rsplit("-", 1)[-1]))]
+    for folder in doomed:
+        shutil.rmtree(folder, ignore_errors=True)
+    return [p.name for p in doomed]
+
+
 def _prepare_teacher(staging: Path) -> str:
     pieces = []
     for i in range(1, 6):

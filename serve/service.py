@@ -121,7 +121,18 @@ class KbqaService:
         shutil.rmtree(doomed, ignore_errors=True)
 
     def ingest(self, path, collection: str = "default", show_progress: bool = False) -> IngestReport:
-        return self.collection(collection, create=True).ingest(path, self.chunker, show_progress=show_progress)
+        """Ingest into ``collection``, creating it; a new collection that ends up holding nothing (the path is
+        missing, every file failed) is removed again, so a failed ingest never leaves an empty one listed."""
+        is_new = collection not in self.collection_names()
+        try:
+            report = self.collection(collection, create=True).ingest(path, self.chunker, show_progress=show_progress)
+        except BaseException:
+            if is_new:
+                self.delete_collection(collection)
+            raise
+        if is_new and report.chunks_total == 0:
+            self.delete_collection(collection)
+        return report
 
     def search(self, query: str, k: int = 5, collection: str = "default") -> list[SearchHit]:
         return self.collection(collection).search(query, k, self.settings.search_mode)

@@ -201,3 +201,38 @@ def test_deleting_a_collection_while_it_is_searched_answers_unknown_collection_n
         collection.search("refunds paid back", 3)     # one that was between the index and the store reads
     with pytest.raises(UnknownCollection):
         service.search("refunds paid back", 3, "doomed")
+
+
+def test_temporary_index_files_of_dead_writers_are_cleaned_up(kb, collection, fake_encoder):
+    # Issue 13, 7: a `.tmp` index file left by a killed writer stayed forever.
+    import os
+    import subprocess
+
+    collection.ingest(kb, chunker(fake_encoder))
+    dead = subprocess.Popen(["true"])
+    dead.wait()                      # its pid now names no process
+    orphan = collection.directory / f"index-7.faiss.tmp{dead.pid}"
+    live = collection.directory / f"index-8.faiss.tmp{os.getpid()}"   # a writer still at work
+    orphan.write_bytes(b"partial")
+    live.write_bytes(b"partial")
+    (kb / "privacy.md").unlink()
+    collection.ingest(kb, chunker(fake_encoder))
+    assert not orphan.exists() and live.exists()
+
+
+def test_a_failed_ingest_into_a_new_collection_leaves_no_empty_collection(tmp_path, fake_encoder):
+    # Issue 13, 7: `kbqa ingest` of a missing path (or of only bad files) left an empty collection listed.
+    from serve.service import KbqaService
+    from serve.settings import Settings
+
+    service = KbqaService(Settings(home=tmp_path / "home"), fake_encoder)
+    with pytest.raises(FileNotFoundError):
+        service.ingest(tmp_path / "missing", "typo")
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "broken.json").write_text("[{not json")
+    report = service.ingest(bad, "broken")
+    assert "broken.json" in report.errors and service.collection_names() == []
+    service.ingest(make_kb(tmp_path / "kb"), "good")
+    service.ingest(bad, "good")                       # an existing collection stays, whatever the ingest did
+    assert service.collection_names() == ["good"]

@@ -90,3 +90,38 @@ def test_teacher_cache_encodes_each_text_once(tmp_path, fake_encoder):
     again = TeacherCache(tmp_path / "cache.sqlite", fake_encoder).encode(["c d", "a b", "e f"])
     assert fake_encoder.calls == [2, 1]
     assert np.allclose(first[0], again[1]) and np.allclose(first[1], again[0])
+
+
+def test_teacher_work_survives_a_run_killed_in_the_teacher_stage(tmp_path, fake_encoder):
+    # Issue 13, 7: the cache was written only once every text was encoded, so a kill lost all teacher work.
+    texts = [f"text number {n}" for n in range(10)]
+    real_encode, calls = fake_encoder.encode, []
+
+    def dies_on_the_third_slice(batch, **kwargs):
+        calls.append(len(batch))
+        if len(calls) == 3:
+            raise KeyboardInterrupt   # what a kill looks like from inside
+        return real_encode(batch, **kwargs)
+
+    fake_encoder.encode = dies_on_the_third_slice
+    with pytest.raises(KeyboardInterrupt):
+        TeacherCache(tmp_path / "cache.sqlite", fake_encoder, slice_size=3).encode(texts)
+    fake_encoder.encode = real_encode
+    again = TeacherCache(tmp_path / "cache.sqlite", fake_encoder, slice_size=3)
+    vectors = again.encode(texts)
+    assert again.encoded == 4 and vectors.shape == (10, fake_encoder.dim)   # 6 were kept; only 4 encoded again
+    assert np.allclose(vectors, real_encode(texts))
+
+
+def test_prune_versions_keeps_the_serving_one_and_the_newest(tmp_path):
+    import os
+
+    from retrieval.models import prune_versions
+
+    for n in range(1, 6):
+        (tmp_path / f"v{n:04d}").mkdir()
+    (tmp_path / ".staging-999999999").mkdir()            # a pid no process has: abandoned
+    (tmp_path / f".staging-{os.getpid()}").mkdir()        # this process: still writing
+    removed = prune_versions(tmp_path, keep={"v0002"}, keep_last=2)
+    assert sorted(removed) == [".staging-999999999", "v0001", "v0003"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f".staging-{os.getpid()}", "v0002", "v0004", "v0005"])
