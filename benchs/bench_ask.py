@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -19,7 +18,7 @@ import httpx
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchs.common import publish  # noqa: E402
+from benchs.common import publish, served  # noqa: E402
 from retrieval.generation.cpu import describe  # noqa: E402
 
 ON_TOPIC = [
@@ -42,39 +41,24 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     env = {**os.environ, "KBQA_HOME": str(args.home), "HF_HUB_OFFLINE": "1", "KBQA_ANSWER_MODE": args.mode}
-    server = subprocess.Popen([sys.executable, "-m", "serve.cli", "serve", "--port", str(args.port)], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{args.port}"
-    try:
-        with httpx.Client(base_url=base, timeout=120) as client:
-            for _ in range(240):
-                try:
-                    if client.get("/healthz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    time.sleep(0.5)
-            else:
-                raise SystemExit("server did not start")
-            client.post("/v1/ask", json={"question": ON_TOPIC[0]})  # warm-up
-            search_ms, ask_ms, answered, abstained_on = [], [], 0, 0
-            for _ in range(args.rounds):
-                for question in ON_TOPIC + OFF_TOPIC:
-                    t = time.perf_counter()
-                    found = client.post("/v1/search", json={"query": question, "k": 5})
-                    search_ms.append((time.perf_counter() - t) * 1000)
-                    t = time.perf_counter()
-                    asked = client.post("/v1/ask", json={"question": question, "k": 5})
-                    ask_ms.append((time.perf_counter() - t) * 1000)
-                    assert found.status_code == 200 and asked.status_code == 200, (found.text, asked.text)
-                    body, retrieved = asked.json(), {r["chunk_id"] for r in found.json()["results"]}
-                    assert all(c["chunk_id"] in retrieved for c in body["citations"]), body
-                    if question in OFF_TOPIC:
-                        abstained_on += body["abstained"]
-                    else:
-                        answered += (not body["abstained"]) and bool(body["citations"])
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    with served(env, args.port) as base, httpx.Client(base_url=base, timeout=120) as client:
+        client.post("/v1/ask", json={"question": ON_TOPIC[0]})  # warm-up
+        search_ms, ask_ms, answered, abstained_on = [], [], 0, 0
+        for _ in range(args.rounds):
+            for question in ON_TOPIC + OFF_TOPIC:
+                t = time.perf_counter()
+                found = client.post("/v1/search", json={"query": question, "k": 5})
+                search_ms.append((time.perf_counter() - t) * 1000)
+                t = time.perf_counter()
+                asked = client.post("/v1/ask", json={"question": question, "k": 5})
+                ask_ms.append((time.perf_counter() - t) * 1000)
+                assert found.status_code == 200 and asked.status_code == 200, (found.text, asked.text)
+                body, retrieved = asked.json(), {r["chunk_id"] for r in found.json()["results"]}
+                assert all(c["chunk_id"] in retrieved for c in body["citations"]), body
+                if question in OFF_TOPIC:
+                    abstained_on += body["abstained"]
+                else:
+                    answered += (not body["abstained"]) and bool(body["citations"])
     n_on, n_off = len(ON_TOPIC) * args.rounds, len(OFF_TOPIC) * args.rounds
     lines = [f"CPU: {describe()}; KBQA_ANSWER_MODE={args.mode}, one client.", "",
              f"checked: {answered}/{n_on} on-topic answered with citations, {abstained_on}/{n_off} off-topic abstained",

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
-import subprocess
 import sys
 import threading
 import time
@@ -21,7 +19,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchs.common import publish  # noqa: E402
+from benchs.common import publish, served  # noqa: E402
 
 QUESTIONS = [
     "How do I cancel my subscription?", "Does Plausible use cookies?", "How do I enable two-factor authentication?",
@@ -85,25 +83,10 @@ def main() -> None:
     parser.add_argument("--no-batching", action="store_true", help="serve with KBQA_QUERY_BATCHING=false")
     parser.add_argument("--out", type=Path, default=Path("benchs/results/bench_load.md"))
     args = parser.parse_args()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "KBQA_RATE_LIMIT_PER_MINUTE": "0",
            "KBQA_QUERY_BATCHING": "false" if args.no_batching else "true"}
-    server = subprocess.Popen([sys.executable, "-m", "serve.cli", "serve", "--port", str(port)], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(600):
-            try:
-                if httpx.get(base + "/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if server.poll() is not None:
-                raise SystemExit(f"server exited: {server.stderr.read()[-2000:]}")
-            time.sleep(0.5)
-        rows = []
+    rows = []
+    with served(env) as base:
         for route, seconds in (("search", args.search_seconds), ("ask", args.ask_seconds)):
             if route not in args.routes:
                 continue
@@ -111,9 +94,6 @@ def main() -> None:
                 row = drive(base, route, clients, seconds)
                 rows.append(row)
                 print(row, flush=True)
-    finally:
-        server.terminate()
-        server.wait(30)
     lines = [f"`python benchs/bench_load.py` on {os.cpu_count()} CPU cores: real `kbqa serve` on loopback, default "
              f"collection (kb/), query batching {'off' if args.no_batching else 'on'}, search for {args.search_seconds:.0f} s and ask for {args.ask_seconds:.0f} s per row.", "",
              "| route | clients | completed | errors | throughput (req/s) | p50 (s) | p95 (s) | p99 (s) |",

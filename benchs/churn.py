@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,7 +24,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchs.common import publish  # noqa: E402
+from benchs.common import publish, served  # noqa: E402
 from retrieval.generation.cpu import describe as describe_cpu  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,30 +54,12 @@ def main() -> None:
         shutil.copy(page, pages / page.name)
     env = {**os.environ, "KBQA_HOME": str(home), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "KBQA_RATE_LIMIT_PER_MINUTE": "0"}
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = None
     try:
         for name in ("default", "churn"):
             kbqa(env, "ingest", str(pages), "--collection", name)
-        server = subprocess.Popen([sys.executable, "-m", "serve.cli", "serve", "--port", str(port)], env=env,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        base = f"http://127.0.0.1:{port}"
-        for _ in range(600):
-            try:
-                if httpx.get(base + "/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if server.poll() is not None:
-                raise SystemExit(f"server exited: {server.stderr.read()[-2000:]}")
-            time.sleep(0.5)
-        counts, problems = run(base, args)
+        with served(env) as base:
+            counts, problems = run(base, args)
     finally:
-        if server is not None:
-            server.terminate()
-            server.wait(30)
         shutil.rmtree(home, ignore_errors=True)
     lines = [f"`python benchs/churn.py --clients {args.clients} --seconds {args.seconds:.0f} --files {args.files}"
              f"{' --distill' if args.distill else ''}` on {describe_cpu()}: real `kbqa serve` on loopback, collections"

@@ -1,8 +1,13 @@
 """Shared by the benchmark scripts: datasets in the normalised format, collections built the product's way."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 
@@ -63,3 +68,35 @@ def publish(lines: list[str], out: Path) -> None:
 
 def mean(rows: list[dict[str, float]]) -> dict[str, float]:
     return {k: sum(r[k] for r in rows) / len(rows) for k in rows[0]} if rows else {}
+
+
+@contextlib.contextmanager
+def served(env: dict, port: int | None = None, wait_s: float = 300):
+    """A real `kbqa serve` on loopback (a free port unless given), ready (/readyz 200) before its base URL is
+    yielded; stopped at the end. Benchmarks drive the product the way a user starts it."""
+    import httpx
+
+    if port is None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "serve.cli", "serve", "--port", str(port)], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                if httpx.get(base + "/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if server.poll() is not None:
+                raise SystemExit(f"server exited: {server.stderr.read()[-2000:]}")
+            if time.monotonic() > deadline:
+                raise SystemExit(f"server not ready after {wait_s:.0f} s")
+            time.sleep(0.5)
+        yield base
+    finally:
+        server.terminate()
+        server.wait(30)
