@@ -92,7 +92,7 @@ def run(base: str, args) -> tuple[Counter, list[str]]:
             i = number
             while time.monotonic() < stop:
                 collection = ("default", "churn")[i % 2]
-                route = "ask" if i % 4 == 0 else "search"
+                route = "ask" if i % 3 == 0 else "search"   # both routes reach both collections
                 body = ({"question": QUESTIONS[i % len(QUESTIONS)], "collection": collection} if route == "ask"
                         else {"query": QUESTIONS[i % len(QUESTIONS)], "k": 5, "collection": collection})
                 began_after_delete = deleted.is_set()
