@@ -82,6 +82,8 @@ def ranking_metrics(ranking: list[str], gold: set[str]) -> dict[str, float]:
             "MRR@10": 1 / (first + 1) if first is not None and first < 10 else 0.0}
 
 
+# Not sentence-transformers' InformationRetrievalEvaluator: promotion scores the serving encoder from the vectors
+# already stored in the collection, and the evaluator would re-encode the whole corpus with it.
 def chunk_retrieval_metrics(query_vectors: np.ndarray, passage_vectors: np.ndarray, gold: list[int]) -> dict[str, float]:
     """MRR@10 and hit@1/hit@10 of the gold passage index per query (vectors L2-normalised)."""
     if not gold:
