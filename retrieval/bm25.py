@@ -2,9 +2,14 @@
 from __future__ import annotations
 
 import logging
+import os
 
-import bm25s
-import Stemmer
+# bm25s runs jax.lax.top_k at import when JAX is installed, and JAX then takes 75% of a GPU's memory (issue 16):
+# a second kbqa process on that GPU died out of memory. BM25 selection is cheap on the CPU; a user's own setting wins.
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import bm25s  # noqa: E402
+import Stemmer  # noqa: E402
 
 logging.getLogger("bm25s").setLevel(logging.WARNING)  # it logs every index build at DEBUG
 _STEMMER = Stemmer.Stemmer("english")

@@ -61,3 +61,18 @@ def test_bm25_over_a_corpus_without_indexable_words_finds_nothing_instead_of_fai
     assert BM25Index([1], ["ö ë 😀 ..."]).search("refunds", 3) == []
     assert BM25Index([], []).search("refunds", 3) == []
     assert BM25Index([1, 2], ["the a", "refunds paid"]).search("refunds", 3)[0][0] == 2
+
+
+def test_importing_bm25_keeps_jax_off_the_gpu_unless_the_user_chose():
+    # Issue 16: `import bm25s` let JAX take 75% of the GPU's memory. JAX reads JAX_PLATFORMS when it starts.
+    import os
+    import subprocess
+    import sys
+
+    probe = "import retrieval.bm25, os; print(os.environ['JAX_PLATFORMS'])"
+    env = {k: v for k, v in os.environ.items() if k != "JAX_PLATFORMS"}
+    assert subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True,
+                          check=True).stdout.strip() == "cpu"
+    chosen = subprocess.run([sys.executable, "-c", probe], env={**env, "JAX_PLATFORMS": "cuda"},
+                            capture_output=True, text=True, check=True).stdout.strip()
+    assert chosen == "cuda"
