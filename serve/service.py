@@ -11,7 +11,7 @@ from retrieval.batching import BatchingEncoder
 from ingest.pipeline import IngestReport
 from retrieval.collection import Collection
 from retrieval.search import SearchHit
-from retrieval.encoder import SentenceEncoder, TextEncoder
+from retrieval.encoder import SentenceEncoder, TextEncoder, pick_device
 from retrieval.home import check_collection_name
 from retrieval.generation.abstention import GapDetector
 from retrieval.generation.registry import resolve_adapter, resolve_scorer, resolve_sentence_scorer
@@ -66,13 +66,14 @@ class KbqaService:
         if with_generator:   # the answering parts: selector and scorer; the generator only in generate mode
             from retrieval.generation.answerability import AnswerabilityScorer
 
+            device = pick_device()   # every model on the chosen device: the scorers too (issue 16)
             models_dir = settings.kbqa_home.models_dir
             minilm = model_path(models_dir, STUDENT_START)
             scorer_dir = resolve_sentence_scorer(settings.sentence_scorer, models_dir)
             if scorer_dir is None and settings.answer_mode == "select":
                 raise ModelNotReady(f"answer mode 'select' needs the sentence scorer: {FIX_HINT}")
             if scorer_dir is not None:
-                sentence_scorer = AnswerabilityScorer.load(scorer_dir, minilm)
+                sentence_scorer = AnswerabilityScorer.load(scorer_dir, minilm, device=device)
                 selector = SentenceSelector.load()
                 gap_detector = GapDetector.load() if settings.gap_detection else None
             if settings.answer_mode == "generate":
@@ -86,7 +87,7 @@ class KbqaService:
                                            precision=settings.generator_precision)
             scorer = resolve_scorer(settings.answerability_scorer, models_dir)
             if scorer is not None:
-                answerability = AnswerabilityScorer.load(scorer, minilm)
+                answerability = AnswerabilityScorer.load(scorer, minilm, device=device)
         return cls(settings, encoder, generator, encoder_loader=lambda folder: wrap(SentenceEncoder(folder)),
                    answerability=answerability, selector=selector, sentence_scorer=sentence_scorer,
                    gap_detector=gap_detector)
