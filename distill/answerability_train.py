@@ -14,7 +14,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from distill.generator_train import publish_version
+from distill.generator_train import publish_training
 from distill.jsonl import read_jsonl
 from distill.metrics import auc
 from retrieval.generation.answerability import MAX_LENGTH, pair_text
@@ -133,4 +133,4 @@ def train_answerability(base_dir: Path, pairs: list[dict], models_dir: Path, con
               "valid_pairs": len(valid), "valid_auc": _rounded(auc(valid_scores, [r["label"] for r in valid])),
               "seconds": train_seconds, "device": device, "loss_per_step": losses,
               "config": asdict(config), "source": source}
-    return publish_version(folder, staging, report, command, activate)
+    return publish_training(folder, staging, report, command, activate)

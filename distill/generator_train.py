@@ -16,7 +16,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from retrieval.models import publish_version as publish_model_folder_version
+from retrieval.models import publish_version
 from retrieval.generation.generator import build_messages
 from retrieval.generation.registry import ADAPTERS
 
@@ -38,12 +38,11 @@ class GeneratorTrainConfig:
     seed: int = 0
 
 
-def publish_version(parent: Path, staging: Path, report: dict, command: str, activate: bool) -> dict:
+def publish_training(parent: Path, staging: Path, report: dict, command: str, activate: bool) -> dict:
     """A trainer's folder with its training.json, published as the next vNNNN under ``parent`` (CURRENT too if
     ``activate``); the report gains version and activated."""
     (staging / "training.json").write_text(json.dumps(report, indent=1))
-    version = publish_model_folder_version(parent, staging, f"{command} ({report.get('source') or 'defaults'})",
-                                           activate)
+    version = publish_version(parent, staging, f"{command} ({report.get('source') or 'defaults'})", activate)
     report["version"], report["activated"] = version, activate
     return report
 
@@ -122,4 +121,4 @@ def train_generator(base_dir: Path, examples: list[dict], models_dir: Path, conf
     report = {"base": Path(base_dir).name, "examples": len(encoded), "skipped_too_long": long, "trainable_params": trainable,
               "seconds": round(time.perf_counter() - start, 1), "device": device, "loss_per_step": losses,
               "config": asdict(config), "source": source}
-    return publish_version(adapters, staging, report, "kbqa train-generator", activate)
+    return publish_training(adapters, staging, report, "kbqa train-generator", activate)

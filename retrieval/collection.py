@@ -99,16 +99,16 @@ class Collection:
     def search(self, query: str, k: int = 5, mode: str = DEFAULT_MODE) -> list[SearchHit]:
         """Search the committed generation; if a commit lands mid-search and removes ranked chunks, search again
         on the new one (twice at most), so a concurrent ingest never silently shortens the results."""
-        for attempt in range(3):
-            try:
-                return self.snapshot().search(query, k, mode, self.store, self._lock, strict=attempt < 2)
-            except SnapshotMoved:
-                continue
-            except sqlite3.ProgrammingError:   # "Cannot operate on a closed database": deleted mid-search
-                if self._closed:
-                    raise self._gone() from None
-                raise
-        raise AssertionError("unreachable: the last attempt is not strict")
+        try:
+            for strict in (True, True, False):
+                try:
+                    return self.snapshot().search(query, k, mode, self.store, self._lock, strict=strict)
+                except SnapshotMoved:
+                    continue
+        except sqlite3.ProgrammingError:   # "Cannot operate on a closed database": deleted mid-search
+            if self._closed:
+                raise self._gone() from None
+            raise
 
     # --- writing --------------------------------------------------------------------------------
     def ingest(self, path: Path, chunker: Chunker, show_progress: bool = False) -> IngestReport:

@@ -192,19 +192,16 @@ def cmd_keys(args) -> int:
     return 0
 
 
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
-
-
 def cmd_serve(args) -> int:
     import uvicorn
 
     from serve.app import create_app
-    from serve.auth import KeyStore
+    from serve.auth import KeyStore, is_loopback
     from serve.settings import Settings
 
     settings = Settings()
     host = args.host or settings.host
-    if host not in LOOPBACK and not KeyStore(settings.kbqa_home.root / "keys.sqlite").any_active():
+    if not is_loopback(host) and not KeyStore(settings.kbqa_home.root / "keys.sqlite").any_active():
         print(f"kbqa: refusing to listen on {host} with no API keys: create one with `kbqa keys create`, "
               "or serve on 127.0.0.1", file=sys.stderr)
         return 2

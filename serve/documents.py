@@ -33,11 +33,16 @@ class UnknownDocument(LookupError):
     """No document with that id in the collection."""
 
 
+def check_file_count(count: int) -> None:
+    """Too many files is too much payload, not a malformed request: 413."""
+    if count > MAX_FILES:
+        raise UploadRejected(413, f"at most {MAX_FILES} files per upload, got {count}")
+
+
 def check_upload(files: list[tuple[str, bytes]]) -> None:
     if not files:
         raise UploadRejected(422, "no files in the upload")
-    if len(files) > MAX_FILES:
-        raise UploadRejected(413, f"at most {MAX_FILES} files per upload, got {len(files)}")
+    check_file_count(len(files))
     names = [name for name, _ in files]
     if len(set(names)) != len(names):
         raise UploadRejected(422, "the same file name appears twice in one upload")

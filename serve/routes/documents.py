@@ -5,7 +5,7 @@ from starlette.concurrency import run_in_threadpool
 
 from serve.schemas import CollectionPath
 from serve.deps import AdminKey, ServiceDep
-from serve.documents import MAX_FILE_BYTES, MAX_FILES, UnknownDocument, UploadRejected
+from serve.documents import MAX_FILE_BYTES, UnknownDocument, check_file_count
 from serve.schemas import DocumentDeleted, DocumentDetail, DocumentOut, ErrorResponse, RecordsUpload, UploadReport
 
 router = APIRouter(prefix="/v1/collections/{collection}/documents", tags=["documents"])
@@ -18,8 +18,7 @@ async def upload(collection: CollectionPath, service: ServiceDep, key: AdminKey,
     """Add or replace files (md, mdx, html, txt, pdf, csv, json, jsonl), at most 50 per upload (413 beyond);
     ingested incrementally."""
     key.check_collection(collection)
-    if len(files) > MAX_FILES:   # too much payload, not a malformed request: 413, before reading any file
-        raise UploadRejected(413, f"at most {MAX_FILES} files per upload, got {len(files)}")
+    check_file_count(len(files))   # before any file is read
     # Read one byte past the limit: enough to refuse an oversized file without holding all of it.
     payload = [(f.filename or "", await f.read(MAX_FILE_BYTES + 1)) for f in files]
     target = service.collection(collection)
