@@ -16,6 +16,7 @@ from retrieval.search import SearchHit
 from retrieval.generation.abstention import gap_signals
 from retrieval.generation.degeneration import degenerate_reason
 from retrieval.generation.generator import ABSTENTION, Passage, build_messages, cited_numbers, says_abstain
+from retrieval.generation.remote import GeneratorUnavailable
 from retrieval.generation.grounding import check_support, content_words, extract_answer
 from retrieval.generation.selection import Selection
 
@@ -50,7 +51,8 @@ class Answer:
     # p(the prompt passages hold the answer): 1 - the gap detector's p(gap), or the opt-in answerability scorer's;
     # None when neither ran.
     answerability: float | None = None
-    # Why the generator's text was not served (unsupported, no citation, loop, repetition, truncated, title, empty).
+    # Why the generator's text was not served (unsupported, no citation, loop, repetition, truncated, title, empty,
+    # generator unavailable: the remote failed and the fallback answered).
     fallback_reason: str | None = None
 
     def to_dict(self) -> dict:
@@ -74,6 +76,9 @@ def trim_to_sentence(text: str) -> str:
 
 ON_UNSUPPORTED = ("extractive", "abstain")
 ANSWER_MODES = ("select", "generate")
+# What answers when a remote generator fails: an error (502/504), the quoted selection, or the embedded generator.
+GENERATOR_FALLBACKS = ("error", "extractive", "local")
+GENERATOR_UNAVAILABLE = "generator unavailable"
 
 
 class Answerer:
@@ -81,7 +86,7 @@ class Answerer:
                  support_threshold: float = 0.6, on_unsupported: str = "extractive",
                  answerability=None, answerability_threshold: float = 0.0,
                  mode: Literal["select", "generate"] = "generate", selector=None, sentence_scorer=None,
-                 gap_detector=None):
+                 gap_detector=None, fallback: str = "error", fallback_generator=None):
         if not -1.0 <= min_relevance <= 1.0:
             raise ValueError(f"min_relevance is a cosine similarity in [-1, 1], got {min_relevance}")
         if prompt_passages < 1:
@@ -98,6 +103,10 @@ class Answerer:
             raise ValueError("answer mode 'select' needs a sentence selector and a sentence scorer (`kbqa prepare`)")
         if mode == "generate" and generator is None:
             raise ValueError("answer mode 'generate' needs a generator")
+        if fallback not in GENERATOR_FALLBACKS:
+            raise ValueError(f"generator fallback must be one of {GENERATOR_FALLBACKS}, got {fallback!r}")
+        if fallback == "local" and fallback_generator is None:
+            raise ValueError("generator fallback 'local' needs the embedded generator loaded")
         if gap_detector is not None and (selector is None or sentence_scorer is None):
             raise ValueError("the gap detector reads the selection: it needs a selector and a sentence scorer")
         self.generator = generator
@@ -111,6 +120,8 @@ class Answerer:
         self.selector = selector                  # retrieval/generation/selection.py:SentenceSelector, or None
         self.sentence_scorer = sentence_scorer    # its cross-encoder (AnswerabilityScorer over sentences)
         self.gap_detector = gap_detector          # retrieval/generation/abstention.py:GapDetector, or None
+        self.fallback = fallback                  # when the (remote) generator raises GeneratorUnavailable
+        self.fallback_generator = fallback_generator
 
     def select(self, hits: list[SearchHit]) -> list[SearchHit]:
         """Passages for the prompt: retrieval order (fused rank), only those that pass the relevance gate."""
@@ -172,15 +183,35 @@ class Answerer:
         start = time.perf_counter()
         pieces: list[str] = []
         stats: dict = {}
-        for piece in self.generator.stream(build_messages(question, passages), stats):
-            pieces.append(piece)
-            yield "token", piece
+        generator = self.generator
+        try:
+            for piece in generator.stream(build_messages(question, passages), stats):
+                pieces.append(piece)
+                yield "token", piece
+        except GeneratorUnavailable as exc:
+            timings["generate"] = round((time.perf_counter() - start) * 1000, 1)
+            if self.fallback == "error":
+                raise
+            if self.fallback == "extractive" or self.fallback_generator is None:
+                final = self.selected(question, selection, used, timings, GENERATOR_UNAVAILABLE)
+                final.answerability = answerability
+                yield "final", final
+                return
+            # The local generator writes it instead; the pieces already streamed were the remote's (the final
+            # event is what to show).
+            generator, pieces, stats = self.fallback_generator, [], {"fallback": True}
+            for piece in generator.stream(build_messages(question, passages), stats):
+                pieces.append(piece)
+                yield "token", piece
         timings["generate"] = round((time.perf_counter() - start) * 1000, 1)
-        timings["prompt_tokens"], timings["new_tokens"] = stats.get("prompt_tokens", 0), stats.get("new_tokens", 0)
-        max_new = getattr(self.generator, "max_new_tokens", None)
-        hit_budget = bool(max_new) and stats.get("new_tokens", 0) >= max_new
+        # Token counts as the engine reports them (a remote server may not).
+        timings.update({key: stats[key] for key in ("prompt_tokens", "new_tokens") if key in stats})
+        max_new = getattr(generator, "max_new_tokens", None)
+        hit_budget = stats.get("truncated", bool(max_new) and stats.get("new_tokens", 0) >= max_new)
         final = self.finish(question, "".join(pieces).strip(), used, timings, selection, hit_budget)
         final.answerability = answerability
+        if stats.get("fallback") and final.fallback_reason is None:
+            final.fallback_reason = GENERATOR_UNAVAILABLE
         yield "final", final
 
     def _citations(self, used: list[SearchHit], numbers: list[int]) -> list[Citation]:

@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from retrieval.collection_encoder import EncoderMismatch
 from retrieval.home import InvalidName, UnknownCollection
+from retrieval.generation.remote import GeneratorUnavailable
 from retrieval.models import ModelNotReady
 from serve.auth import AuthError, KeyStore, RateLimiter
 from serve.body_limit import BodyLimit
@@ -19,7 +20,8 @@ from serve.documents import MAX_UPLOAD_BYTES, UnknownDocument, UploadRejected
 from serve.feedback import UnknownAnswer
 from serve.metrics import Metrics
 from serve.jobs import UnknownJob
-from serve.routes import ask, chat, collections, distill, documents, feedback, health, keys, search
+from serve.routes import ask, chat, collections, distill, documents, feedback, health, keys, openai_compat, search
+from serve.routes.openai_compat import OpenAIRequestError, is_openai_route, openai_error
 from serve.schemas import ErrorResponse
 from serve.service import CollectionExists, KbqaService
 from serve.settings import Settings
@@ -28,13 +30,16 @@ MAX_BODY_BYTES = 64 * 1024
 log = logging.getLogger("kbqa.serve")
 
 
-def _error(status: int, message: str, detail: object | None = None) -> JSONResponse:
+def _error(status: int, message: str, detail: object | None = None, request: Request | None = None) -> JSONResponse:
+    """kbqa's error body; on the OpenAI-compatible routes, OpenAI's (serve/routes/openai_compat.py)."""
+    if request is not None and is_openai_route(request.url.path):
+        return JSONResponse(status_code=status, content=openai_error(status, message, detail))
     return JSONResponse(status_code=status, content={"error": message, "detail": detail})
 
 
 def _status_handler(status: int):
-    async def handler(_: Request, exc: Exception) -> JSONResponse:
-        return _error(status, str(exc))
+    async def handler(request: Request, exc: Exception) -> JSONResponse:
+        return _error(status, str(exc), request=request)
 
     return handler
 
@@ -51,6 +56,9 @@ def create_app(settings: Settings | None = None, service: KbqaService | None = N
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         app.state.service = service or KbqaService.load(settings)
+        remote = app.state.service.remote_generator()
+        if remote is not None:   # its calls feed Prometheus (serve/metrics.py)
+            remote.observer = app.state.metrics.observe_remote
         app.state.keys = KeyStore(settings.kbqa_home.root / "keys.sqlite")
         # Decided once, here: keyless mode only while no key was ever created (serve/auth.py), loopback clients only.
         app.state.keyed = app.state.keys.ever_keyed()
@@ -68,7 +76,7 @@ def create_app(settings: Settings | None = None, service: KbqaService | None = N
                   description="Grounded question answering over a knowledge base.")
     # Every error leaves as ErrorResponse, validation errors included: say so in the schema.
     errors = {status: {"model": ErrorResponse} for status in (401, 403, 413, 422, 429)}
-    for module in (search, ask, collections, documents, distill, feedback, keys, health, chat):
+    for module in (search, ask, collections, documents, distill, feedback, keys, health, chat, openai_compat):
         app.include_router(module.router, responses=errors)
     app.state.metrics = Metrics()
     app.state.limiter = RateLimiter(settings.rate_limit_per_minute)
@@ -88,33 +96,39 @@ def create_app(settings: Settings | None = None, service: KbqaService | None = N
     app.add_middleware(BodyLimit, limit_of=body_limit)
 
     @app.exception_handler(RequestValidationError)
-    async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         problems = [{"field": ".".join(str(p) for p in e["loc"]), "problem": e["msg"]} for e in exc.errors()]
-        return _error(422, "invalid request", problems)
+        return _error(422, "invalid request", problems, request)
 
     # The caller's mistakes and known states map to 4xx/503 with the message that names the fix. Anything else
     # is the server's fault: 500 with a JSON body and the traceback in the log, never dressed up as a 4xx.
     for error_type, status in ((UnknownCollection, 404), (UnknownAnswer, 404), (UnknownDocument, 404),
                               (UnknownJob, 404), (CollectionExists, 409), (InvalidName, 422),
-                              (EncoderMismatch, 409), (ModelNotReady, 503)):
+                              (EncoderMismatch, 409), (ModelNotReady, 503), (OpenAIRequestError, 400)):
         app.add_exception_handler(error_type, _status_handler(status))
+
+    @app.exception_handler(GeneratorUnavailable)
+    async def generator_unavailable(request: Request, exc: GeneratorUnavailable) -> JSONResponse:
+        # KBQA_GENERATOR_FALLBACK=error: the remote generator's failure is the gateway's, not ours: 502 or 504.
+        log.warning("%s %s: %s", request.method, request.url.path, exc)
+        return _error(exc.status, str(exc), {"generator": exc.kind}, request)
 
     @app.exception_handler(Exception)
     async def server_fault(request: Request, exc: Exception) -> JSONResponse:
         log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
-        return _error(500, f"internal error ({type(exc).__name__}); the server log has the details")
+        return _error(500, f"internal error ({type(exc).__name__}); the server log has the details", request=request)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         # Unmatched paths and wrong methods too: every error body has the same shape.
-        response = _error(exc.status_code, str(exc.detail))
+        response = _error(exc.status_code, str(exc.detail), request=request)
         for name, value in (exc.headers or {}).items():
             response.headers[name] = value
         return response
 
     @app.exception_handler(AuthError)
-    async def auth_error(_: Request, exc: AuthError) -> JSONResponse:
-        response = _error(exc.status, str(exc))
+    async def auth_error(request: Request, exc: AuthError) -> JSONResponse:
+        response = _error(exc.status, str(exc), request=request)
         if exc.retry_after is not None:
             response.headers["Retry-After"] = str(exc.retry_after)
         if exc.status == 401:
@@ -122,7 +136,7 @@ def create_app(settings: Settings | None = None, service: KbqaService | None = N
         return response
 
     @app.exception_handler(UploadRejected)
-    async def upload_rejected(_: Request, exc: UploadRejected) -> JSONResponse:
-        return _error(exc.status, str(exc))
+    async def upload_rejected(request: Request, exc: UploadRejected) -> JSONResponse:
+        return _error(exc.status, str(exc), request=request)
 
     return app

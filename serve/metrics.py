@@ -23,8 +23,21 @@ class Metrics:
         # Generated answers replaced by the quoted selection, by why (unsupported, loop, truncated, ...).
         self.fallbacks = Counter("kbqa_answer_fallbacks_total", "generated answers not served, by reason", ["reason"],
                                  registry=self.registry)
+        # A remote generator (KBQA_GENERATOR_URL): each call's time and outcome; up = the last call succeeded.
+        self.remote_seconds = Histogram("kbqa_remote_generator_seconds", "remote generator call time (whole answer)",
+                                        buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.remote_failures = Counter("kbqa_remote_generator_failures_total", "remote generator failures by kind",
+                                       ["kind"], registry=self.registry)
+        self.remote_up = Gauge("kbqa_remote_generator_up", "1 if the last remote generator call succeeded",
+                               registry=self.registry)
         self.index_vectors = Gauge("kbqa_index_vectors", "vectors in a collection's index", ["collection"],
                                    registry=self.registry)
+
+    def observe_remote(self, seconds: float, error) -> None:
+        self.remote_seconds.observe(seconds)
+        self.remote_up.set(0 if error is not None else 1)
+        if error is not None:
+            self.remote_failures.labels(error.kind).inc()
 
     def observe_answer(self, answer) -> None:
         timings = answer.timings_ms

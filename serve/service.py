@@ -32,22 +32,27 @@ class CollectionExists(RuntimeError):
 class KbqaService:
     def __init__(self, settings: Settings, encoder: TextEncoder, generator=None, encoder_loader=SentenceEncoder,
                  answerability=None, distill_runner=distill_runner, selector=None, sentence_scorer=None,
-                 gap_detector=None):
+                 gap_detector=None, fallback_generator=None):
         """``generator`` and/or (``selector``, ``sentence_scorer``) make it answer; without a selector it answers
-        with the generator whatever ``settings.answer_mode`` says (tests, embedded uses with a custom generator)."""
+        with the generator whatever ``settings.answer_mode`` says (tests, embedded uses with a custom generator).
+        ``fallback_generator``: the embedded one, when a remote generator may fall back to it."""
         self.settings = settings
         self.home = settings.kbqa_home
         self.encoder = encoder  # default for collections without a distilled encoder of their own
         self.encoder_loader = encoder_loader
         self.chunker = Chunker(encoder.count_tokens)
         can_select = selector is not None and sentence_scorer is not None
-        mode = settings.answer_mode if can_select else "generate"
+        mode = settings.resolved_answer_mode if can_select else "generate"
+        # The fallback applies to a remote generator; an embedded one never raises GeneratorUnavailable.
+        fallback = settings.generator_fallback if fallback_generator is not None or \
+            settings.generator_fallback != "local" else "extractive"
         self.answerer = (Answerer(generator, settings.min_relevance, settings.prompt_passages,
                                   settings.support_threshold, settings.on_unsupported,
                                   answerability, settings.answerability_threshold, mode=mode,
                                   selector=selector if can_select else None,
                                   sentence_scorer=sentence_scorer if can_select else None,
-                                  gap_detector=gap_detector if can_select else None)
+                                  gap_detector=gap_detector if can_select else None,
+                                  fallback=fallback, fallback_generator=fallback_generator)
                          if generator is not None or can_select else None)
         self._collections: dict[str, Collection] = {}
         self._lock = threading.Lock()
@@ -62,7 +67,8 @@ class KbqaService:
         wrap = (lambda encoder: BatchingEncoder(encoder, max_wait_ms=settings.query_batch_wait_ms)) \
             if settings.query_batching else (lambda encoder: encoder)
         encoder = wrap(SentenceEncoder(model_path(settings.kbqa_home.models_dir, STUDENT_START)))
-        generator = answerability = selector = sentence_scorer = gap_detector = None
+        generator = answerability = selector = sentence_scorer = gap_detector = fallback_generator = None
+        mode = settings.resolved_answer_mode
         if with_generator:   # the answering parts: selector and scorer; the generator only in generate mode
             from retrieval.generation.answerability import AnswerabilityScorer
 
@@ -70,27 +76,38 @@ class KbqaService:
             models_dir = settings.kbqa_home.models_dir
             minilm = model_path(models_dir, STUDENT_START)
             scorer_dir = resolve_sentence_scorer(settings.sentence_scorer, models_dir)
-            if scorer_dir is None and settings.answer_mode == "select":
+            if scorer_dir is None and mode == "select":
                 raise ModelNotReady(f"answer mode 'select' needs the sentence scorer: {FIX_HINT}")
             if scorer_dir is not None:
                 sentence_scorer = AnswerabilityScorer.load(scorer_dir, minilm, device=device)
                 selector = SentenceSelector.load()
                 gap_detector = GapDetector.load() if settings.gap_detection else None
-            if settings.answer_mode == "generate":
+            if mode == "generate" and settings.generator_url:
+                from retrieval.generation.remote import RemoteGenerator
+
+                key = settings.generator_api_key
+                generator = RemoteGenerator(settings.generator_url, settings.generator_model,
+                                            key.get_secret_value() if key else None, settings.generator_timeout_s,
+                                            settings.max_new_tokens)
+            if mode == "generate" and (not settings.generator_url or settings.generator_fallback == "local"):
                 from retrieval.generation.backend import load_generator
 
                 adapter = resolve_adapter(settings.generator_adapter, models_dir)
-                generator = load_generator(models_dir, model_path(models_dir, GENERATOR_BASE),
-                                           settings.generator_backend, adapter_dir=adapter,
-                                           max_new_tokens=settings.max_new_tokens,
-                                           abstain_threshold=settings.abstain_threshold if adapter else None,
-                                           precision=settings.generator_precision)
+                local = load_generator(models_dir, model_path(models_dir, GENERATOR_BASE),
+                                       settings.generator_backend, adapter_dir=adapter,
+                                       max_new_tokens=settings.max_new_tokens,
+                                       abstain_threshold=settings.abstain_threshold if adapter else None,
+                                       precision=settings.generator_precision)
+                if generator is None:
+                    generator = local
+                else:
+                    fallback_generator = local
             scorer = resolve_scorer(settings.answerability_scorer, models_dir)
             if scorer is not None:
                 answerability = AnswerabilityScorer.load(scorer, minilm, device=device)
         return cls(settings, encoder, generator, encoder_loader=lambda folder: wrap(SentenceEncoder(folder)),
                    answerability=answerability, selector=selector, sentence_scorer=sentence_scorer,
-                   gap_detector=gap_detector)
+                   gap_detector=gap_detector, fallback_generator=fallback_generator)
 
     def collection(self, name: str, create: bool = False) -> Collection:
         check_collection_name(name)
@@ -170,9 +187,18 @@ class KbqaService:
                 yield kind, value
         return events()
 
+    def remote_generator(self):
+        """The RemoteGenerator answering, if one is configured (for /readyz and /metrics)."""
+        from retrieval.generation.remote import RemoteGenerator
+
+        generator = self.answerer.generator if self.answerer is not None else None
+        return generator if isinstance(generator, RemoteGenerator) else None
+
     def close(self) -> None:
         for collection in self._collections.values():
             collection.close()
+        if self.remote_generator() is not None:
+            self.remote_generator().close()   # its connection pool
         self.feedback.close()
 
 

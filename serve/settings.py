@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from retrieval.search import DEFAULT_MODE, SearchMode
@@ -23,8 +23,19 @@ class Settings(BaseSettings):
     max_new_tokens: int = Field(96, ge=8, le=1024)
     # select: the answer is the passages' sentences the selector chooses, each cited (retrieval/generation/
     # selection.py; above the 135M generator on every dev set and under 1.5 s on 2 cores, README issue 19);
-    # generate: the generator writes, and the selection replaces what fails the support or degeneration check.
-    answer_mode: Literal["select", "generate"] = "select"
+    # generate: the generator writes, and the selection replaces what fails the support or degeneration check;
+    # auto: generate when a remote generator is configured (a team that plugs one in wants it to write), else select.
+    answer_mode: Literal["auto", "select", "generate"] = "auto"
+    # Bring your own generator: any OpenAI-compatible server (vLLM, llama.cpp's server, Ollama, TGI) gets the same
+    # grounded prompt; kbqa's checks apply to its text unchanged (retrieval/generation/remote.py).
+    generator_url: str | None = Field(None, description="base URL of an OpenAI-compatible server, e.g. "
+                                      "http://gpu-box:8000/v1; unset: the embedded SmolLM2")
+    generator_model: str | None = Field(None, description="the model name that server serves (required with the URL)")
+    generator_api_key: SecretStr | None = Field(None, description="sent as Bearer; read from KBQA_GENERATOR_API_KEY")
+    generator_timeout_s: float = Field(60.0, gt=0, le=600, description="per answer, first byte to last")
+    # When the remote fails (refused, timeout, 5xx, malformed, empty): error = 502/504 to the caller; extractive =
+    # the quoted selection (fallback_reason "generator unavailable"); local = the embedded generator writes it.
+    generator_fallback: Literal["error", "extractive", "local"] = "extractive"
     # auto: a sentence scorer trained and made current, else the shipped one; none: no selection (generate mode
     # falls back to the old best-matching sentences); or a path.
     sentence_scorer: str = "auto"
@@ -59,6 +70,20 @@ class Settings(BaseSettings):
         20, ge=0, description="requests with a missing or wrong key a minute per client address, then 429; 0 = off")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
+
+    @model_validator(mode="after")
+    def _remote_needs_a_model(self) -> "Settings":
+        if self.generator_url and not self.generator_model:
+            raise ValueError("KBQA_GENERATOR_URL needs KBQA_GENERATOR_MODEL: the model name that server serves")
+        if self.generator_url and not self.generator_url.startswith(("http://", "https://")):
+            raise ValueError(f"KBQA_GENERATOR_URL must start with http:// or https://, got {self.generator_url!r}")
+        return self
+
+    @property
+    def resolved_answer_mode(self) -> str:
+        if self.answer_mode != "auto":
+            return self.answer_mode
+        return "generate" if self.generator_url else "select"
 
     @property
     def kbqa_home(self) -> KbqaHome:

@@ -4,6 +4,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from retrieval.generation.remote import GeneratorUnavailable
 from serve.deps import QueryKey, ServiceDep
 from serve.schemas import AskRequest, AskResponse, ErrorResponse
 
@@ -28,10 +29,13 @@ async def ask(body: AskRequest, service: ServiceDep, request: Request, key: Quer
     events = await run_in_threadpool(service.ask_stream, body.question, body.k, body.collection, history)
 
     def encode():  # a sync iterator: Starlette runs it in the threadpool, piece by piece
-        for kind, value in events:
-            if kind == "token":
-                yield _sse("token", {"text": value})
-            else:
-                request.app.state.metrics.observe_answer(value)
-                yield _sse("final", AskResponse(**value.to_dict()).model_dump())
+        try:
+            for kind, value in events:
+                if kind == "token":
+                    yield _sse("token", {"text": value})
+                else:
+                    request.app.state.metrics.observe_answer(value)
+                    yield _sse("final", AskResponse(**value.to_dict()).model_dump())
+        except GeneratorUnavailable as exc:   # the 200 is sent: the failure is the stream's last event
+            yield _sse("error", {"error": str(exc), "status": exc.status, "detail": {"generator": exc.kind}})
     return StreamingResponse(encode(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})

@@ -37,8 +37,20 @@ async def readyz(service: ServiceDep):
             problems["collections"] = f"{failed} cannot be opened (named in the server log)"
 
     await run_in_threadpool(open_all)
-    status = 503 if problems else 200
-    return JSONResponse(status_code=status, content={"ready": not problems, "problems": problems})
+    content = {"ready": True, "problems": problems}
+    remote = service.remote_generator()
+    if remote is not None:
+        # Unreachable with a fallback declared: still ready (answers come, degraded); without one: not ready.
+        reachable, why = await run_in_threadpool(remote.probe)
+        fallback = service.answerer.fallback
+        health = remote.health
+        content["generator"] = {"remote": True, "reachable": reachable, "probe": why, "fallback": fallback,
+                                "last_call_ok": health.last_ok, "last_call_seconds": health.last_seconds,
+                                "failures": dict(health.failures)}
+        if not reachable and fallback == "error":
+            problems["generator"] = f"remote generator {why} and KBQA_GENERATOR_FALLBACK=error"
+    content["ready"] = not problems
+    return JSONResponse(status_code=503 if problems else 200, content=content)
 
 
 @router.get("/metrics", response_class=PlainTextResponse,
