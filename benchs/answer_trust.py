@@ -2,7 +2,7 @@
 knowledge-gap protocol, degenerate answers; one run, the same retrieval for every system, on a split never used
 for training or thresholds.
 
-    python benchs/answer_trust.py --data PATH/TO/shared/data [--split report] [--per-dataset 60] [--no-old]
+    python benchs/answer_trust.py --data PATH/TO/shared/data [--split report] [--per-dataset 60] [--no-old] [--llama]
 
 Systems, per answerable question (top hits of the full knowledge base, benchs/answer_data.py):
 - ``first 3 sentences``: the top chunk's first three sentences;
@@ -10,7 +10,9 @@ Systems, per answerable question (top hits of the full knowledge base, benchs/an
 - ``110 words of top 3``: the first 110 words of the top three chunks;
 - ``oracle``: greedy sentence choice from the top three chunks against the reference (a ceiling, never a method);
 - ``old default``: the generator as served before issue 19 (shipped adapter, CTranslate2, support check);
-- ``new default``: as served now (Settings defaults: sentence selection, gap detector).
+- ``new default``: as served now (Settings defaults: sentence selection, gap detector);
+- ``remote llama.cpp`` (with --llama): KBQA_GENERATOR_URL pointed at llama.cpp's server serving the bundled SmolLM2
+  GGUF on this machine (benchs/llama_server.py), everything else as served: the bring-your-own-generator path.
 Gap protocol: the knowledge-gap questions on the gap knowledge base should be refused; the questions still
 answerable there should not. TechQA's own unanswerable questions (full knowledge base) are reported beside.
 The gap to close is the one between the best baseline and the oracle, per dataset.
@@ -24,6 +26,7 @@ import random
 import sys
 import time
 from collections import defaultdict
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -108,9 +111,15 @@ def main() -> None:
     parser.add_argument("--per-dataset", type=int, default=60, help="answerable questions per set (0: all)")
     parser.add_argument("--gap-per-dataset", type=int, default=40, help="gap-protocol questions of each kind per set")
     parser.add_argument("--no-old", action="store_true", help="skip the old default (it generates: slow)")
+    parser.add_argument("--llama", action="store_true",
+                        help="add the remote generator: llama.cpp's server with the bundled SmolLM2 GGUF")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    with ExitStack() as stack:
+        run(args, stack)
 
+
+def run(args, stack: ExitStack) -> None:
     settings = Settings(home=BENCH_HOME)
     service = KbqaService.load(settings)                      # the new default, as served
     systems = {"new default": Served(service.answerer)}
@@ -120,6 +129,13 @@ def main() -> None:
         cache = BENCH_HOME / "answers" / f"old-default-{old.answerer.generator.name.replace(' ', '_')}-{args.split}.jsonl"
         cache.parent.mkdir(parents=True, exist_ok=True)
         systems["old default"] = Served(old.answerer, cache)
+    if args.llama:   # not cached: its answer times are part of the figure
+        from benchs.llama_server import ALIAS, llama_served
+
+        url = stack.enter_context(llama_served())
+        remote = KbqaService.load(Settings(home=BENCH_HOME, generator_url=url, generator_model=ALIAS,
+                                           generator_fallback="error"))
+        systems["remote llama.cpp"] = Served(remote.answerer)
 
     table, per_set = defaultdict(lambda: defaultdict(list)), defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
     for name in DATASETS:
@@ -145,6 +161,7 @@ def main() -> None:
                 if result["fallback_reason"] not in (None, "unsupported", "no citation"):
                     table[system]["degenerate generations caught"].append(1.0)
                 table[system]["false abstention (full KB)"].append(float(result["abstained"]))
+                table[system]["served as generated"].append(float(result["grounding"] == "generated"))
                 per_set[name][system]["false abstention (full KB)"].append(float(result["abstained"]))
             for system, (text, cited) in outputs.items():
                 f1, rl = token_f1(text, row["reference"]), rouge_l(text, row["reference"])
@@ -171,7 +188,8 @@ def main() -> None:
 
     order = list(BASELINES) + ["oracle"] + list(systems)[::-1]
     columns = ["token-F1", "gap closed", "ROUGE-L", "citation precision", "gap recall", "gap false abstention",
-               "false abstention (full KB)", "TechQA unanswerable recall", "degenerate or unsupported"]
+               "false abstention (full KB)", "TechQA unanswerable recall", "degenerate or unsupported",
+               "served as generated"]
     best_base = {name: max(np.mean(per_set[name][b]["token-F1"]) for b in BASELINES) for name in DATASETS}
     oracle = {name: np.mean(per_set[name]["oracle"]["token-F1"]) for name in DATASETS}
 

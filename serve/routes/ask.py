@@ -17,6 +17,8 @@ def _sse(event: str, data: dict) -> str:
 
 @router.post("/v1/ask", response_model=AskResponse, responses={
     404: {"model": ErrorResponse},
+    502: {"model": ErrorResponse, "description": "the remote generator failed (KBQA_GENERATOR_FALLBACK=error)"},
+    504: {"model": ErrorResponse, "description": "the remote generator timed out (KBQA_GENERATOR_FALLBACK=error)"},
     200: {"content": {"text/event-stream": {"description": "with stream=true: token events, then a final event"}}}})
 async def ask(body: AskRequest, service: ServiceDep, request: Request, key: QueryKey):
     key.check_collection(body.collection)

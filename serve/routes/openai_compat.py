@@ -48,6 +48,18 @@ def openai_error(status: int, message: str, detail: object | None = None) -> dic
                       "code": code, "detail": detail}}
 
 
+class OpenAIError(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+    detail: object | None = None
+
+
+class OpenAIErrorResponse(BaseModel):
+    error: OpenAIError
+
+
 class TextPart(BaseModel):
     type: Literal["text"]
     text: str
