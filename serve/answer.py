@@ -54,6 +54,8 @@ class Answer:
     # Why the generator's text was not served (unsupported, no citation, loop, repetition, truncated, title, empty,
     # generator unavailable: the remote failed and the fallback answered).
     fallback_reason: str | None = None
+    # Whether a person should take over, and why (serve/handoff.py); the service fills it.
+    handoff: dict = field(default_factory=lambda: {"recommended": False, "reason": None})
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -17,6 +17,8 @@ CREATE TABLE IF NOT EXISTS feedback (
     helpful INTEGER NOT NULL, comment TEXT NOT NULL, created REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS feedback_by_answer ON feedback (answer_id);
 """
+# Columns added after the first release: (name, declaration), added to an older file when it is opened.
+ADDED_COLUMNS = (("answers", "conversation_id", "TEXT"), ("answers", "handoff_reason", "TEXT"))
 
 
 class UnknownAnswer(LookupError):
@@ -30,19 +32,36 @@ class FeedbackStore:
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(SCHEMA)
+        for table, column, declaration in ADDED_COLUMNS:
+            have = {row["name"] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            if column not in have:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+        self._db.execute("CREATE INDEX IF NOT EXISTS answers_by_conversation ON answers (conversation_id)")
         self._lock = threading.Lock()
 
     def close(self) -> None:
         self._db.close()
 
-    def record_answer(self, collection: str, answer) -> str:
+    def record_answer(self, collection: str, answer, conversation_id: str | None = None) -> str:
         answer_id = uuid.uuid4().hex
         citations = json.dumps([{"n": c.n, "chunk_id": c.chunk_id, "source": c.source} for c in answer.citations])
+        handoff = getattr(answer, "handoff", None) or {}
         with self._lock:
-            self._db.execute("INSERT INTO answers VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                             (answer_id, time.time(), collection, answer.question, answer.answer,
-                              int(answer.abstained), answer.grounding, citations))
+            self._db.execute("INSERT INTO answers (answer_id, created, collection, question, answer, abstained, "
+                             "grounding, citations, conversation_id, handoff_reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, "
+                             "?, ?)", (answer_id, time.time(), collection, answer.question, answer.answer,
+                                       int(answer.abstained), answer.grounding, citations, conversation_id,
+                                       handoff.get("reason")))
         return answer_id
+
+    def conversation_rated_unhelpful(self, conversation_id: str | None) -> bool:
+        """Whether any answer of this conversation was rated unhelpful."""
+        if not conversation_id:
+            return False
+        with self._lock:
+            row = self._db.execute("SELECT 1 FROM feedback f JOIN answers a USING (answer_id) "
+                                   "WHERE a.conversation_id = ? AND f.helpful = 0 LIMIT 1", (conversation_id,)).fetchone()
+        return row is not None
 
     def add_feedback(self, answer_id: str, helpful: bool, comment: str = "") -> int:
         with self._lock:

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from retrieval.home import COLLECTION_NAME
 
 CollectionPath = Annotated[str, Path(pattern=COLLECTION_NAME.pattern, description="collection name")]
+CONVERSATION_ID = r"^[A-Za-z0-9_.:-]{1,100}$"
 _COLLECTION = Field("default", pattern=COLLECTION_NAME.pattern, description="collection to search")
 
 
@@ -49,6 +50,8 @@ class AskRequest(BaseModel):
                                 description="earlier turns, oldest first: a follow-up question is made standalone")
     stream: bool = Field(False, description="answer as Server-Sent Events: `token` events as the generator "
                          "writes, then one `final` event holding the AskResponse")
+    conversation_id: str | None = Field(None, pattern=CONVERSATION_ID, description="the client's id for this "
+                                        "conversation: an unhelpful rating earlier in it recommends a hand-off")
 
 
 class CitationOut(BaseModel):
@@ -58,6 +61,12 @@ class CitationOut(BaseModel):
     source: str
     title: str
     score: float
+
+
+class HandoffOut(BaseModel):
+    recommended: bool
+    reason: str | None = Field(None, description="asks for a person, frustration, abstained, low confidence or "
+                               "repeated failure")
 
 
 class AskResponse(BaseModel):
@@ -76,7 +85,9 @@ class AskResponse(BaseModel):
     answerability: float | None = Field(None, description="p(the passages hold the answer): 1 - the gap detector's "
                                         "p(knowledge gap), or the opt-in answerability scorer's; null when none ran")
     fallback_reason: str | None = Field(None, description="why a generated answer was replaced by the quoted one: "
-                                        "unsupported, no citation, loop, repetition, truncated, title or empty")
+                                        "unsupported, no citation, loop, repetition, truncated, title, empty or "
+                                        "generator unavailable")
+    handoff: HandoffOut = Field(description="whether a person should take over, and why")
 
 
 class ErrorResponse(BaseModel):

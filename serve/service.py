@@ -21,6 +21,8 @@ from serve.answer import Answer, Answerer
 from serve.documents import DocumentManager
 from serve.feedback import FeedbackStore
 from serve.followup import standalone_question
+from serve.handoff import HandoffPolicy
+from serve.handoff_webhook import HandoffWebhook
 from serve.jobs import DistillJobs, distill_runner
 from serve.settings import Settings
 
@@ -57,6 +59,10 @@ class KbqaService:
         self._collections: dict[str, Collection] = {}
         self._lock = threading.Lock()
         self.feedback = FeedbackStore(self.home.root / "feedback.sqlite")
+        self.handoff = HandoffPolicy(settings.handoff_min_answerability)
+        secret = settings.handoff_secret
+        self.handoff_webhook = HandoffWebhook(settings.handoff_webhook, secret.get_secret_value()) \
+            if settings.handoff_webhook and secret else None
         self.documents = DocumentManager(self.chunker)
         self.jobs = DistillJobs(distill_runner(self))   # (collection, on_stage) -> report
 
@@ -155,7 +161,8 @@ class KbqaService:
     def search(self, query: str, k: int = 5, collection: str = "default") -> list[SearchHit]:
         return self.collection(collection).search(query, k, self.settings.search_mode)
 
-    def ask(self, question: str, k: int = 5, collection: str = "default", history: list[dict] | None = None) -> Answer:
+    def ask(self, question: str, k: int = 5, collection: str = "default", history: list[dict] | None = None,
+            conversation_id: str | None = None) -> Answer:
         if self.answerer is None:
             raise RuntimeError("this service was loaded without its answering models")
         start = time.perf_counter()
@@ -165,10 +172,24 @@ class KbqaService:
         answer = self.answerer.answer(standalone, hits, {"retrieve": retrieve_ms})
         answer.question, answer.rewritten_question = question, standalone if standalone != question else None
         answer.timings_ms["total"] = round((time.perf_counter() - start) * 1000, 1)
-        answer.answer_id = self.feedback.record_answer(collection, answer)
+        self._conclude(answer, collection, history or [], conversation_id)
         return answer
 
-    def ask_stream(self, question: str, k: int = 5, collection: str = "default", history: list[dict] | None = None):
+    def _conclude(self, answer: Answer, collection: str, history: list[dict], conversation_id: str | None) -> None:
+        """Decide the hand-off, record the answer, and send a recommended hand-off to the webhook (queued)."""
+        unhelpful = self.feedback.conversation_rated_unhelpful(conversation_id)
+        answer.handoff = self.handoff.decide(answer.question, history, answer, unhelpful).to_dict()
+        answer.answer_id = self.feedback.record_answer(collection, answer, conversation_id)
+        if answer.handoff["recommended"] and self.handoff_webhook is not None:
+            self.handoff_webhook.submit({
+                "reason": answer.handoff["reason"], "collection": collection, "conversation_id": conversation_id,
+                "answer_id": answer.answer_id, "question": answer.question, "history": history,
+                "answer": answer.answer, "abstained": answer.abstained, "grounding": answer.grounding,
+                "citations": [{"n": c.n, "doc_id": c.doc_id, "source": c.source, "title": c.title}
+                              for c in answer.citations]})
+
+    def ask_stream(self, question: str, k: int = 5, collection: str = "default", history: list[dict] | None = None,
+                   conversation_id: str | None = None):
         """Retrieve now (so an unknown collection fails before anything is sent), then an iterator of
         ("token", text) events and one ("final", Answer)."""
         if self.answerer is None:
@@ -183,7 +204,7 @@ class KbqaService:
                 if kind == "final":
                     value.question, value.rewritten_question = question, standalone if standalone != question else None
                     value.timings_ms["total"] = round((time.perf_counter() - start) * 1000, 1)
-                    value.answer_id = self.feedback.record_answer(collection, value)
+                    self._conclude(value, collection, history or [], conversation_id)
                 yield kind, value
         return events()
 
@@ -199,6 +220,8 @@ class KbqaService:
             collection.close()
         if self.remote_generator() is not None:
             self.remote_generator().close()   # its connection pool
+        if self.handoff_webhook is not None:
+            self.handoff_webhook.close()
         self.feedback.close()
 
 

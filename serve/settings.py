@@ -68,6 +68,11 @@ class Settings(BaseSettings):
     rate_limit_per_minute: int = Field(120, ge=0, description="requests a minute per API key; 0 turns it off")
     auth_failures_per_minute: int = Field(
         20, ge=0, description="requests with a missing or wrong key a minute per client address, then 429; 0 = off")
+    # Hand-off (serve/handoff.py): recommend a person below this answerability (1 - the gap detector's p(gap)).
+    handoff_min_answerability: float = Field(0.5, ge=0.0, le=1.0)
+    # When hand-off is recommended, POST the conversation here (serve/handoff_webhook.py), signed with the secret.
+    handoff_webhook: str | None = Field(None, description="help-desk URL that receives recommended hand-offs")
+    handoff_secret: SecretStr | None = Field(None, description="HMAC-SHA256 key signing each webhook delivery")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
 
@@ -77,6 +82,10 @@ class Settings(BaseSettings):
             raise ValueError("KBQA_GENERATOR_URL needs KBQA_GENERATOR_MODEL: the model name that server serves")
         if self.generator_url and not self.generator_url.startswith(("http://", "https://")):
             raise ValueError(f"KBQA_GENERATOR_URL must start with http:// or https://, got {self.generator_url!r}")
+        if self.handoff_webhook and not self.handoff_secret:
+            raise ValueError("KBQA_HANDOFF_WEBHOOK needs KBQA_HANDOFF_SECRET: deliveries are signed")
+        if self.handoff_webhook and not self.handoff_webhook.startswith(("http://", "https://")):
+            raise ValueError(f"KBQA_HANDOFF_WEBHOOK must start with http:// or https://, got {self.handoff_webhook!r}")
         return self
 
     @property

@@ -34,7 +34,8 @@ def test_search_shape(client):
 def test_ask_shape_and_citation(client):
     body = client.post("/v1/ask", json={"question": "How are refunds paid back?"}).json()
     assert set(body) == {"question", "answer", "abstained", "grounding", "citations", "unsupported", "answer_id", "rewritten_question", "timings_ms",
-                         "answerability", "fallback_reason"}
+                         "answerability", "fallback_reason", "handoff"}
+    assert body["handoff"] == {"recommended": False, "reason": None}
     assert body["abstained"] is False and body["grounding"] == "generated" and body["unsupported"] == []
     assert body["answerability"] is None   # no scorer trained: the gate is off
     assert body["citations"][0]["source"] == "billing.md" and body["citations"][0]["n"] == 1

@@ -25,10 +25,12 @@ async def ask(body: AskRequest, service: ServiceDep, request: Request, key: Quer
     history = [turn.model_dump() for turn in body.history]
     # Retrieval and generation are CPU-bound: keep them off the event loop.
     if not body.stream:
-        answer = await run_in_threadpool(service.ask, body.question, body.k, body.collection, history)
+        answer = await run_in_threadpool(service.ask, body.question, body.k, body.collection, history,
+                                         body.conversation_id)
         request.app.state.metrics.observe_answer(answer)
         return AskResponse(**answer.to_dict())
-    events = await run_in_threadpool(service.ask_stream, body.question, body.k, body.collection, history)
+    events = await run_in_threadpool(service.ask_stream, body.question, body.k, body.collection, history,
+                                     body.conversation_id)
 
     def encode():  # a sync iterator: Starlette runs it in the threadpool, piece by piece
         try:

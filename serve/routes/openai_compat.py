@@ -25,7 +25,7 @@ from starlette.concurrency import run_in_threadpool
 from retrieval.generation.remote import GeneratorUnavailable
 from retrieval.home import UnknownCollection
 from serve.deps import QueryKey, ServiceDep
-from serve.schemas import AskResponse
+from serve.schemas import CONVERSATION_ID, AskResponse
 
 router = APIRouter(tags=["openai-compatible"])
 MODEL_PREFIX = "kbqa-"
@@ -83,6 +83,8 @@ class ChatCompletionRequest(BaseModel):
     model: str = Field(description="kbqa-<collection>, as GET /v1/models lists them")
     messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=200)]
     stream: bool = False
+    conversation_id: str | None = Field(None, pattern=CONVERSATION_ID, description="kbqa's extension (send it with "
+                                        "the SDK's extra_body): an unhelpful rating earlier in it recommends a hand-off")
 
 
 class ModelOut(BaseModel):
@@ -134,7 +136,8 @@ def reply_text(answer: AskResponse) -> str:
 def extension(answer: AskResponse) -> dict:
     return {"answer_id": answer.answer_id, "abstained": answer.abstained, "grounding": answer.grounding,
             "citations": [c.model_dump() for c in answer.citations], "answerability": answer.answerability,
-            "fallback_reason": answer.fallback_reason, "rewritten_question": answer.rewritten_question}
+            "fallback_reason": answer.fallback_reason, "rewritten_question": answer.rewritten_question,
+            "handoff": answer.handoff.model_dump()}
 
 
 @router.get("/v1/models", response_model=ModelList)
@@ -157,13 +160,14 @@ async def chat_completions(body: ChatCompletionRequest, service: ServiceDep, req
     completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     base = {"id": completion_id, "created": created, "model": body.model}
     if not body.stream:
-        answer = await run_in_threadpool(service.ask, question, 5, collection, history)
+        answer = await run_in_threadpool(service.ask, question, 5, collection, history, body.conversation_id)
         request.app.state.metrics.observe_answer(answer)
         out = AskResponse(**answer.to_dict())
         return {**base, "object": "chat.completion", "kbqa": extension(out), "choices": [
             {"index": 0, "message": {"role": "assistant", "content": reply_text(out)}, "finish_reason": "stop"}]}
     # Retrieval runs now: an unknown collection fails with a plain 404 before the stream starts.
-    events = await run_in_threadpool(service.ask_stream, question, 5, collection, history)
+    events = await run_in_threadpool(service.ask_stream, question, 5, collection, history,
+                                     body.conversation_id)
 
     def chunk(delta: dict, finish: str | None = None, **extra) -> str:
         event = {**base, "object": "chat.completion.chunk",
