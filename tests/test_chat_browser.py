@@ -80,5 +80,10 @@ def test_chat_page_streams_an_answer_with_a_citation(server):
         assert citation.get_attribute("href") == "/v1/collections/default/documents/billing.md"
         answer.locator(".feedback button").first.click()
         expect(answer.locator(".feedback")).to_contain_text("Thanks", timeout=10_000)
+        assert answer.locator(".handoff").count() == 0
+        # Asking for a person: the answer still comes, with the hand-off recommendation under it.
+        page.fill("#question", "I want to talk to a human about refunds")
+        page.click("#send")
+        expect(page.locator(".turn.bot").last.locator(".handoff")).to_contain_text("asks for a person", timeout=20_000)
         browser.close()
     assert service.feedback.list_feedback()[0]["helpful"] is True
