@@ -20,7 +20,8 @@ from serve.documents import MAX_UPLOAD_BYTES, UnknownDocument, UploadRejected
 from serve.feedback import UnknownAnswer
 from serve.metrics import Metrics
 from serve.jobs import UnknownJob
-from serve.routes import ask, chat, collections, distill, documents, feedback, health, keys, openai_compat, search
+from serve.routes import (ask, chat, collections, distill, documents, feedback, gaps, health, keys, openai_compat,
+                          search)
 from serve.routes.openai_compat import OpenAIErrorResponse, OpenAIRequestError, is_openai_route, openai_error
 from serve.schemas import ErrorResponse
 from serve.service import CollectionExists, KbqaService
@@ -76,7 +77,7 @@ def create_app(settings: Settings | None = None, service: KbqaService | None = N
                   description="Grounded question answering over a knowledge base.")
     # Every error leaves as ErrorResponse, validation errors included: say so in the schema.
     errors = {status: {"model": ErrorResponse} for status in (401, 403, 413, 422, 429)}
-    for module in (search, ask, collections, documents, distill, feedback, keys, health, chat):
+    for module in (search, ask, collections, documents, distill, feedback, gaps, keys, health, chat):
         app.include_router(module.router, responses=errors)
     app.include_router(openai_compat.router, responses={
         status: {"model": OpenAIErrorResponse} for status in (400, 401, 403, 404, 413, 422, 429, 502, 504)})

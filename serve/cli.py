@@ -70,17 +70,60 @@ def cmd_ask(args) -> int:
     return 0
 
 
+def _eval_file(service, collection: str) -> Path:
+    """Where `kbqa eval --remember` keeps a collection's questions (distill reports them before and after)."""
+    from serve.evaluate import EVAL_QUESTIONS
+
+    return service.home.collection_dir(collection) / EVAL_QUESTIONS
+
+
+def cmd_eval(args) -> int:
+    import shutil
+
+    from tqdm import tqdm
+
+    from serve.evaluate import evaluate, format_table, read_questions
+
+    questions = read_questions(Path(args.questions))
+    service = _service(with_generator=args.ask)
+    service.collection(args.collection)   # an unknown collection fails here, before any work
+    report = evaluate(service, questions, args.collection, ask=args.ask,
+                      progress=lambda items: tqdm(items, desc="questions", disable=args.json, file=sys.stderr))
+    if args.remember:
+        shutil.copyfile(args.questions, _eval_file(service, args.collection))
+    print(json.dumps(report, indent=1) if args.json else format_table(report))
+    return 0
+
+
+def cmd_gaps(args) -> int:
+    from serve.gaps import format_report, gap_report
+
+    # The answering parts too: a cluster is "covered" once its questions are answered by the same gates as the API.
+    report = gap_report(_service(with_generator=True), args.collection, args.since, args.threshold)
+    print(json.dumps(report, indent=1) if args.json else format_report(report))
+    return 0
+
+
 def cmd_distill(args) -> int:
     from distill.config import DistillConfig
     from distill.run import distill_collection
+    from serve.evaluate import evaluate, format_table, read_questions
 
     service = _service(with_generator=False)
+    # The team's own questions, when `kbqa eval --remember` stored them: retrieval figures before and after.
+    questions_file = _eval_file(service, args.collection)
+    questions = read_questions(questions_file) if questions_file.is_file() else None
+    before = evaluate(service, questions, args.collection) if questions else None
     config = DistillConfig(full=args.full, epochs=args.epochs, max_examples=args.max_examples)
     report = distill_collection(service.collection(args.collection), service.home.models_dir, config,
                                 show_progress=not args.json)
+    after = evaluate(service, questions, args.collection) if questions else None
     if args.json:
-        print(json.dumps(report.to_dict(), indent=1))
+        print(json.dumps({**report.to_dict(), "eval": {"before": before, "after": after} if questions else None},
+                         indent=1))
     else:
+        if questions:
+            print(format_table(after, before), end="\n\n")
         print(f"collection {report.collection}: {report.mode} distillation"
               + (f", student {report.version}" if report.version else "") + " -> "
               + ("PROMOTED" if report.promoted else "not promoted") + f": {report.reason}")
@@ -245,6 +288,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-examples", type=int, default=1200)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_distill)
+
+    p = sub.add_parser("eval", help="quality on your own questions (JSONL: question, answer, gold_ids, answerable)")
+    p.add_argument("questions", help="JSONL, one {question, answer?, gold_ids?, answerable?} a line")
+    p.add_argument("--collection", default="default")
+    p.add_argument("--ask", action="store_true", help="also answer each question (answer quality, abstention)")
+    p.add_argument("--remember", action="store_true",
+                   help="keep this file as the collection's questions: `kbqa distill` reports them before and after")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("gaps", help="what the docs are missing: unanswered or unhelpful questions, clustered")
+    p.add_argument("--collection", default="default")
+    p.add_argument("--since", type=float, default=30.0, help="days of the answer log to read")
+    p.add_argument("--threshold", type=float, default=0.6, help="cosine to a cluster's centre to join it")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_gaps)
 
     p = sub.add_parser("train-generator", help="fine-tune the generator (LoRA) on grounded, cited answers")
     p.add_argument("--collection", default="default", help="also learn from this collection's FAQ headings")

@@ -44,7 +44,8 @@ class FeedbackStore:
 
     def record_answer(self, collection: str, answer, conversation_id: str | None = None) -> str:
         answer_id = uuid.uuid4().hex
-        citations = json.dumps([{"n": c.n, "chunk_id": c.chunk_id, "source": c.source} for c in answer.citations])
+        citations = json.dumps([{"n": c.n, "chunk_id": c.chunk_id, "doc_id": c.doc_id, "source": c.source}
+                                for c in answer.citations])
         handoff = getattr(answer, "handoff", None) or {}
         with self._lock:
             self._db.execute("INSERT INTO answers (answer_id, created, collection, question, answer, abstained, "
@@ -53,6 +54,19 @@ class FeedbackStore:
                                        int(answer.abstained), answer.grounding, citations, conversation_id,
                                        handoff.get("reason")))
         return answer_id
+
+    def gap_questions(self, collection: str, since: float) -> list[dict]:
+        """Questions of ``collection`` asked since ``since`` (epoch seconds) that kbqa abstained on or that were
+        rated unhelpful: {"question", "reason" (abstained | unhelpful), "cited" doc sources, "created"}."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT a.answer_id, a.question, a.abstained, a.citations, a.created, "
+                "EXISTS (SELECT 1 FROM feedback f WHERE f.answer_id = a.answer_id AND f.helpful = 0) AS unhelpful "
+                "FROM answers a WHERE a.collection = ? AND a.created >= ? ORDER BY a.created",
+                (collection, since)).fetchall()
+        return [{"question": r["question"], "reason": "abstained" if r["abstained"] else "unhelpful",
+                 "cited": [c.get("doc_id", c["source"]) for c in json.loads(r["citations"])], "created": r["created"]}
+                for r in rows if r["abstained"] or r["unhelpful"]]
 
     def conversation_rated_unhelpful(self, conversation_id: str | None) -> bool:
         """Whether any answer of this conversation was rated unhelpful."""

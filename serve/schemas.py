@@ -219,3 +219,29 @@ class RecordsUpload(BaseModel):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,100}$",
                       description="the records are stored as <name>.jsonl: posting the same name replaces them")
     records: list[RecordIn] = Field(min_length=1, max_length=10000)
+
+
+class NearestDocument(BaseModel):
+    doc_id: str
+    title: str
+    source: str
+    score: float
+
+
+class GapCluster(BaseModel):
+    size: int = Field(description="questions in the cluster (a question asked twice counts twice)")
+    representative: str = Field(description="the question nearest the cluster's centre")
+    examples: list[str]
+    reasons: dict[str, int] = Field(description="abstained / unhelpful counts")
+    first_seen: float
+    last_seen: float
+    nearest_document: NearestDocument | None = Field(description="what retrieval finds now for the representative")
+    answered_now: float | None = Field(None, description="share of its central questions answered now")
+    covered: bool | None = Field(None, description="most of its questions are answered now: the gap was closed")
+
+
+class GapReport(BaseModel):
+    collection: str
+    since_days: float
+    questions: int
+    clusters: list[GapCluster]

@@ -96,9 +96,21 @@ def test_distill_on_real_models_small_collection(home, tmp_path):
                  "export-stats.md", "reset-password.md", "delete-account.md"):
         (small / name).write_text((REPO / "kb" / "docs" / name).read_text())
     assert kbqa(home, "ingest", str(small), "--collection", "small").returncode == 0
+    # The team's questions (issue 17, 4): eval them, keep them, and distill reports them before and after.
+    questions = tmp_path / "questions.jsonl"
+    questions.write_text("\n".join(json.dumps(q) for q in [
+        {"question": "How do I turn on 2FA?", "gold_ids": ["2fa.md"]},
+        {"question": "I forgot my password", "gold_ids": ["reset-password.md"]},
+        {"question": "What is the boiling point of mercury?", "answerable": False}]))
+    done = kbqa(home, "eval", str(questions), "--collection", "small", "--ask", "--remember", "--json")
+    assert done.returncode == 0, done.stderr
+    figures = json.loads(done.stdout)["metrics"]
+    assert figures["hit@5"]["n"] == 2 and figures["abstention recall (unanswerable)"]["n"] == 1
+    assert figures["false abstention (answerable)"]["n"] == 2 and figures["answer seconds"]["n"] == 3
     done = kbqa(home, "distill", "--collection", "small", "--max-examples", "32", "--json")
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
+    assert report["eval"]["before"]["metrics"]["nDCG@10"]["n"] == 2 == report["eval"]["after"]["metrics"]["nDCG@10"]["n"]
     assert report["mode"] == "full" and report["version"] == "v0001" and report["triples"] >= 32
     assert report["student"]["queries"] == report["held_out"] > 0
     assert (report["student"]["mrr@10"] > report["serving"]["mrr@10"]) == report["promoted"]

@@ -1,0 +1,128 @@
+"""`kbqa eval`: quality on the team's own questions (issue 17, 4), before and after a change (a re-distillation,
+new docs, a setting).
+
+Questions are JSONL in the dev sets' format, ``{"question", "answer"?, "gold_ids"?, "answerable"?}``. Retrieval
+metrics need ``gold_ids`` (document ids of the collection); answer metrics need ``--ask`` and score against
+``answer`` when given; abstention needs ``answerable: false`` questions. Every figure says over how many questions
+it was taken, and a metric with no question to take it over is absent, not zero.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from distill.metrics import ranking_metrics, rouge_l, token_f1
+
+EVAL_QUESTIONS = "eval-questions.jsonl"   # in the collection's folder: `kbqa eval --remember` puts it there
+SEARCH_DEPTH = 20   # chunks searched per question; their documents, deduplicated, are the ranking
+
+
+class BadQuestions(ValueError):
+    """The questions file cannot be read as the eval format; the message names the line."""
+
+
+@dataclass
+class EvalQuestion:
+    question: str
+    answer: str | None = None
+    gold_ids: list[str] = field(default_factory=list)
+    answerable: bool = True
+
+
+def read_questions(path: Path) -> list[EvalQuestion]:
+    questions = []
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise BadQuestions(f"{path}:{number}: not JSON ({exc.msg})") from exc
+        if not isinstance(row, dict) or not isinstance(row.get("question"), str) or not row["question"].strip():
+            raise BadQuestions(f"{path}:{number}: needs a non-empty string 'question'")
+        gold = row.get("gold_ids") or []
+        if not isinstance(gold, list):
+            raise BadQuestions(f"{path}:{number}: 'gold_ids' must be a list of document ids")
+        answer = row.get("answer")
+        questions.append(EvalQuestion(row["question"].strip(), answer if isinstance(answer, str) else None,
+                                      [str(g) for g in gold], bool(row.get("answerable", True))))
+    if not questions:
+        raise BadQuestions(f"{path}: no questions")
+    return questions
+
+
+def _mean(values: list[float]) -> dict | None:
+    return {"value": round(float(np.mean(values)), 4), "n": len(values)} if values else None
+
+
+def evaluate(service, questions: list[EvalQuestion], collection: str = "default", ask: bool = False,
+             progress=None) -> dict:
+    """{metric: {"value", "n"}} for what the questions allow; ``progress`` wraps the question iterator (tqdm)."""
+    figures: dict[str, list[float]] = {}
+
+    def add(name: str, value: float) -> None:
+        figures.setdefault(name, []).append(float(value))
+
+    for q in (progress(questions) if progress else questions):
+        if q.gold_ids and q.answerable:
+            start = time.perf_counter()
+            hits = service.search(q.question, SEARCH_DEPTH, collection)
+            add("search seconds", time.perf_counter() - start)
+            ranking = list(dict.fromkeys(h.chunk.doc_id for h in hits))
+            for name, value in ranking_metrics(ranking, set(q.gold_ids)).items():
+                add(name, value)
+        if not ask:
+            continue
+        start = time.perf_counter()
+        answer = service.ask(q.question, 5, collection)
+        add("answer seconds", time.perf_counter() - start)
+        add("hand-off recommended", answer.handoff["recommended"])
+        if not q.answerable:
+            add("abstention recall (unanswerable)", answer.abstained)
+            continue
+        add("false abstention (answerable)", answer.abstained)
+        if q.answer:
+            text = "" if answer.abstained else answer.answer
+            add("token-F1", token_f1(text, q.answer))
+            add("ROUGE-L", rouge_l(text, q.answer))
+        if q.gold_ids and not answer.abstained:
+            for citation in answer.citations:
+                add("citation precision", citation.doc_id in q.gold_ids)
+    report = {name: _mean(values) for name, values in figures.items()}
+    for name in ("search seconds", "answer seconds"):
+        if name in figures:
+            report[name] = {"p50": round(float(np.percentile(figures[name], 50)), 4),
+                            "p95": round(float(np.percentile(figures[name], 95)), 4), "n": len(figures[name])}
+    return {"collection": collection, "questions": len(questions), "ask": ask, "metrics": report}
+
+
+ORDER = ("hit@1", "hit@5", "nDCG@10", "MRR@10", "token-F1", "ROUGE-L", "citation precision",
+         "abstention recall (unanswerable)", "false abstention (answerable)", "hand-off recommended",
+         "search seconds", "answer seconds")
+
+
+def format_table(report: dict, before: dict | None = None) -> str:
+    """A terminal table; with ``before``, its figures beside (a before/after comparison)."""
+    header = "| metric | before | after | n |" if before else "| metric | value | n |"
+    lines = [f"collection {report['collection']}: {report['questions']} questions", "", header,
+             "|---|---|---|---|" if before else "|---|---|---|"]
+
+    def show(figure: dict | None) -> str:
+        if figure is None:
+            return "-"
+        if "p50" in figure:
+            return f"p50 {figure['p50']:.3f} s, p95 {figure['p95']:.3f} s"
+        return f"{figure['value']:.3f}"
+
+    for name in ORDER:
+        figure = report["metrics"].get(name)
+        if figure is None and not (before and before["metrics"].get(name)):
+            continue
+        n = (figure or before["metrics"][name])["n"]
+        cells = [show(before["metrics"].get(name)), show(figure)] if before else [show(figure)]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {n} |")
+    return "\n".join(lines)

@@ -1,0 +1,101 @@
+"""What the docs are missing (issue 17, 2): the questions kbqa abstained on or that customers rated unhelpful,
+clustered with the collection's own encoder, largest cluster first: what the docs team should write next.
+
+Clustering is one greedy pass (a question joins the most similar cluster whose centroid is within ``threshold``
+cosine, else starts one), so the same log gives the same report and no extra library is needed for a few
+thousand questions. A cluster is ``covered`` once most of its questions (up to ``COVERAGE_SAMPLE``) are answered
+now, by the same gates as the API, and an unhelpful-rated question counts only when the answer now cites a document
+the rated answer did not: ingesting the page that was missing closes the gap on the next report.
+"""
+from __future__ import annotations
+
+import re
+import time
+from collections import Counter
+
+import numpy as np
+
+COVERAGE_SAMPLE = 5
+DEFAULT_THRESHOLD = 0.6   # cosine to a cluster's centroid; benchs/gap_clusters.py chose it on the tune split
+
+
+def _normal(question: str) -> str:
+    return re.sub(r"\s+", " ", question.strip().lower())
+
+
+def greedy_clusters(vectors: np.ndarray, threshold: float) -> list[list[int]]:
+    """Rows of L2-normalised ``vectors`` grouped: each joins the nearest centroid at cosine >= threshold."""
+    clusters: list[list[int]] = []
+    sums: list[np.ndarray] = []
+    for row, vector in enumerate(vectors):
+        if sums:
+            centroids = np.stack([s / max(np.linalg.norm(s), 1e-12) for s in sums])
+            similarity = centroids @ vector
+            best = int(np.argmax(similarity))
+            if similarity[best] >= threshold:
+                clusters[best].append(row)
+                sums[best] = sums[best] + vector
+                continue
+        clusters.append([row])
+        sums.append(vector.astype(np.float64))
+    return clusters
+
+
+def gap_report(service, collection: str = "default", since_days: float = 30.0, threshold: float = DEFAULT_THRESHOLD,
+               examples: int = 5, check_coverage: bool = True) -> dict:
+    """The report: {"collection", "since_days", "questions", "clusters": [...]}, largest cluster first."""
+    target = service.collection(collection)   # UnknownCollection before any work
+    logged = service.feedback.gap_questions(collection, time.time() - since_days * 86400)
+    grouped: dict[str, list[dict]] = {}
+    for entry in logged:   # the same question asked twice is one point with two askings
+        grouped.setdefault(_normal(entry["question"]), []).append(entry)
+    keys = list(grouped)
+    clusters = []
+    if keys:
+        texts = [grouped[k][0]["question"] for k in keys]
+        vectors = np.asarray(target.encoder.encode(texts), dtype=np.float32)
+        for members in greedy_clusters(vectors, threshold):
+            centroid = vectors[members].mean(axis=0)
+            ordered = sorted(members, key=lambda i: -float(vectors[i] @ centroid))
+            entries = [e for i in members for e in grouped[keys[i]]]
+            representative = texts[ordered[0]]
+            top = service.search(representative, 1, collection)
+            nearest = ({"doc_id": top[0].chunk.doc_id, "title": top[0].chunk.title, "source": top[0].chunk.source,
+                        "score": round(top[0].score, 4)} if top else None)
+            cluster = {"size": len(entries), "representative": representative,
+                       "examples": [texts[i] for i in ordered[:examples]],
+                       "reasons": dict(Counter(e["reason"] for e in entries)),
+                       "first_seen": min(e["created"] for e in entries), "last_seen": max(e["created"] for e in entries),
+                       "nearest_document": nearest}
+            if check_coverage and service.answerer is not None:
+                cluster["answered_now"] = _answered_now(service, collection, [grouped[keys[i]][0] for i in ordered])
+                cluster["covered"] = cluster["answered_now"] > 0.5
+            clusters.append(cluster)
+    clusters.sort(key=lambda c: (-c["size"], -c["last_seen"]))
+    return {"collection": collection, "since_days": since_days, "questions": len(logged), "clusters": clusters}
+
+
+def _answered_now(service, collection: str, entries: list[dict]) -> float:
+    """Share of a cluster's questions (its most central ones) that kbqa answers now, not recorded as answers."""
+    answered = 0
+    sample = entries[:COVERAGE_SAMPLE]
+    for entry in sample:
+        answer = service.answerer.answer(entry["question"], service.search(entry["question"], 5, collection))
+        cited = {c.doc_id for c in answer.citations}
+        answered += (not answer.abstained) and (entry["reason"] != "unhelpful" or bool(cited - set(entry["cited"])))
+    return round(answered / len(sample), 3)
+
+
+def format_report(report: dict) -> str:
+    lines = [f"collection {report['collection']}: {report['questions']} questions abstained on or rated unhelpful "
+             f"in the last {report['since_days']:g} days, {len(report['clusters'])} clusters (largest first)", ""]
+    for n, cluster in enumerate(report["clusters"], start=1):
+        state = "" if "covered" not in cluster else (" - COVERED now" if cluster["covered"] else " - open")
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(cluster["reasons"].items()))
+        lines.append(f"{n}. [{cluster['size']}] {cluster['representative']}  ({reasons}){state}")
+        for example in cluster["examples"][1:]:
+            lines.append(f"     - {example}")
+        if cluster["nearest_document"]:
+            doc = cluster["nearest_document"]
+            lines.append(f"     nearest document: {doc['source']} - {doc['title']} ({doc['score']:.3f})")
+    return "\n".join(lines)
