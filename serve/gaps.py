@@ -42,8 +42,9 @@ def greedy_clusters(vectors: np.ndarray, threshold: float) -> list[list[int]]:
 
 
 def gap_report(service, collection: str = "default", since_days: float = 30.0, threshold: float = DEFAULT_THRESHOLD,
-               examples: int = 5, check_coverage: bool = True) -> dict:
-    """The report: {"collection", "since_days", "questions", "clusters": [...]}, largest cluster first."""
+               examples: int = 5, check_coverage: bool = True, include_all: bool = False) -> dict:
+    """The report: {"collection", "since_days", "questions", "clusters": [...]}, largest cluster first;
+    ``include_all`` adds each cluster's every distinct question (benchmarks)."""
     target = service.collection(collection)   # UnknownCollection before any work
     logged = service.feedback.gap_questions(collection, time.time() - since_days * 86400)
     grouped: dict[str, list[dict]] = {}
@@ -67,6 +68,8 @@ def gap_report(service, collection: str = "default", since_days: float = 30.0, t
                        "reasons": dict(Counter(e["reason"] for e in entries)),
                        "first_seen": min(e["created"] for e in entries), "last_seen": max(e["created"] for e in entries),
                        "nearest_document": nearest}
+            if include_all:
+                cluster["all_questions"] = [texts[i] for i in ordered]
             if check_coverage and service.answerer is not None:
                 cluster["answered_now"] = _answered_now(service, collection, [grouped[keys[i]][0] for i in ordered])
                 cluster["covered"] = cluster["answered_now"] > 0.5
