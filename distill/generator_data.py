@@ -8,6 +8,7 @@ gold passage is left out and the target becomes the abstention sentence.
 from __future__ import annotations
 
 import random
+import re
 from pathlib import Path
 
 from retrieval.generation.generator import ABSTENTION
@@ -15,6 +16,7 @@ from distill.jsonl import read_jsonl
 from retrieval.generation.grounding import content_words, split_sentences
 
 MAX_TARGET_WORDS = 60
+_CITATION = re.compile(r"\s*\[\d{1,2}\]")   # a logged answer's own citation markers, renumbered by make_example
 
 
 def short_answer(text: str, max_words: int = MAX_TARGET_WORDS) -> str:
@@ -101,6 +103,31 @@ def mined_faq_examples(collection, n_passages: int, seed: int = 0) -> list[dict]
         keep_gold = rng.random() >= 0.25
         examples.append(make_example(question, answer if keep_gold else None, gold if keep_gold else None,
                                      distractors, n_passages, rng))
+    return examples
+
+
+def feedback_examples(collection, answers: list[dict], n_passages: int, seed: int = 0) -> list[dict]:
+    """Examples from the answer log (serve/feedback.py:training_answers): a helpful answer teaches its own text over
+    the chunk it cited; a corrected one teaches the correction over the chunk (cited, or retrieved now) that shares
+    most words with it. The target is made of that chunk's sentences (``grounded_answer``), like every other example:
+    a correction the docs do not hold cannot be learnt as a grounded answer, and is skipped."""
+    rng = random.Random(seed)
+    chunks = {c.chunk_id: c for c in collection.store.all_chunks()}
+    examples = []
+    for row in answers:
+        hits = collection.search(row["question"], 8)
+        cited = [chunks[i] for i in row["chunk_ids"] if i in chunks]
+        candidates = cited + [h.chunk for h in hits] if row["corrected"] else cited[:1]
+        wanted = content_words(_CITATION.sub("", row["answer"]))
+        scored = [(len(wanted & content_words(c.text)), c) for c in candidates]
+        if not scored or max(s for s, _ in scored) == 0:
+            continue
+        gold_chunk = max(scored, key=lambda pair: pair[0])[1]
+        gold = {"title": gold_chunk.context, "text": gold_chunk.text}
+        distractors = [{"title": h.chunk.context, "text": h.chunk.text} for h in hits
+                       if h.chunk.chunk_id != gold_chunk.chunk_id]
+        examples.append(make_example(row["question"], _CITATION.sub("", row["answer"]).strip(), gold, distractors,
+                                     n_passages, rng))
     return examples
 
 

@@ -134,7 +134,7 @@ def cmd_distill(args) -> int:
 
 
 def cmd_train_generator(args) -> int:
-    from distill.generator_data import mined_faq_examples, read_examples
+    from distill.generator_data import feedback_examples, mined_faq_examples, read_examples
     from distill.generator_train import SHIPPED_EXAMPLES, GeneratorTrainConfig, train_generator
     from retrieval.encoder import pick_device
     from retrieval.models import GENERATOR_BASE, model_path
@@ -143,16 +143,23 @@ def cmd_train_generator(args) -> int:
     examples = [] if args.no_shipped else read_examples(SHIPPED_EXAMPLES)
     for path in args.examples or []:
         examples += read_examples(Path(path))
-    mined = []
+    mined, from_feedback = [], []
     if args.collection in service.collection_names():
-        mined = mined_faq_examples(service.collection(args.collection), service.settings.prompt_passages)
-    examples += mined
+        collection = service.collection(args.collection)
+        mined = mined_faq_examples(collection, service.settings.prompt_passages)
+        if args.from_feedback:   # answers rated helpful, and answers an admin corrected (PATCH /v1/feedback/{id})
+            from_feedback = feedback_examples(collection, service.feedback.training_answers(args.collection),
+                                              service.settings.prompt_passages)
+    elif args.from_feedback:
+        raise ValueError(f"--from-feedback needs collection {args.collection!r}, which does not exist")
+    examples += mined + from_feedback
     config = GeneratorTrainConfig(epochs=args.epochs, max_examples=args.max_examples, lr=args.lr)
     print(f"{len(examples)} training examples ({len(mined)} mined from the FAQ headings of collection "
-          f"{args.collection!r}); device {pick_device()}", file=sys.stderr)
+          f"{args.collection!r}, {len(from_feedback)} from its feedback); device {pick_device()}", file=sys.stderr)
     report = train_generator(model_path(service.home.models_dir, GENERATOR_BASE), examples, service.home.models_dir,
                              config, device=pick_device(), show_progress=not args.json,
-                             source=f"shipped examples + {len(mined)} FAQ pairs of {args.collection}",
+                             source=f"shipped examples + {len(mined)} FAQ pairs + {len(from_feedback)} feedback "
+                                    f"answers of {args.collection}",
                              activate=args.activate)
     summary = (f"generator adapter {report['version']}: {report['examples']} examples in {report['seconds']:.0f} s, "
                f"final loss {report['loss_per_step'][-1]}")
@@ -313,6 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-examples", type=int)
     p.add_argument("--lr", type=float, default=2e-4)
     p.add_argument("--activate", action="store_true", help="serve the new adapter from the next start")
+    p.add_argument("--from-feedback", action="store_true",
+                   help="also learn from this collection's answers rated helpful and answers an admin corrected")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_train_generator)
 

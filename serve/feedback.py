@@ -18,11 +18,12 @@ CREATE TABLE IF NOT EXISTS feedback (
 CREATE INDEX IF NOT EXISTS feedback_by_answer ON feedback (answer_id);
 """
 # Columns added after the first release: (name, declaration), added to an older file when it is opened.
-ADDED_COLUMNS = (("answers", "conversation_id", "TEXT"), ("answers", "handoff_reason", "TEXT"))
+ADDED_COLUMNS = (("answers", "conversation_id", "TEXT"), ("answers", "handoff_reason", "TEXT"),
+                 ("feedback", "corrected_answer", "TEXT"))
 
 
 class UnknownAnswer(LookupError):
-    """Feedback names an answer id this server never gave."""
+    """Feedback names an answer id this server never gave, or a feedback id that does not exist."""
 
 
 class FeedbackStore:
@@ -67,6 +68,46 @@ class FeedbackStore:
         return [{"question": r["question"], "reason": "abstained" if r["abstained"] else "unhelpful",
                  "cited": [c.get("doc_id", c["source"]) for c in json.loads(r["citations"])], "created": r["created"]}
                 for r in rows if r["abstained"] or r["unhelpful"]]
+
+    def correct(self, feedback_id: int, corrected_answer: str) -> str:
+        """An admin's right answer for the rated answer; returns the answer's collection."""
+        with self._lock:
+            row = self._db.execute("SELECT a.collection FROM feedback f JOIN answers a USING (answer_id) "
+                                   "WHERE f.feedback_id = ?", (feedback_id,)).fetchone()
+            if row is None:
+                raise UnknownAnswer(f"no feedback with id {feedback_id}")
+            self._db.execute("UPDATE feedback SET corrected_answer = ? WHERE feedback_id = ?",
+                             (corrected_answer, feedback_id))
+        return row["collection"]
+
+    def feedback_collection(self, feedback_id: int) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT a.collection FROM feedback f JOIN answers a USING (answer_id) "
+                                   "WHERE f.feedback_id = ?", (feedback_id,)).fetchone()
+        return row["collection"] if row else None
+
+    def training_answers(self, collection: str) -> list[dict]:
+        """What `kbqa train-generator --from-feedback` learns from: answers rated helpful and never unhelpful (their
+        own text), and answers an admin corrected (the correction, the newest one): {"question", "answer",
+        "chunk_ids" (the cited chunks), "corrected"}."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT a.answer_id, a.question, a.answer, a.abstained, a.citations, "
+                "MIN(f.helpful) AS all_helpful, "
+                "(SELECT g.corrected_answer FROM feedback g WHERE g.answer_id = a.answer_id AND "
+                " g.corrected_answer IS NOT NULL ORDER BY g.feedback_id DESC LIMIT 1) AS corrected "
+                "FROM answers a JOIN feedback f USING (answer_id) WHERE a.collection = ? GROUP BY a.answer_id "
+                "ORDER BY a.created", (collection,)).fetchall()
+        out = []
+        for r in rows:
+            chunk_ids = [c["chunk_id"] for c in json.loads(r["citations"])]
+            if r["corrected"]:
+                out.append({"question": r["question"], "answer": r["corrected"], "chunk_ids": chunk_ids,
+                            "corrected": True})
+            elif r["all_helpful"] and not r["abstained"]:
+                out.append({"question": r["question"], "answer": r["answer"], "chunk_ids": chunk_ids,
+                            "corrected": False})
+        return out
 
     def conversation_rated_unhelpful(self, conversation_id: str | None) -> bool:
         """Whether any answer of this conversation was rated unhelpful."""

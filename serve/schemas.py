@@ -116,6 +116,11 @@ class FeedbackRequest(BaseModel):
     comment: str = Field("", max_length=4000)
 
 
+class FeedbackCorrection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    corrected_answer: str = Field(min_length=1, max_length=4000, description="the right answer, in the docs' words")
+
+
 class FeedbackCreated(BaseModel):
     feedback_id: int
 
