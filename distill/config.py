@@ -15,6 +15,7 @@ class DistillConfig:
     max_examples: int = 1200       # caps the step count (~3.2 s/step on 2 cores): the 10-minute budget for kb/
     sentences_per_chunk: int = 1   # salient-sentence pseudo-queries per chunk, besides titles/headings/questions
     holdout_ratio: float = 0.1     # pseudo-queries kept out of training to decide promotion
+    logged_holdout_ratio: float = 0.3   # customers' logged questions held out to decide promotion (when >= 50)
     negatives_from_rank: int = 2   # hard negatives are drawn from teacher ranks [from, to) among other documents
     negatives_to_rank: int = 12
     margin_weight: float = 1.0      # MarginMSE on teacher-scored triples

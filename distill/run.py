@@ -19,6 +19,7 @@ from typing import Callable
 import numpy as np
 
 from distill.config import DistillConfig
+from distill.logged_questions import MIN_FOR_VALIDATION, teacher_labelled, usable_questions
 from distill.metrics import chunk_retrieval_metrics
 from distill.mining import mine_triples
 from distill.pseudo_queries import make_pseudo_queries, split_holdout
@@ -27,6 +28,9 @@ from distill.trainer import train_student
 from retrieval.collection import Collection
 from retrieval.encoder import SentenceEncoder, pick_device
 from retrieval.models import STUDENT_START, TEACHER, model_path, prune_versions, publish_version
+
+
+LOGGED_SEEN = "logged_questions_trained"   # store meta: how many logged questions the serving encoder learnt from
 
 
 @dataclass
@@ -45,6 +49,10 @@ class DistillReport:
     teacher_texts_encoded: int = 0
     serving: dict = field(default_factory=dict)
     student: dict = field(default_factory=dict)
+    logged_questions: int = 0       # customers' questions trained on or held out (issue 17)
+    logged_held_out: int = 0
+    serving_logged: dict = field(default_factory=dict)
+    student_logged: dict = field(default_factory=dict)
     seconds: dict = field(default_factory=dict)
     device: str = "cpu"
 
@@ -69,8 +77,11 @@ KEEP_STUDENTS = 2   # unpromoted students kept on disk besides the serving one
 
 def distill_collection(collection: Collection, models_dir: Path, config: DistillConfig | None = None,
                        device: str | None = None, show_progress: bool = False,
-                       on_stage: Callable[[str], None] | None = None) -> DistillReport:
-    """``on_stage`` hears each step's name as it starts (the API's job progress)."""
+                       on_stage: Callable[[str], None] | None = None,
+                       logged_questions: list[str] | None = None) -> DistillReport:
+    """``on_stage`` hears each step's name as it starts (the API's job progress). ``logged_questions``: what
+    customers asked (the answer log): scrubbed, teacher-labelled and trained on beside the pseudo-queries; with at
+    least MIN_FOR_VALIDATION of them, a share is held out and decides promotion beside the held-out pseudo-queries."""
     from sentence_transformers import SentenceTransformer
 
     stage = on_stage or (lambda name: None)
@@ -88,8 +99,11 @@ def distill_collection(collection: Collection, models_dir: Path, config: Distill
     new = [c for c in chunks if c.chunk_id not in distilled]
     report = DistillReport(collection.name, "incremental" if incremental else "full", chunks_total=len(chunks),
                            chunks_new=len(new), device=device)
-    if incremental and not new:
-        report.mode, report.reason = "up to date", "every chunk was already seen by the serving encoder"
+    logged = usable_questions(logged_questions or [])
+    # Questions customers asked since the last promotion are news too, even when no chunk changed.
+    logged_seen = int(collection.store.get_meta(LOGGED_SEEN) or 0)
+    if incremental and not new and len(logged) <= logged_seen:
+        report.mode, report.reason = "up to date", "every chunk and logged question was already seen by the serving encoder"
         return report
     train_chunks = chunks
     if incremental:  # new and changed chunks, plus a replay sample so old topics are not forgotten
@@ -114,16 +128,31 @@ def distill_collection(collection: Collection, models_dir: Path, config: Distill
     try:
         teacher_passages = cache.encode(passages, show_progress=show_progress)
         teacher_queries = cache.encode([q.text for q in train_queries], show_progress=show_progress)
+        teacher_logged = cache.encode(logged, show_progress=show_progress) if logged else None
         report.teacher_texts_encoded = cache.encoded
     finally:
         cache.close()
     del teacher
     clock["teacher"] = time.perf_counter()
 
+    logged_train, logged_held = [], []
+    if logged:
+        labelled = teacher_labelled(logged, teacher_logged, teacher_passages, ids, docs)
+        if len(labelled) >= MIN_FOR_VALIDATION:
+            logged_train, logged_held = split_holdout(labelled, config.logged_holdout_ratio, config.seed)
+        else:
+            logged_train = labelled
+        report.logged_questions, report.logged_held_out = len(labelled), len(logged_held)
+
     stage("mining")
     triples = mine_triples(train_queries, teacher_queries, teacher_passages, ids, docs,
                            config.negatives_from_rank, config.negatives_to_rank, config.seed)
-    report.triples = len(triples)
+    logged_triples = []
+    if logged_train:
+        kept = [logged.index(q.text) for q in logged_train]
+        logged_triples = mine_triples(logged_train, teacher_logged[kept], teacher_passages, ids, docs,
+                                      config.negatives_from_rank, config.negatives_to_rank, config.seed)
+    report.triples = len(triples) + len(logged_triples)
     if incremental:
         start_dir = str(current)
         student = SentenceTransformer(start_dir, device=device, local_files_only=True)
@@ -132,7 +161,7 @@ def distill_collection(collection: Collection, models_dir: Path, config: Distill
         start_dir = "minilm"
         student = SentenceTransformer(str(model_path(models_dir, STUDENT_START)), device=device, local_files_only=True)
     stage("training")
-    losses = train_student(student, triples, passages, config, device, show_progress)
+    losses = train_student(student, triples, passages, config, device, show_progress, always=logged_triples)
     clock["train"] = time.perf_counter()
 
     # Save a versioned student (config and metrics beside it), whatever the verdict.
@@ -158,18 +187,28 @@ def distill_collection(collection: Collection, models_dir: Path, config: Distill
     report.serving = chunk_retrieval_metrics(collection.encoder.encode(held_texts), serving_passages, gold)
     student_passages = candidate.encode(passages, show_progress=show_progress)
     report.student = chunk_retrieval_metrics(candidate.encode(held_texts), student_passages, gold)
+    student_score, serving_score = report.student["mrr@10"], report.serving["mrr@10"]
+    on_what = f"{len(gold)} held-out pseudo-queries"
+    if logged_held:
+        # Customers' questions (teacher-labelled) weigh as much as the pseudo-queries in the decision.
+        logged_gold, logged_texts = [position[q.chunk_id] for q in logged_held], [q.text for q in logged_held]
+        report.serving_logged = chunk_retrieval_metrics(collection.encoder.encode(logged_texts), serving_passages,
+                                                        logged_gold)
+        report.student_logged = chunk_retrieval_metrics(candidate.encode(logged_texts), student_passages, logged_gold)
+        student_score = (student_score + report.student_logged["mrr@10"]) / 2
+        serving_score = (serving_score + report.serving_logged["mrr@10"]) / 2
+        on_what += f" and {len(logged_held)} held-out logged questions (mean)"
     clock["evaluate"] = time.perf_counter()
 
-    better = report.student["mrr@10"] > report.serving["mrr@10"]
-    if better:
+    if student_score > serving_score:
         stage("promoting")
         collection.promote(candidate, final, dict(zip(ids, student_passages)), trained_on=ids)
+        collection.store.set_meta(LOGGED_SEEN, str(len(logged)))
         report.promoted = True
-        report.reason = (f"student MRR@10 {report.student['mrr@10']:.3f} > serving {report.serving['mrr@10']:.3f} "
-                         f"on {len(gold)} held-out pseudo-queries")
+        report.reason = f"student MRR@10 {student_score:.3f} > serving {serving_score:.3f} on {on_what}"
     else:
-        report.reason = (f"kept {collection.encoder.encoder_id}: student MRR@10 {report.student['mrr@10']:.3f} "
-                         f"<= serving {report.serving['mrr@10']:.3f} on {len(gold)} held-out pseudo-queries")
+        report.reason = (f"kept {collection.encoder.encoder_id}: student MRR@10 {student_score:.3f} "
+                         f"<= serving {serving_score:.3f} on {on_what}")
     clock["end"] = time.perf_counter()
     report.seconds = {"questions": round(clock["questions"] - clock["start"], 1),
                       "teacher": round(clock["teacher"] - clock["questions"], 1),

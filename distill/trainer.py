@@ -21,17 +21,20 @@ def _embed(student, texts: list[str], device: str) -> torch.Tensor:
 
 
 def train_student(student, triples: list[Triple], passages: list[str], config: DistillConfig, device: str,
-                  show_progress: bool = False) -> list[float]:
+                  show_progress: bool = False, always: list[Triple] | None = None) -> list[float]:
     """Trains ``student`` (a SentenceTransformer) in place; returns the loss of every step.
 
     Both losses read the same (query, positive, negative) embeddings through ``compute_loss_from_embeddings``, so
     each text is encoded once per step, not once per loss. sentence-transformers' trainer is not used: it needs the
     ``datasets`` package and its own sampler, and this loop's example budget (``max_examples``, repeated epochs for
-    small collections) is what the README's distillation figures were measured with."""
+    small collections) is what the README's distillation figures were measured with. ``always`` triples are kept
+    whatever the budget."""
     torch.manual_seed(config.seed)
     order = triples[:]
     random.Random(config.seed).shuffle(order)
-    order = order[: config.max_examples]
+    # ``always`` (customers' logged questions) are few and the point of the run: never cut by the budget.
+    always = always or []
+    order = always + order[: max(0, config.max_examples - len(always))]
     # Spend the example budget: few triples are seen several times (up to max_epochs), many once.
     epochs = max(config.epochs, min(config.max_epochs, config.max_examples // max(1, len(order))))
     steps = epochs * max(1, (len(order) + config.batch_size - 1) // config.batch_size)

@@ -115,8 +115,9 @@ def cmd_distill(args) -> int:
     questions = read_questions(questions_file) if questions_file.is_file() else None
     before = evaluate(service, questions, args.collection) if questions else None
     config = DistillConfig(full=args.full, epochs=args.epochs, max_examples=args.max_examples)
+    logged = [] if args.no_logged else service.feedback.questions(args.collection)
     report = distill_collection(service.collection(args.collection), service.home.models_dir, config,
-                                show_progress=not args.json)
+                                show_progress=not args.json, logged_questions=logged)
     after = evaluate(service, questions, args.collection) if questions else None
     if args.json:
         print(json.dumps({**report.to_dict(), "eval": {"before": before, "after": after} if questions else None},
@@ -128,7 +129,8 @@ def cmd_distill(args) -> int:
               + (f", student {report.version}" if report.version else "") + " -> "
               + ("PROMOTED" if report.promoted else "not promoted") + f": {report.reason}")
         if report.seconds:
-            print(f"  {report.pseudo_queries} pseudo-queries ({report.held_out} held out), {report.triples} triples, "
+            print(f"  {report.logged_questions} logged customer questions ({report.logged_held_out} held out), "
+                  f"{report.pseudo_queries} pseudo-queries ({report.held_out} held out), {report.triples} triples, "
                   f"{report.teacher_texts_encoded} texts encoded by the teacher; seconds {report.seconds}")
     return 0
 
@@ -293,6 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--full", action="store_true", help="start over (from --student) instead of the current student")
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--max-examples", type=int, default=1200)
+    p.add_argument("--no-logged", action="store_true", help="leave the customers' logged questions out")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_distill)
 

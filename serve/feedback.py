@@ -56,6 +56,13 @@ class FeedbackStore:
                                        handoff.get("reason")))
         return answer_id
 
+    def questions(self, collection: str) -> list[str]:
+        """Every question asked of ``collection``, oldest first (`kbqa distill` learns from them, scrubbed)."""
+        with self._lock:
+            rows = self._db.execute("SELECT question FROM answers WHERE collection = ? ORDER BY created",
+                                    (collection,)).fetchall()
+        return [r["question"] for r in rows]
+
     def gap_questions(self, collection: str, since: float) -> list[dict]:
         """Questions of ``collection`` asked since ``since`` (epoch seconds) that kbqa abstained on or that were
         rated unhelpful: {"question", "reason" (abstained | unhelpful), "cited" doc sources, "created"}."""

@@ -34,7 +34,8 @@ def distill_runner(service) -> Callable[[str, Callable[[str], None]], dict]:
     def run(collection: str, on_stage: Callable[[str], None]) -> dict:
         from distill.run import distill_collection   # training code loads only when a job runs
 
-        return distill_collection(service.collection(collection), service.home.models_dir, on_stage=on_stage).to_dict()
+        return distill_collection(service.collection(collection), service.home.models_dir, on_stage=on_stage,
+                                  logged_questions=service.feedback.questions(collection)).to_dict()
     return run
 
 

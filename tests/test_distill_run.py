@@ -111,3 +111,30 @@ def test_incremental_run_trains_on_new_chunks_plus_replay(setup):
     assert started["started_from"] == str(encoder_dir)
     if report.promoted:
         assert distill_collection(collection, models, config(), device="cpu").mode == "up to date"
+
+
+def test_logged_customer_questions_are_scrubbed_trained_on_and_decide_promotion(setup, monkeypatch):
+    models, collection, _ = setup
+    seen = {}
+    real_train = distill_run.train_student
+
+    def spy(student, triples, passages, config, device, show_progress=False, always=None):
+        seen["always"] = [t.query for t in always or []]
+        return real_train(student, triples, passages, config, device, show_progress, always)
+
+    monkeypatch.setattr(distill_run, "train_student", spy)
+    asked = [f"how do I get refund number {n} for my plan" for n in range(60)] + [
+        "mail me at jane.doe@example.com about refunds", "ok", "OK"]
+    report = distill_collection(collection, models, config(), device="cpu", logged_questions=asked)
+    # 61 usable (the one-word ones go), 30% of them held out: they weigh in the promotion decision.
+    assert report.logged_questions == 61 and report.logged_held_out == 18
+    assert report.student_logged["queries"] == 18 == report.serving_logged["queries"]
+    assert "held-out logged questions" in report.reason
+    assert len(seen["always"]) == 43 and not any("jane" in q for q in seen["always"])
+    # Promoted: the next incremental run is up to date until customers ask something new.
+    if report.promoted:
+        assert distill_collection(collection, models, config(), device="cpu", logged_questions=asked).mode == \
+            "up to date"
+        again = distill_collection(collection, models, config(), device="cpu",
+                                   logged_questions=asked + ["what about refunds for yearly plans"])
+        assert again.mode == "incremental"
