@@ -1,11 +1,15 @@
 """Distilled student vs BM25, MiniLM and the teacher on each dataset's real questions, side by side.
 
     python benchs/distill_quality.py --data PATH/TO/shared/data [--datasets emanualqa covid_faq_deepset techqa_dev]
+                                     [--log-tune]
 
 The student is trained on the dataset's kb.jsonl only (pseudo-queries from its chunks, never its
 questions), exactly as `kbqa distill --full` does, on a copy of the MiniLM collection. Scores are on
 the report half of the questions (benchs/common.split_of); the tune half is printed too.
 Also: query/passage encoding throughput of the student vs the teacher (same texts, same batch).
+With --log-tune (issue 17, 3), a second student per set is distilled, in the same run, with the tune half of the
+set's questions logged as if customers had asked them (`kbqa distill`'s logged questions: teacher-labelled, never
+the gold ids); its rows, ``student + logged``, are scored on the report half it never saw.
 """
 from __future__ import annotations
 
@@ -58,6 +62,7 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="*", default=["emanualqa", "covid_faq_deepset", "techqa_dev"])
     parser.add_argument("--out", type=Path, default=Path("benchs/results/distill_quality.md"))
     parser.add_argument("--config", default="{}", help='DistillConfig overrides as JSON, e.g. \'{"sentences_per_chunk": 0}\'')
+    parser.add_argument("--log-tune", action="store_true", help="also distil with the tune questions as the answer log")
     args = parser.parse_args()
     service = KbqaService.load(Settings(home=BENCH_HOME), with_generator=False)
     teacher = SentenceEncoder(model_path(BENCH_HOME / "models", TEACHER))
@@ -74,7 +79,19 @@ def main() -> None:
         shutil.copyfile(copy_dir / "teacher_cache.sqlite", base.directory / "teacher_cache.sqlite")  # reuse next time
         notes.append(f"- {name}: {report.reason}; {report.chunks_total} chunks, {report.pseudo_queries} pseudo-queries, "
                      f"seconds {report.seconds}")
-        questions = [q for q in load_questions(dataset_files(args.data, name)[1]) if q.get("gold_ids")]
+        all_questions = load_questions(dataset_files(args.data, name)[1])
+        logged_collection = None
+        if args.log_tune:
+            logged_dir = base.directory.with_name(base.directory.name + "-logged")
+            shutil.rmtree(logged_dir, ignore_errors=True)
+            shutil.copytree(base.directory, logged_dir, ignore=shutil.ignore_patterns("encoders"))
+            logged_collection = Collection(logged_dir, service.encoder, encoder_loader=SentenceEncoder)
+            asked = [q["question"] for q in all_questions if split_of(q["id"]) == "tune"]
+            logged_report = distill_collection(logged_collection, BENCH_HOME / "models", config, show_progress=True,
+                                               logged_questions=asked)
+            notes.append(f"- {name} + logged: {logged_report.reason}; {logged_report.logged_questions} logged tune "
+                         f"questions ({logged_report.logged_held_out} held out), seconds {logged_report.seconds}")
+        questions = [q for q in all_questions if q.get("gold_ids")]
         cache = TeacherCache(base.directory / "teacher_cache.sqlite", teacher)
         teacher_ranked = teacher_rankings(base, cache, questions)
         cache.close()
@@ -86,6 +103,10 @@ def main() -> None:
             "student": lambda q, i: ranked_docs(student_collection.search(q["question"], 40, "dense")),
             "student + BM25": lambda q, i: ranked_docs(student_collection.search(q["question"], 40, "hybrid")),
         }
+        if logged_collection is not None:
+            systems["student + logged"] = lambda q, i: ranked_docs(logged_collection.search(q["question"], 40, "dense"))
+            systems["student + logged + BM25"] = lambda q, i: ranked_docs(
+                logged_collection.search(q["question"], 40, "hybrid"))
         for split in ("tune", "report"):
             picked = [(i, q) for i, q in enumerate(questions) if split_of(q["id"]) == split]
             per_question = {}
@@ -99,8 +120,15 @@ def main() -> None:
                 diff, low, high = paired_interval(*([m["nDCG@10"] for m in per_question[s]] for s in (label, "mpnet teacher")))
                 notes.append(f"- {name}, {split}: {label} - teacher nDCG@10 {diff:+.3f}, 95% paired bootstrap "
                              f"interval [{low:+.3f}, {high:+.3f}]")
+            if logged_collection is not None and split == "report":   # the logged questions were the tune half
+                diff, low, high = paired_interval(*([m["nDCG@10"] for m in per_question[s]]
+                                                    for s in ("student + logged", "student")))
+                notes.append(f"- {name}, report: student + logged - student nDCG@10 {diff:+.3f}, 95% paired "
+                             f"bootstrap interval [{low:+.3f}, {high:+.3f}]")
         student_dir = student_collection.encoder_dir
         student_collection.close()
+        if logged_collection is not None:
+            logged_collection.close()
     texts = [c.embedding_text() for c in base.store.all_chunks()[:256]]
     student = SentenceEncoder(student_dir) if student_dir else service.encoder
     t_rate, s_rate = throughput(teacher, texts), throughput(student, texts)

@@ -262,6 +262,8 @@ def cmd_serve(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from serve.gaps import DEFAULT_THRESHOLD as DEFAULT_GAP_THRESHOLD
+
     parser = argparse.ArgumentParser(prog="kbqa", description="Grounded question answering over a knowledge base. "
                                      "State lives in $KBQA_HOME (default ./.kbqa).")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -311,7 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("gaps", help="what the docs are missing: unanswered or unhelpful questions, clustered")
     p.add_argument("--collection", default="default")
     p.add_argument("--since", type=float, default=30.0, help="days of the answer log to read")
-    p.add_argument("--threshold", type=float, default=0.6, help="cosine to a cluster's centre to join it")
+    p.add_argument("--threshold", type=float, default=DEFAULT_GAP_THRESHOLD, help="cosine to a cluster's centre to join it")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_gaps)
 
