@@ -70,32 +70,40 @@ def mean(rows: list[dict[str, float]]) -> dict[str, float]:
     return {k: sum(r[k] for r in rows) / len(rows) for k in rows[0]} if rows else {}
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until_up(server: subprocess.Popen, url: str, wait_s: float, what: str) -> None:
+    """Poll ``url`` until it answers 200; fail with the server's last words if it exits or is not up in time."""
+    import httpx
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if server.poll() is not None:
+            raise RuntimeError(f"{what} exited: {server.stderr.read()[-2000:]}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} not up after {wait_s:.0f} s")
+        time.sleep(0.25)
+
+
 @contextlib.contextmanager
 def served(env: dict, port: int | None = None, wait_s: float = 300):
     """A real `kbqa serve` on loopback (a free port unless given), ready (/readyz 200) before its base URL is
     yielded; stopped at the end. Benchmarks drive the product the way a user starts it."""
-    import httpx
-
-    if port is None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+    port = port or free_port()
     server = subprocess.Popen([sys.executable, "-m", "serve.cli", "serve", "--port", str(port)], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + wait_s
-        while True:
-            try:
-                if httpx.get(base + "/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if server.poll() is not None:
-                raise SystemExit(f"server exited: {server.stderr.read()[-2000:]}")
-            if time.monotonic() > deadline:
-                raise SystemExit(f"server not ready after {wait_s:.0f} s")
-            time.sleep(0.5)
+        wait_until_up(server, base + "/readyz", wait_s, "kbqa serve")
         yield base
     finally:
         server.terminate()

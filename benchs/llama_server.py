@@ -1,15 +1,15 @@
 """llama.cpp's OpenAI-compatible server (llama-cpp-python[server]) serving the bundled SmolLM2 GGUF on loopback:
-the reference remote generator of the tests and of benchs/remote_generator.py, started the way a team would start
-it (`python -m llama_cpp.server --model ...`)."""
+the reference remote generator of the tests, benchs/bench_ask.py and benchs/answer_trust.py, started the way a team
+would start it (`python -m llama_cpp.server --model ...`)."""
 from __future__ import annotations
 
 import importlib.util
-import socket
 import subprocess
 import sys
-import time
 from contextlib import contextmanager
 from pathlib import Path
+
+from benchs.common import free_port, wait_until_up
 
 ALIAS = "smollm2"   # the model name the server answers to (KBQA_GENERATOR_MODEL)
 
@@ -27,29 +27,14 @@ def llama_available() -> bool:
 @contextmanager
 def llama_served(gguf: Path | None = None, threads: int = 2, n_ctx: int = 4096, wait_s: float = 120):
     """Yields the server's /v1 base URL once GET /v1/models answers; stops it at the end."""
-    import httpx
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(gguf or bundled_gguf()),
                                "--model_alias", ALIAS, "--host", "127.0.0.1", "--port", str(port),
                                "--n_ctx", str(n_ctx), "--n_threads", str(threads), "--verbose", "False"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}/v1"
     try:
-        deadline = time.monotonic() + wait_s
-        while True:
-            try:
-                if httpx.get(f"{base}/models", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if server.poll() is not None:
-                raise RuntimeError(f"llama.cpp server exited: {server.stderr.read()[-2000:]}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"llama.cpp server not up after {wait_s:.0f} s")
-            time.sleep(0.25)
+        wait_until_up(server, f"{base}/models", wait_s, "llama.cpp server")
         yield base
     finally:
         server.terminate()

@@ -8,21 +8,17 @@ it was taken, and a metric with no question to take it over is absent, not zero.
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from distill.jsonl import read_jsonl
 from distill.metrics import ranking_metrics, rouge_l, token_f1
 
 EVAL_QUESTIONS = "eval-questions.jsonl"   # in the collection's folder: `kbqa eval --remember` puts it there
 SEARCH_DEPTH = 20   # chunks searched per question; their documents, deduplicated, are the ranking
-
-
-class BadQuestions(ValueError):
-    """The questions file cannot be read as the eval format; the message names the line."""
 
 
 @dataclass
@@ -33,26 +29,21 @@ class EvalQuestion:
     answerable: bool = True
 
 
+def _check(row: dict) -> str | None:
+    if not isinstance(row["question"], str) or not row["question"].strip():
+        return "needs a non-empty string 'question'"
+    if not isinstance(row.get("gold_ids") or [], list):
+        return "'gold_ids' must be a list of document ids"
+    return None
+
+
 def read_questions(path: Path) -> list[EvalQuestion]:
-    questions = []
-    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise BadQuestions(f"{path}:{number}: not JSON ({exc.msg})") from exc
-        if not isinstance(row, dict) or not isinstance(row.get("question"), str) or not row["question"].strip():
-            raise BadQuestions(f"{path}:{number}: needs a non-empty string 'question'")
-        gold = row.get("gold_ids") or []
-        if not isinstance(gold, list):
-            raise BadQuestions(f"{path}:{number}: 'gold_ids' must be a list of document ids")
-        answer = row.get("answer")
-        questions.append(EvalQuestion(row["question"].strip(), answer if isinstance(answer, str) else None,
-                                      [str(g) for g in gold], bool(row.get("answerable", True))))
-    if not questions:
-        raise BadQuestions(f"{path}: no questions")
-    return questions
+    """The eval file's questions; ValueError naming the file and line of the first bad one."""
+    rows = read_jsonl(path, {"question"}, _check)
+    if not rows:
+        raise ValueError(f"{path}: no questions")
+    return [EvalQuestion(r["question"].strip(), r["answer"] if isinstance(r.get("answer"), str) else None,
+                         [str(g) for g in r.get("gold_ids") or []], bool(r.get("answerable", True))) for r in rows]
 
 
 def _mean(values: list[float]) -> dict | None:

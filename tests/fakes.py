@@ -144,3 +144,15 @@ def serving(app):
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def scripted_service(tmp_path, encoder, text="Refunds are paid back within five days [1].", **settings):
+    """(service over the tiny knowledge base with a scripted generator, that generator): change ``generator.text``
+    to change what it answers."""
+    from serve.service import KbqaService
+    from serve.settings import Settings
+
+    generator = ScriptedGenerator(text)
+    service = KbqaService(Settings(**{"home": tmp_path / "home", "min_relevance": 0.1, **settings}), encoder, generator)
+    service.ingest(make_kb(tmp_path / "kb"), "default")
+    return service, generator

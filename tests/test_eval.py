@@ -4,7 +4,7 @@ import json
 import pytest
 
 from retrieval.generation.generator import ABSTENTION
-from serve.evaluate import BadQuestions, evaluate, format_table, read_questions
+from serve.evaluate import evaluate, format_table, read_questions
 from serve.service import KbqaService
 from serve.settings import Settings
 from tests.fakes import ScriptedGenerator, make_kb
@@ -17,11 +17,11 @@ def _write(path, rows):
 
 def test_questions_file_errors_name_the_line(tmp_path):
     (tmp_path / "broken.jsonl").write_text('{"question": "a"}\n{oops\n')
-    with pytest.raises(BadQuestions, match=":2: not JSON"):
+    with pytest.raises(ValueError, match=":2: not JSON"):
         read_questions(tmp_path / "broken.jsonl")
-    with pytest.raises(BadQuestions, match=":1: needs a non-empty string 'question'"):
+    with pytest.raises(ValueError, match=":1: needs a non-empty string 'question'"):
         read_questions(_write(tmp_path / "q.jsonl", [{"question": ""}]))
-    with pytest.raises(BadQuestions, match="gold_ids"):
+    with pytest.raises(ValueError, match="gold_ids"):
         read_questions(_write(tmp_path / "q.jsonl", [{"question": "a", "gold_ids": "billing.md"}]))
 
 

@@ -4,20 +4,11 @@ from distill.generator_data import feedback_examples
 from retrieval.generation.generator import ABSTENTION
 from serve.app import create_app
 from serve.auth import KeyStore
-from serve.service import KbqaService
-from serve.settings import Settings
-from tests.fakes import ScriptedGenerator, local_client, make_kb
-
-
-def _service(tmp_path, encoder, text="Refunds are paid back within five days [1]."):
-    generator = ScriptedGenerator(text)
-    service = KbqaService(Settings(home=tmp_path / "home", min_relevance=0.1), encoder, generator)
-    service.ingest(make_kb(tmp_path / "kb"), "default")
-    return service, generator
+from tests.fakes import local_client, scripted_service
 
 
 def test_helpful_and_corrected_answers_become_grounded_examples(tmp_path, fake_encoder):
-    service, generator = _service(tmp_path, fake_encoder)
+    service, generator = scripted_service(tmp_path, fake_encoder)
     helpful = service.ask("How are refunds paid back?")
     mixed = service.ask("When are refunds paid?")
     unrated = service.ask("How long do refunds take?")
@@ -44,7 +35,7 @@ def test_helpful_and_corrected_answers_become_grounded_examples(tmp_path, fake_e
 
 
 def test_patch_feedback_stores_a_correction_for_admins_only(tmp_path, fake_encoder):
-    service, _ = _service(tmp_path, fake_encoder)
+    service, _ = scripted_service(tmp_path, fake_encoder)
     with local_client(create_app(service.settings, service)) as client:
         answer = client.post("/v1/ask", json={"question": "How are refunds paid back?"}).json()
         feedback_id = client.post("/v1/feedback", json={"answer_id": answer["answer_id"], "helpful": False}).json()[

@@ -5,9 +5,7 @@ import numpy as np
 from retrieval.generation.generator import ABSTENTION
 from serve.app import create_app
 from serve.gaps import gap_report, greedy_clusters
-from serve.service import KbqaService
-from serve.settings import Settings
-from tests.fakes import ScriptedGenerator, local_client, make_kb
+from tests.fakes import local_client, scripted_service
 
 # Chosen so the test encoder's hashed words separate the three topics (cosines 0.58-0.75 within, <= 0.33 across).
 APP_QUESTIONS = ["mobile app for iphone", "mobile app for android", "tablet mobile app"]
@@ -21,15 +19,8 @@ def test_greedy_clusters_join_the_nearest_centroid_within_the_threshold():
     assert greedy_clusters(vectors, 0.9999) == [[0], [1], [2], [3], [4]]
 
 
-def _service(tmp_path, encoder):
-    generator = ScriptedGenerator(ABSTENTION)
-    service = KbqaService(Settings(home=tmp_path / "home", min_relevance=0.0), encoder, generator)
-    service.ingest(make_kb(tmp_path / "kb"), "default")
-    return service, generator
-
-
 def test_report_clusters_largest_first_and_closes_a_gap_once_the_docs_answer_it(tmp_path, fake_encoder):
-    service, generator = _service(tmp_path, fake_encoder)
+    service, generator = scripted_service(tmp_path, fake_encoder, ABSTENTION, min_relevance=0.0)
     for question in APP_QUESTIONS + APP_QUESTIONS[:1] + EXPORT_QUESTIONS:   # one asked twice
         assert service.ask(question).abstained
     generator.text = "Refunds are paid back within five days [1]."
@@ -51,7 +42,7 @@ def test_report_clusters_largest_first_and_closes_a_gap_once_the_docs_answer_it(
 
 
 def test_gaps_route_needs_admin_and_the_page_is_served(tmp_path, fake_encoder):
-    service, _ = _service(tmp_path, fake_encoder)
+    service, _ = scripted_service(tmp_path, fake_encoder, ABSTENTION, min_relevance=0.0)
     service.ask(APP_QUESTIONS[0])
     with local_client(create_app(service.settings, service)) as client:
         body = client.get("/v1/collections/default/gaps", params={"since_days": 7}).json()
