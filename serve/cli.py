@@ -72,7 +72,7 @@ def cmd_ask(args) -> int:
 
 def _eval_file(service, collection: str) -> Path:
     """Where `kbqa eval --remember` keeps a collection's questions (distill reports them before and after)."""
-    from serve.evaluate import EVAL_QUESTIONS
+    from distill.team_eval import EVAL_QUESTIONS
 
     return service.home.collection_dir(collection) / EVAL_QUESTIONS
 
@@ -82,7 +82,7 @@ def cmd_eval(args) -> int:
 
     from tqdm import tqdm
 
-    from serve.evaluate import evaluate, format_table, read_questions
+    from distill.team_eval import evaluate, format_table, read_questions
 
     questions = read_questions(Path(args.questions))
     service = _service(with_generator=args.ask)
@@ -107,7 +107,7 @@ def cmd_gaps(args) -> int:
 def cmd_distill(args) -> int:
     from distill.config import DistillConfig
     from distill.run import distill_collection
-    from serve.evaluate import evaluate, format_table, read_questions
+    from distill.team_eval import evaluate, format_table, read_questions
 
     service = _service(with_generator=False)
     # The team's own questions, when `kbqa eval --remember` stored them: retrieval figures before and after.
@@ -160,8 +160,8 @@ def cmd_train_generator(args) -> int:
           f"{args.collection!r}, {len(from_feedback)} from its feedback); device {pick_device()}", file=sys.stderr)
     report = train_generator(model_path(service.home.models_dir, GENERATOR_BASE), examples, service.home.models_dir,
                              config, device=pick_device(), show_progress=not args.json,
-                             source=f"shipped examples + {len(mined)} FAQ pairs + {len(from_feedback)} feedback "
-                                    f"answers of {args.collection}",
+                             source=f"shipped examples + {len(mined)} FAQ pairs of {args.collection}"
+                                    + (f" + {len(from_feedback)} feedback answers" if args.from_feedback else ""),
                              activate=args.activate)
     summary = (f"generator adapter {report['version']}: {report['examples']} examples in {report['seconds']:.0f} s, "
                f"final loss {report['loss_per_step'][-1]}")

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from retrieval.generation.generator import ABSTENTION
-from serve.evaluate import evaluate, format_table, read_questions
+from distill.team_eval import evaluate, format_table, read_questions
 from serve.service import KbqaService
 from serve.settings import Settings
 from tests.fakes import ScriptedGenerator, make_kb
