@@ -7,19 +7,12 @@ connection, a stall past the timeout, a 500, malformed JSON, a broken stream, an
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 BEHAVIOURS = ("ok", "json", "stall", "status500", "malformed_json", "broken_stream", "empty", "error_event",
               "drop_mid_stream")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _chunk(text: str | None = None, finish: str | None = None, usage: dict | None = None) -> bytes:

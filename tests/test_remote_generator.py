@@ -10,7 +10,8 @@ from serve.app import create_app
 from serve.service import KbqaService
 from serve.settings import Settings
 from tests.fakes import OverlapScorer, ScriptedGenerator, local_client, make_kb, overlap_selector
-from tests.openai_fault_server import FaultServer, free_port
+from benchs.common import free_port
+from tests.openai_fault_server import FaultServer
 
 QUESTION = "How are refunds paid back?"
 FAULTS = [("status500", 502, "status"), ("malformed_json", 502, "malformed"), ("broken_stream", 502, "malformed"),
