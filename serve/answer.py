@@ -185,12 +185,16 @@ class Answerer:
         start = time.perf_counter()
         pieces: list[str] = []
         stats: dict = {}
-        generator = self.generator
-        try:
-            for piece in generator.stream(build_messages(question, passages), stats):
+        generator, messages = self.generator, build_messages(question, passages)
+
+        def write(engine):   # streams the engine's pieces as tokens, keeping them
+            for piece in engine.stream(messages, stats):
                 pieces.append(piece)
                 yield "token", piece
-        except GeneratorUnavailable as exc:
+
+        try:
+            yield from write(generator)
+        except GeneratorUnavailable:
             timings["generate"] = round((time.perf_counter() - start) * 1000, 1)
             if self.fallback == "error":
                 raise
@@ -201,10 +205,11 @@ class Answerer:
                 return
             # The local generator writes it instead; the pieces already streamed were the remote's (the final
             # event is what to show).
-            generator, pieces, stats = self.fallback_generator, [], {"fallback": True}
-            for piece in generator.stream(build_messages(question, passages), stats):
-                pieces.append(piece)
-                yield "token", piece
+            generator = self.fallback_generator
+            pieces.clear()
+            stats.clear()
+            stats["fallback"] = True
+            yield from write(generator)
         timings["generate"] = round((time.perf_counter() - start) * 1000, 1)
         # Token counts as the engine reports them (a remote server may not).
         timings.update({key: stats[key] for key in ("prompt_tokens", "new_tokens") if key in stats})

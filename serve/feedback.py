@@ -76,16 +76,13 @@ class FeedbackStore:
                  "cited": [c.get("doc_id", c["source"]) for c in json.loads(r["citations"])], "created": r["created"]}
                 for r in rows if r["abstained"] or r["unhelpful"]]
 
-    def correct(self, feedback_id: int, corrected_answer: str) -> str:
-        """An admin's right answer for the rated answer; returns the answer's collection."""
+    def correct(self, feedback_id: int, corrected_answer: str) -> None:
+        """An admin's right answer for the rated answer."""
         with self._lock:
-            row = self._db.execute("SELECT a.collection FROM feedback f JOIN answers a USING (answer_id) "
-                                   "WHERE f.feedback_id = ?", (feedback_id,)).fetchone()
-            if row is None:
-                raise UnknownAnswer(f"no feedback with id {feedback_id}")
-            self._db.execute("UPDATE feedback SET corrected_answer = ? WHERE feedback_id = ?",
-                             (corrected_answer, feedback_id))
-        return row["collection"]
+            updated = self._db.execute("UPDATE feedback SET corrected_answer = ? WHERE feedback_id = ?",
+                                       (corrected_answer, feedback_id)).rowcount
+        if not updated:
+            raise UnknownAnswer(f"no feedback with id {feedback_id}")
 
     def feedback_collection(self, feedback_id: int) -> str | None:
         with self._lock:

@@ -26,18 +26,18 @@ def _normal(question: str) -> str:
 def greedy_clusters(vectors: np.ndarray, threshold: float) -> list[list[int]]:
     """Rows of L2-normalised ``vectors`` grouped: each joins the nearest centroid at cosine >= threshold."""
     clusters: list[list[int]] = []
-    sums: list[np.ndarray] = []
+    sums = np.zeros((len(vectors), vectors.shape[1]), dtype=np.float64)   # row c: cluster c's vector sum
     for row, vector in enumerate(vectors):
-        if sums:
-            centroids = np.stack([s / max(np.linalg.norm(s), 1e-12) for s in sums])
-            similarity = centroids @ vector
+        if clusters:
+            live = sums[:len(clusters)]
+            similarity = live @ vector / np.maximum(np.linalg.norm(live, axis=1), 1e-12)
             best = int(np.argmax(similarity))
             if similarity[best] >= threshold:
                 clusters[best].append(row)
-                sums[best] = sums[best] + vector
+                sums[best] += vector
                 continue
+        sums[len(clusters)] = vector
         clusters.append([row])
-        sums.append(vector.astype(np.float64))
     return clusters
 
 

@@ -46,8 +46,9 @@ class KbqaService:
         can_select = selector is not None and sentence_scorer is not None
         mode = settings.resolved_answer_mode if can_select else "generate"
         # The fallback applies to a remote generator; an embedded one never raises GeneratorUnavailable.
-        fallback = settings.generator_fallback if fallback_generator is not None or \
-            settings.generator_fallback != "local" else "extractive"
+        fallback = settings.generator_fallback
+        if fallback == "local" and fallback_generator is None:
+            fallback = "extractive"   # no embedded generator was handed in (tests, embedded uses): quote instead
         self.answerer = (Answerer(generator, settings.min_relevance, settings.prompt_passages,
                                   settings.support_threshold, settings.on_unsupported,
                                   answerability, settings.answerability_threshold, mode=mode,
