@@ -14,6 +14,7 @@ from retrieval.collection_encoder import EncoderMismatch
 from retrieval.home import InvalidName, UnknownCollection
 from retrieval.generation.remote import GeneratorUnavailable
 from retrieval.models import ModelNotReady
+from serve.admission import AdmissionGate, Overloaded
 from serve.auth import AuthError, KeyStore, RateLimiter
 from serve.body_limit import BodyLimit
 from serve.documents import MAX_UPLOAD_BYTES, UnknownDocument, UploadRejected
@@ -80,9 +81,11 @@ def create_app(settings: Settings | None = None, service: KbqaService | None = N
     for module in (search, ask, collections, documents, distill, feedback, gaps, keys, health, chat):
         app.include_router(module.router, responses=errors)
     app.include_router(openai_compat.router, responses={
-        status: {"model": OpenAIErrorResponse} for status in (400, 401, 403, 404, 413, 422, 429, 502, 504)})
+        status: {"model": OpenAIErrorResponse} for status in (400, 401, 403, 404, 413, 422, 429, 502, 503, 504)})
     app.state.metrics = Metrics()
     app.state.limiter = RateLimiter(settings.rate_limit_per_minute)
+    app.state.admission = AdmissionGate(settings.resolved_answer_slots, settings.answer_queue,
+                                        settings.answer_max_wait_s)
     app.state.auth_failures = RateLimiter(settings.auth_failures_per_minute)
 
     @app.middleware("http")
@@ -136,6 +139,13 @@ def create_app(settings: Settings | None = None, service: KbqaService | None = N
             response.headers["Retry-After"] = str(exc.retry_after)
         if exc.status == 401:
             response.headers["WWW-Authenticate"] = "Bearer"
+        return response
+
+    @app.exception_handler(Overloaded)
+    async def overloaded(request: Request, exc: Overloaded) -> JSONResponse:
+        app.state.metrics.rejected_answers.inc()
+        response = _error(503, str(exc), {"retry_after_s": exc.retry_after}, request)
+        response.headers["Retry-After"] = str(exc.retry_after)
         return response
 
     @app.exception_handler(UploadRejected)

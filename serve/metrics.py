@@ -30,6 +30,10 @@ class Metrics:
                                        ["kind"], registry=self.registry)
         self.remote_up = Gauge("kbqa_remote_generator_up", "1 if the last remote generator call succeeded",
                                registry=self.registry)
+        self.rejected_answers = Counter("kbqa_answers_rejected_total", "answers refused with 503: every slot busy, "
+                                        "queue full or too slow (serve/admission.py)", registry=self.registry)
+        self.answer_slots = Gauge("kbqa_answer_slots", "answers being computed (state=active) or waiting for a slot",
+                                  ["state"], registry=self.registry)
         self.index_vectors = Gauge("kbqa_index_vectors", "vectors in a collection's index", ["collection"],
                                    registry=self.registry)
 

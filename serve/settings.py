@@ -1,6 +1,7 @@
 """Serving configuration in one typed place; every field can be set as KBQA_<NAME> in the environment."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -73,6 +74,12 @@ class Settings(BaseSettings):
     # When hand-off is recommended, POST the conversation here (serve/handoff_webhook.py), signed with the secret.
     handoff_webhook: str | None = Field(None, description="help-desk URL that receives recommended hand-offs")
     handoff_secret: SecretStr | None = Field(None, description="HMAC-SHA256 key signing each webhook delivery")
+    # Admission control on answers (serve/admission.py): this many computed at once (auto: 1 when the embedded
+    # generator writes, it uses every core; 8 with a remote generator, which batches; the core count when selecting),
+    # up to answer_queue waiting; a request that would wait over answer_max_wait_s gets 503 + Retry-After.
+    answer_slots: int | None = Field(None, ge=1, le=64, description="answers computed at once; unset: auto")
+    answer_queue: int = Field(16, ge=0, le=32, description="answers waiting for a slot before 503")
+    answer_max_wait_s: float = Field(3.0, gt=0, le=120, description="longest wait in the queue before 503")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
 
@@ -93,6 +100,14 @@ class Settings(BaseSettings):
         if self.answer_mode != "auto":
             return self.answer_mode
         return "generate" if self.generator_url else "select"
+
+    @property
+    def resolved_answer_slots(self) -> int:
+        if self.answer_slots:
+            return self.answer_slots
+        if self.generator_url:
+            return 8
+        return 1 if self.resolved_answer_mode == "generate" else max(1, os.cpu_count() or 1)
 
     @property
     def kbqa_home(self) -> KbqaHome:

@@ -2,9 +2,11 @@ import json
 
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
 from retrieval.generation.remote import GeneratorUnavailable
+from serve.admission import admit
 from serve.deps import QueryKey, ServiceDep
 from serve.schemas import AskRequest, AskResponse, ErrorResponse
 
@@ -18,19 +20,27 @@ def _sse(event: str, data: dict) -> str:
 @router.post("/v1/ask", response_model=AskResponse, responses={
     404: {"model": ErrorResponse},
     502: {"model": ErrorResponse, "description": "the remote generator failed (KBQA_GENERATOR_FALLBACK=error)"},
+    503: {"model": ErrorResponse, "description": "every answer slot busy and the queue full: retry after "
+                                                 "the Retry-After header's seconds"},
     504: {"model": ErrorResponse, "description": "the remote generator timed out (KBQA_GENERATOR_FALLBACK=error)"},
     200: {"content": {"text/event-stream": {"description": "with stream=true: token events, then a final event"}}}})
 async def ask(body: AskRequest, service: ServiceDep, request: Request, key: QueryKey):
     key.check_collection(body.collection)
     history = [turn.model_dump() for turn in body.history]
-    # Retrieval and generation are CPU-bound: keep them off the event loop.
+    # Retrieval and generation are CPU-bound: keep them off the event loop, a bounded number at once (503 beyond).
+    ticket = await admit(request.app.state.admission)
     if not body.stream:
-        answer = await run_in_threadpool(service.ask, body.question, body.k, body.collection, history,
-                                         body.conversation_id)
+        with ticket:
+            answer = await run_in_threadpool(service.ask, body.question, body.k, body.collection, history,
+                                             body.conversation_id)
         request.app.state.metrics.observe_answer(answer)
         return AskResponse(**answer.to_dict())
-    events = await run_in_threadpool(service.ask_stream, body.question, body.k, body.collection, history,
-                                     body.conversation_id)
+    try:
+        events = await run_in_threadpool(service.ask_stream, body.question, body.k, body.collection, history,
+                                         body.conversation_id)
+    except BaseException:
+        ticket.release()
+        raise
 
     def encode():  # a sync iterator: Starlette runs it in the threadpool, piece by piece
         try:
@@ -42,4 +52,8 @@ async def ask(body: AskRequest, service: ServiceDep, request: Request, key: Quer
                     yield _sse("final", AskResponse(**value.to_dict()).model_dump())
         except GeneratorUnavailable as exc:   # the 200 is sent: the failure is the stream's last event
             yield _sse("error", {"error": str(exc), "status": exc.status, "detail": {"generator": exc.kind}})
-    return StreamingResponse(encode(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        finally:
+            ticket.release()
+    # The slot is freed when the stream ends, and by the clean-up task if the client left before it began.
+    return StreamingResponse(encode(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"},
+                             background=BackgroundTask(ticket.release))

@@ -64,4 +64,7 @@ async def metrics(request: Request, service: ServiceDep, _: AdminKey) -> Respons
             gauge.labels(name).set(service.collection(name).index.size)
 
     await run_in_threadpool(sizes)
+    gate = request.app.state.admission
+    request.app.state.metrics.answer_slots.labels("active").set(gate.active)
+    request.app.state.metrics.answer_slots.labels("waiting").set(gate.waiting)
     return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -20,10 +20,12 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
 from retrieval.generation.remote import GeneratorUnavailable
 from retrieval.home import UnknownCollection
+from serve.admission import admit
 from serve.deps import QueryKey, ServiceDep
 from serve.schemas import CONVERSATION_ID, AskResponse
 
@@ -159,15 +161,21 @@ async def chat_completions(body: ChatCompletionRequest, service: ServiceDep, req
     question, history = question_and_history(body.messages)
     completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     base = {"id": completion_id, "created": created, "model": body.model}
+    ticket = await admit(request.app.state.admission)   # as /v1/ask: a bounded number at once, 503 beyond
     if not body.stream:
-        answer = await run_in_threadpool(service.ask, question, 5, collection, history, body.conversation_id)
+        with ticket:
+            answer = await run_in_threadpool(service.ask, question, 5, collection, history, body.conversation_id)
         request.app.state.metrics.observe_answer(answer)
         out = AskResponse(**answer.to_dict())
         return {**base, "object": "chat.completion", "kbqa": extension(out), "choices": [
             {"index": 0, "message": {"role": "assistant", "content": reply_text(out)}, "finish_reason": "stop"}]}
     # Retrieval runs now: an unknown collection fails with a plain 404 before the stream starts.
-    events = await run_in_threadpool(service.ask_stream, question, 5, collection, history,
-                                     body.conversation_id)
+    try:
+        events = await run_in_threadpool(service.ask_stream, question, 5, collection, history,
+                                         body.conversation_id)
+    except BaseException:
+        ticket.release()
+        raise
 
     def chunk(delta: dict, finish: str | None = None, **extra) -> str:
         event = {**base, "object": "chat.completion.chunk",
@@ -186,5 +194,8 @@ async def chat_completions(body: ChatCompletionRequest, service: ServiceDep, req
                 yield chunk({}, "stop", kbqa=extension(out))
         except GeneratorUnavailable as exc:   # the 200 is sent: the SDKs raise on an error event
             yield f"data: {json.dumps(openai_error(exc.status, str(exc), {'generator': exc.kind}))}\n\n"
+        finally:
+            ticket.release()
         yield "data: [DONE]\n\n"
-    return StreamingResponse(encode(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    return StreamingResponse(encode(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"},
+                             background=BackgroundTask(ticket.release))

@@ -1,0 +1,104 @@
+"""Issue 17's last measurement: does `kbqa train-generator --from-feedback` help? A simulated feedback log, built from
+the tune split, trains an adapter; benchs/answer_trust.py then compares it with the shipped adapter on the report split.
+
+    python benchs/feedback_loop.py --data PATH/TO/shared/data            # log, rate, train (about 40 min on 2 cores)
+    python benchs/answer_trust.py --data PATH/TO/shared/data --adapter .kbqa-bench/feedback-loop/models/generator-adapters/v0001
+
+The log: every answerable tune-split question of each dev set is asked of its collection through KbqaService.ask,
+as served by default (answers land in a feedback store of their own). The "customer" rates an answer by comparing it
+with the reference answer: helpful when token-F1 >= --helpful, unhelpful when it abstained or token-F1 < --unhelpful,
+no rating between (most customers rate nothing). An "admin" corrects every unhelpful answer with the reference
+answer (PATCH /v1/feedback/{id} does the same). The adapter is trained exactly as `kbqa train-generator
+--from-feedback` trains one: the shipped examples, the FAQ pairs mined from kb/ (as the shipped adapter had), and
+distill.generator_data.feedback_examples over each collection's training_answers.
+
+Caveat written into the result: the shipped examples were built from the same tune questions (different targets),
+so the feedback examples repeat questions the shipped adapter already saw.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from benchs.answer_data import DATASETS, retrieval_rows  # noqa: E402
+from benchs.common import BENCH_HOME, open_collection  # noqa: E402
+from distill.generator_data import feedback_examples, mined_faq_examples, read_examples  # noqa: E402
+from distill.generator_train import SHIPPED_EXAMPLES, GeneratorTrainConfig, train_generator  # noqa: E402
+from distill.metrics import token_f1  # noqa: E402
+from retrieval.generation.cpu import describe  # noqa: E402
+from retrieval.models import GENERATOR_BASE, model_path  # noqa: E402
+from serve.feedback import FeedbackStore  # noqa: E402
+from serve.service import KbqaService  # noqa: E402
+from serve.settings import Settings  # noqa: E402
+
+WORK = BENCH_HOME / "feedback-loop"
+KB = Path(__file__).resolve().parents[1] / "kb"
+
+
+def simulate_log(service: KbqaService, data: Path, helpful: float, unhelpful: float) -> Counter:
+    """Ask, rate and correct every answerable tune question of each set; counts of what happened."""
+    counts = Counter()
+    for name in DATASETS:
+        collection = open_collection(service, data, name).name
+        for row in retrieval_rows(service, data, name, "tune"):
+            if not row["answerable"]:
+                continue
+            answer = service.ask(row["question"], collection=collection)
+            f1 = 0.0 if answer.abstained else token_f1(answer.answer, row["reference"])
+            if f1 >= helpful:
+                service.feedback.add_feedback(answer.answer_id, True)
+                counts[f"{name}: rated helpful"] += 1
+            elif answer.abstained or f1 < unhelpful:
+                feedback_id = service.feedback.add_feedback(answer.answer_id, False)
+                service.feedback.correct(feedback_id, row["reference"])
+                counts[f"{name}: rated unhelpful, corrected"] += 1
+            else:
+                counts[f"{name}: not rated"] += 1
+        print(f"{name}: logged", flush=True)
+    return counts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--helpful", type=float, default=0.4, help="token-F1 at or above which an answer is rated helpful")
+    parser.add_argument("--unhelpful", type=float, default=0.15, help="token-F1 below which it is rated unhelpful")
+    args = parser.parse_args()
+
+    shutil.rmtree(WORK, ignore_errors=True)
+    service = KbqaService.load(Settings(home=BENCH_HOME))   # answers as served by default
+    service.feedback = FeedbackStore(WORK / "feedback.sqlite")
+    counts = simulate_log(service, args.data, args.helpful, args.unhelpful)
+
+    examples = read_examples(SHIPPED_EXAMPLES)
+    service.ingest(KB, collection="kb")
+    kb_pairs = mined_faq_examples(service.collection("kb"), service.settings.prompt_passages)
+    examples += kb_pairs
+    for name in DATASETS:
+        collection = service.collection(name.replace("_", "-"))
+        made = feedback_examples(collection, service.feedback.training_answers(collection.name),
+                                 service.settings.prompt_passages)
+        counts[f"{name}: feedback examples"] = len(made)
+        examples += made
+    for key, value in sorted(counts.items()):
+        print(f"{key}: {value}", flush=True)
+    print(f"training on {len(examples)} examples ({len(kb_pairs)} kb/ FAQ pairs); CPU: {describe()}", flush=True)
+    report = train_generator(model_path(service.home.models_dir, GENERATOR_BASE), examples, WORK / "models",
+                             GeneratorTrainConfig(), show_progress=True,
+                             source=f"shipped examples + {len(kb_pairs)} FAQ pairs of kb + simulated tune-split feedback")
+    report["log"] = dict(counts)
+    (WORK / "report.json").write_text(json.dumps(report, indent=1))
+    print(f"adapter {WORK / 'models' / 'generator-adapters' / report['version']}: {report['examples']} examples "
+          f"in {report['seconds']:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
