@@ -1,8 +1,30 @@
-"""BM25 over chunk texts with bm25s (English stop words, Snowball stemming)."""
+"""BM25 over chunk texts that is saved with each generation and updated with each commit, never rebuilt on open.
+
+bm25s tokenises (English stop words, Snowball stemming) and defines the scoring (its default "lucene" variant:
+idf = ln(1 + (N - df + 0.5) / (df + 0.5)), tf part = tf / (tf + k1 (1 - b + b dl / avgdl))); bm25s bakes idf and
+avgdl into its index, so one added chunk would mean re-indexing the whole corpus. Here the index keeps raw term
+counts instead, in two segments, and scores at query time:
+
+- ``main``: term-major counts (CSC) of most chunks, written once into its own folder and memory-mapped; chunks
+  removed from it are marked dead (and their document frequencies subtracted), not rewritten;
+- ``delta``: the chunks added since ``main`` was written, small, rewritten at each commit.
+
+A commit tokenises only the added chunks. When the delta outgrows ``max(MERGE_MIN, MERGE_SHARE * main)`` the
+two merge into a new main (O(corpus), rare). Corpus statistics (N, avgdl, df) are those of the live chunks, so
+scores equal a fresh bm25s index over the same chunks (tests/test_bm25.py checks it).
+"""
 from __future__ import annotations
 
+import json
 import logging
 import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
 
 # bm25s runs jax.lax.top_k at import when JAX is installed, and JAX then takes 75% of a GPU's memory (issue 16):
 # a second kbqa process on that GPU died out of memory. BM25 selection is cheap on the CPU; a user's own setting wins.
@@ -13,24 +35,214 @@ import Stemmer  # noqa: E402
 
 logging.getLogger("bm25s").setLevel(logging.WARNING)  # it logs every index build at DEBUG
 _STEMMER = Stemmer.Stemmer("english")
+K1, B = 1.5, 0.75            # bm25s's defaults
+MERGE_MIN, MERGE_SHARE = 20_000, 0.10
+
+
+def tokenize(texts: list[str], vocab: dict[str, int]) -> list[np.ndarray]:
+    """Each text's term ids (``vocab`` grows with new terms): bm25s's tokeniser, ids made global."""
+    if not texts:
+        return []
+    tokens = bm25s.tokenize(texts, stopwords="en", stemmer=_STEMMER, show_progress=False, allow_empty=False)
+    local = np.empty(len(tokens.vocab), dtype=np.int64)
+    for term, i in tokens.vocab.items():
+        local[i] = vocab.setdefault(term, len(vocab))
+    return [local[np.asarray(ids, dtype=np.int64)] if len(ids) else np.zeros(0, dtype=np.int64) for ids in tokens.ids]
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Term counts of some chunks: ``counts`` is (chunks x terms) CSC; row i is chunk ``keys[i]``."""
+    keys: np.ndarray          # int64 faiss ids
+    lengths: np.ndarray       # float32 tokens per chunk (dl)
+    counts: sp.csc_matrix     # float32 term frequencies
+
+    @classmethod
+    def of(cls, keys, term_ids: list[np.ndarray], n_terms: int) -> "Segment":
+        rows = np.repeat(np.arange(len(term_ids)), [len(t) for t in term_ids])
+        cols = np.concatenate(term_ids) if term_ids else np.zeros(0, dtype=np.int64)
+        counts = sp.csc_matrix((np.ones(len(cols), dtype=np.float32), (rows, cols)),
+                               shape=(len(term_ids), n_terms), dtype=np.float32)
+        counts.sum_duplicates()
+        return cls(np.asarray(keys, dtype=np.int64), np.array([len(t) for t in term_ids], dtype=np.float32), counts)
+
+    @classmethod
+    def empty(cls, n_terms: int = 0) -> "Segment":
+        return cls.of([], [], n_terms)
+
+    def widened(self, n_terms: int) -> sp.csc_matrix:
+        """The counts with columns up to ``n_terms`` (new terms have none here)."""
+        c = self.counts
+        if c.shape[1] >= n_terms:
+            return c
+        indptr = np.concatenate([c.indptr, np.full(n_terms - c.shape[1], c.indptr[-1], dtype=c.indptr.dtype)])
+        return sp.csc_matrix((c.data, c.indices, indptr), shape=(c.shape[0], n_terms))
+
+    def rows(self, keep: np.ndarray) -> "Segment":
+        """Only the rows where ``keep`` is true."""
+        return Segment(self.keys[keep], self.lengths[keep], self.counts[np.flatnonzero(keep)].tocsc())
+
+    def doc_freqs(self, alive: np.ndarray | None = None) -> np.ndarray:
+        c = self.counts
+        if alive is None or alive.all():
+            return np.diff(c.indptr).astype(np.int64)
+        cols = np.repeat(np.arange(c.shape[1]), np.diff(c.indptr))
+        return np.bincount(cols[alive[c.indices]], minlength=c.shape[1]).astype(np.int64)
+
+    def save(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, array in (("keys", self.keys), ("lengths", self.lengths), ("data", self.counts.data),
+                            ("indices", self.counts.indices), ("indptr", self.counts.indptr)):
+            np.save(folder / f"{name}.npy", array)
+        (folder / "shape.json").write_text(json.dumps(list(self.counts.shape)))
+
+    @classmethod
+    def load(cls, folder: Path) -> "Segment":
+        arrays = {name: np.load(folder / f"{name}.npy", mmap_mode="r")
+                  for name in ("keys", "lengths", "data", "indices", "indptr")}
+        shape = tuple(json.loads((folder / "shape.json").read_text()))
+        counts = sp.csc_matrix((arrays["data"], arrays["indices"], arrays["indptr"]), shape=shape, copy=False)
+        return cls(np.asarray(arrays["keys"]), np.asarray(arrays["lengths"]), counts)
 
 
 class BM25Index:
-    def __init__(self, keys: list, texts: list[str]):
-        self.keys = list(keys)
-        self.retriever = bm25s.BM25()
-        tokens = bm25s.tokenize(texts, stopwords="en", stemmer=_STEMMER, show_progress=False) if texts else None
-        # A corpus with no indexable word at all (symbols, emoji, stop words) makes bm25s fail: keep it
-        # searchable by the dense index alone rather than breaking the whole collection.
-        self.empty = tokens is None or not tokens.vocab
-        if not self.empty:
-            self.retriever.index(tokens, show_progress=False)
+    """Immutable: ``updated`` returns a new index (searches of the old one may still be running)."""
 
-    def search(self, query: str, k: int) -> list[tuple[object, float]]:
-        if self.empty:
+    def __init__(self, terms: list[str], main: Segment, main_id: str, dead: np.ndarray, delta: Segment):
+        self.terms = terms
+        self.vocab = {t: i for i, t in enumerate(terms)}
+        self.main, self.main_id, self.dead, self.delta = main, main_id, dead, delta
+        # Document frequency per term over the live chunks: main's, less its dead rows', plus the delta's.
+        df = np.zeros(len(terms), dtype=np.int64)
+        for freqs, sign in ((main.doc_freqs(), 1), (delta.doc_freqs(), 1),
+                            (main.doc_freqs(dead) if dead.any() else np.zeros(0, dtype=np.int64), -1)):
+            df[:len(freqs)] += sign * freqs
+        self._df = df
+        self.size = int(len(main.keys) - dead.sum() + len(delta.keys))
+        self._length_sum = float(main.lengths.sum() - main.lengths[dead].sum() + delta.lengths.sum())
+        self._rows_of = None
+
+    @classmethod
+    def build(cls, keys, texts: list[str]) -> "BM25Index":
+        vocab: dict[str, int] = {}
+        ids = tokenize(list(texts), vocab)
+        main = Segment.of(keys, ids, len(vocab))
+        return cls(list(vocab), main, uuid.uuid4().hex, np.zeros(len(main.keys), dtype=bool), Segment.empty(len(vocab)))
+
+    @property
+    def empty(self) -> bool:
+        return self.size == 0 or not self.terms
+
+    @property
+    def keys(self) -> np.ndarray:
+        """Faiss ids of the live chunks."""
+        return np.concatenate([self.main.keys[~self.dead], self.delta.keys])
+
+    def updated(self, removed_keys, added_keys, added_texts: list[str]) -> "BM25Index":
+        """The index after a commit: ``removed_keys`` gone, ``added_texts`` (tokenised now) in. Merges the delta
+        into a new main when it has grown too large."""
+        removed = np.asarray(list(removed_keys), dtype=np.int64)
+        dead = self.dead | np.isin(self.main.keys, removed)
+        delta = self.delta.rows(~np.isin(self.delta.keys, removed)) if len(self.delta.keys) else self.delta
+        vocab = dict(self.vocab)
+        added = Segment.of(added_keys, tokenize(list(added_texts), vocab), len(vocab))
+        terms = self.terms + list(vocab)[len(self.terms):]
+        delta = Segment(np.concatenate([delta.keys, added.keys]), np.concatenate([delta.lengths, added.lengths]),
+                        sp.vstack([delta.widened(len(terms)), added.counts], format="csc"))
+        main_live = int(len(self.main.keys) - dead.sum())
+        if len(delta.keys) > max(MERGE_MIN, MERGE_SHARE * main_live) or (dead.sum() > main_live):
+            alive = self.main.rows(~dead)
+            merged = Segment(np.concatenate([alive.keys, delta.keys]), np.concatenate([alive.lengths, delta.lengths]),
+                             sp.vstack([alive.widened(len(terms)), delta.counts], format="csc"))
+            return BM25Index(terms, merged, uuid.uuid4().hex, np.zeros(len(merged.keys), dtype=bool),
+                             Segment.empty(len(terms)))
+        return BM25Index(terms, self.main, self.main_id, dead, delta)
+
+    def search(self, query: str, k: int) -> list[tuple[int, float]]:
+        """Up to ``k`` (faiss id, score) pairs with a positive score, best first."""
+        if self.empty or k <= 0:
             return []
-        tokens = bm25s.tokenize([query], stopwords="en", stemmer=_STEMMER, show_progress=False)
-        if not tokens.vocab:  # only stop words
+        words = bm25s.tokenize([query], stopwords="en", stemmer=_STEMMER, return_ids=False, show_progress=False)[0]
+        ids = np.unique([self.vocab[w] for w in words if w in self.vocab]).astype(np.int64)  # unknown terms score 0
+        if not len(ids):
             return []
-        docs, scores = self.retriever.retrieve(tokens, k=min(k, len(self.keys)), show_progress=False, n_threads=1)
-        return [(self.keys[int(d)], float(s)) for d, s in zip(docs[0], scores[0]) if s > 0]
+        n, avg = self.size, self._length_sum / self.size
+        df = self._df[ids]
+        idf = np.log(1 + (n - df + 0.5) / (df + 0.5))
+        keys, scores = [], []
+        for segment, dead in ((self.main, self.dead), (self.delta, None)):
+            if not len(segment.keys):
+                continue
+            total = np.zeros(len(segment.keys), dtype=np.float64)
+            counts = segment.counts
+            for term, weight in zip(ids, idf):
+                if term >= counts.shape[1]:
+                    continue
+                lo, hi = counts.indptr[term], counts.indptr[term + 1]
+                rows, tf = counts.indices[lo:hi], counts.data[lo:hi]
+                norm = K1 * (1 - B + B * segment.lengths[rows] / avg)
+                total[rows] += weight * tf / (tf + norm)
+            hits = np.flatnonzero(total > 0)
+            if dead is not None:
+                hits = hits[~dead[hits]]
+            top = hits[np.argsort(-total[hits], kind="stable")[:k]] if len(hits) > k else hits
+            keys.append(segment.keys[top])
+            scores.append(total[top])
+        keys, scores = np.concatenate(keys), np.concatenate(scores)
+        order = np.argsort(-scores, kind="stable")[:k]
+        return [(int(keys[i]), float(scores[i])) for i in order]
+
+    # --- persistence ------------------------------------------------------------------------------
+    def save(self, folder: Path, name: str) -> Path:
+        """``folder/main-<id>/`` once per main (generations share it) and ``folder/<name>.npz``: terms, dead rows
+        and the delta. Both are written aside and renamed: a crash leaves what was there."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        main_dir = folder / f"main-{self.main_id}"
+        if not main_dir.exists():
+            staging = folder / f"main-{self.main_id}.tmp{os.getpid()}"
+            shutil.rmtree(staging, ignore_errors=True)
+            self.main.save(staging)
+            os.replace(staging, main_dir)
+        path = folder / f"{name}.npz"
+        tmp = folder / f"{name}.tmp{os.getpid()}"
+        d = self.delta.counts
+        terms = np.frombuffer(json.dumps(self.terms).encode(), dtype=np.uint8)  # unicode arrays pad every term
+        with open(tmp, "wb") as fh:
+            np.savez(fh, main_id=np.array(self.main_id), terms=terms, dead=self.dead, keys=self.delta.keys,
+                     lengths=self.delta.lengths, data=d.data, indices=d.indices, indptr=d.indptr,
+                     shape=np.array(d.shape))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, folder: Path, name: str) -> "BM25Index":
+        folder = Path(folder)
+        with np.load(folder / f"{name}.npz", allow_pickle=False) as state:
+            main_id = str(state["main_id"])
+            delta = Segment(state["keys"], state["lengths"],
+                            sp.csc_matrix((state["data"], state["indices"], state["indptr"]),
+                                          shape=tuple(state["shape"])))
+            terms, dead = json.loads(state["terms"].tobytes()), state["dead"]
+        return cls(terms, Segment.load(folder / f"main-{main_id}"), main_id, dead, delta)
+
+    @staticmethod
+    def prune(folder: Path, keep: str, pid_alive) -> None:
+        """Delete every state but ``keep``, every main it does not use, and what killed writers left
+        (``*.tmp<pid>`` whose process ``pid_alive`` says is gone)."""
+        folder = Path(folder)
+        if not (folder / f"{keep}.npz").exists():
+            return
+        with np.load(folder / f"{keep}.npz", allow_pickle=False) as state:
+            used = f"main-{state['main_id']}"
+        for path in folder.iterdir():
+            if ".tmp" in path.name:
+                pid = path.name.rsplit(".tmp", 1)[-1]
+                if pid.isdigit() and not pid_alive(int(pid)):
+                    shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+            elif path.name.startswith("main-") and path.name != used:
+                shutil.rmtree(path, ignore_errors=True)
+            elif path.suffix == ".npz" and path.name != f"{keep}.npz":
+                path.unlink(missing_ok=True)

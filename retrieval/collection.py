@@ -2,11 +2,12 @@
 
 - ``ingest.pipeline.plan_ingest`` reads files into chunks and diffs them against the store;
 - ``CollectionEncoder`` knows which encoder serves the collection (the default or a promoted one);
-- ``IndexGenerations`` keeps one FAISS file per committed generation;
+- ``IndexGenerations`` keeps one FAISS file and one BM25 state per committed generation;
 - ``SearchSnapshot`` searches one consistent (encoder, index, BM25) triple.
 
 Write path (``ingest``, ``remove_file``, ``promote``): one SQLite transaction holds every change; before it
-commits, the next generation's FAISS index is written aside. A crash before the commit leaves the store and the
+commits, the next generation's FAISS index and BM25 state are written aside (both updated with the change only,
+not rebuilt, unless the change re-embeds everything or switches the FAISS index type). A crash before the commit leaves the store and the
 old generation's index untouched; readers always open the index named by the committed generation.
 """
 from __future__ import annotations
@@ -22,7 +23,6 @@ import numpy as np
 from ingest.chunker import Chunker
 from ingest.pipeline import IngestPlan, IngestReport, plan_ingest
 from ingest.store import ChunkStore
-from retrieval.bm25 import BM25Index
 from retrieval.collection_encoder import CollectionEncoder, EncoderMismatch
 from retrieval.encoder import TextEncoder
 from retrieval.home import UnknownCollection
@@ -35,14 +35,17 @@ __all__ = ["Collection", "EncoderMismatch", "IngestReport", "SearchHit"]
 
 class Collection:
     def __init__(self, directory: Path, encoder: TextEncoder, create: bool = False,
-                 exact_limit: int = EXACT_LIMIT, encoder_loader: Callable[[Path], TextEncoder] | None = None):
+                 exact_limit: int = EXACT_LIMIT, encoder_loader: Callable[[Path], TextEncoder] | None = None,
+                 vector_store: Callable[..., IndexGenerations] = IndexGenerations):
+        """``vector_store``: where the vectors of each generation live, built as (folder, store, exact_limit):
+        FAISS files (IndexGenerations) or Milvus (retrieval.milvus_store.MilvusGenerations)."""
         self.directory = Path(directory)
         self.name = self.directory.name
         if not (self.directory / "store.sqlite").exists() and not create:
             raise UnknownCollection(f"collection {self.name!r} does not exist: ingest documents into it first")
         self.store = ChunkStore(self.directory / "store.sqlite")
         self.encoders = CollectionEncoder(self.directory, self.store, encoder, encoder_loader)
-        self.generations = IndexGenerations(self.directory, self.store, exact_limit)
+        self.generations = vector_store(self.directory, self.store, exact_limit)
         self._lock = threading.RLock()
         self._generation = -1
         self._snapshot: SearchSnapshot | None = None
@@ -75,8 +78,7 @@ class Collection:
             encoder = self.encoders.adopt_stored()
             self.encoders.check(self.name)
             index = self.generations.open(generation, encoder.dim)
-            chunks = self.store.all_chunks()
-            bm25 = BM25Index([c.faiss_id for c in chunks], [c.embedding_text() for c in chunks])
+            bm25 = self.generations.open_bm25(generation)
             self._snapshot = SearchSnapshot(encoder, index, bm25)
             self._generation = generation
 
@@ -136,19 +138,23 @@ class Collection:
         encoder = self.encoder
         with self._lock, self.store.transaction():
             old_generation = self.store.generation
-            current = None
-            if not reembed_all and old_generation > 0:
-                current = self.snapshot().index
+            current, bm25 = None, None
+            if old_generation > 0 and not reembed_all:
+                served = self.snapshot()
+                current, bm25 = served.index, served.bm25
+            elif old_generation > 0:   # a new encoder: the old snapshot no longer opens, its texts' BM25 does
+                bm25 = self.generations.open_bm25(old_generation)
             removed_ids: list[int] = []
             for rel in plan.removed:
                 removed_ids += self.store.remove_file(plan.root_key, rel)
-            added_ids, added_vectors = [], []
+            added_ids, added_vectors, added_texts = [], [], []
             for update in plan.updates:
                 removed_ids += self.store.remove_file(plan.root_key, update.rel)
                 rows = (np.stack([vectors[c.chunk_id] for c in update.chunks]) if update.chunks
                         else np.zeros((0, encoder.dim)))
                 self.store.add_file(plan.root_key, update.rel, update.digest, update.docs, update.chunks, rows)
                 added_ids += [c.faiss_id for c in update.chunks]
+                added_texts += [c.embedding_text() for c in update.chunks]
                 added_vectors.append(rows)
             if reembed_all:  # every other stored vector comes from the old encoder: replace them all
                 stale = [c for c in self.store.all_chunks() if c.chunk_id not in vectors]
@@ -157,15 +163,11 @@ class Collection:
             self.store.set_meta("encoder", encoder.encoder_id)
             generation = old_generation + 1
             self.store.set_meta("generation", str(generation))
-            wants_exact = self.store.counts()["chunks"] < self.generations.exact_limit
-            if current is None or wants_exact != (current.kind == "flat"):
-                index = self.generations.build(encoder.dim)
-            else:   # update the served index in place: it is replaced by the reload below anyway
-                index = current
-                index.remove(np.array(removed_ids, dtype=np.int64))
-                if added_ids:
-                    index.add(np.array(added_ids, dtype=np.int64), np.concatenate(added_vectors))
-            index.save(self.generations.path(generation))
+            self.generations.commit(generation, encoder.dim, current, removed_ids, added_ids, added_vectors)
+            # BM25 gets the change only: the added chunks are tokenised, the removed marked dead (retrieval/bm25.py).
+            bm25 = (bm25.updated(removed_ids, added_ids, added_texts) if bm25 is not None
+                    else self.generations.build_bm25())
+            self.generations.save_bm25(bm25, generation)
         self._published(generation)
 
     def _published(self, generation: int) -> None:
@@ -190,6 +192,7 @@ class Collection:
         """
         rel = Path(encoder_dir).resolve().relative_to(self.directory.resolve()).as_posix()
         with self._lock, self.store.transaction():
+            bm25 = self.snapshot().bm25 if self.store.generation > 0 else None   # texts unchanged: the same BM25
             chunks = self.store.all_chunks()
             missing = [c for c in chunks if c.chunk_id not in vectors]
             if missing:
@@ -202,7 +205,8 @@ class Collection:
                 self.store.set_distilled(trained_on)
             generation = self.store.generation + 1
             self.store.set_meta("generation", str(generation))
-            self.generations.build(encoder.dim).save(self.generations.path(generation))
+            self.generations.commit(generation, encoder.dim, None, [], [], [])
+            self.generations.save_bm25(bm25 or self.generations.build_bm25(), generation)
         with self._lock:
             self.encoders.current = encoder
         self._published(generation)

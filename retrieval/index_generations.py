@@ -1,15 +1,19 @@
-"""One FAISS index file per committed generation of a collection: ``index-<generation>.faiss`` beside its store.
+"""The indexes of each committed generation of a collection, beside its store: ``index-<generation>.faiss`` and
+``bm25/gen-<generation>.npz`` (with the BM25 main segment it names, retrieval/bm25.py).
 
-A commit writes the next generation's file before the store's transaction commits, so a crash leaves the old
-generation's file, the one the committed store still names. Readers open the file of the committed generation and
-rebuild it from the stored vectors when it is missing, unreadable or out of step with the store.
+A commit writes the next generation's files before the store's transaction commits, so a crash leaves the old
+generation's files, the ones the committed store still names. Readers open the files of the committed generation and
+rebuild them from the stored vectors and texts when they are missing, unreadable or out of step with the store.
 """
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
+import numpy as np
+
 from ingest.store import ChunkStore
+from retrieval.bm25 import BM25Index
 from retrieval.models import pid_alive
 from retrieval.vector_index import EXACT_LIMIT, VectorIndex
 
@@ -25,10 +29,59 @@ class IndexGenerations:
     def path(self, generation: int) -> Path:
         return self.directory / f"index-{generation}.faiss"
 
+    @property
+    def bm25_dir(self) -> Path:
+        return self.directory / "bm25"
+
+    @staticmethod
+    def bm25_name(generation: int) -> str:
+        return f"gen-{generation}"
+
+    def build_bm25(self) -> BM25Index:
+        chunks = self.store.all_chunks()
+        return BM25Index.build([c.faiss_id for c in chunks], [c.embedding_text() for c in chunks])
+
+    def save_bm25(self, bm25: BM25Index, generation: int) -> None:
+        bm25.save(self.bm25_dir, self.bm25_name(generation))
+
+    def open_bm25(self, generation: int) -> BM25Index:
+        """The generation's saved BM25 (memory-mapped), rebuilt from the stored texts when it is missing,
+        unreadable or out of step with the store (an older kbqa wrote no BM25 files)."""
+        name = self.bm25_name(generation)
+        bm25 = None
+        if (self.bm25_dir / f"{name}.npz").exists():
+            try:
+                bm25 = BM25Index.load(self.bm25_dir, name)
+            except (OSError, ValueError, KeyError) as exc:
+                log.warning("BM25 %s unreadable (%s); rebuilding from the store", name, exc)
+        if bm25 is None or bm25.size != self.store.counts()["chunks"]:
+            bm25 = self.build_bm25()
+            if generation > 0:
+                self.save_bm25(bm25, generation)
+        return bm25
+
     def build(self, dim: int) -> VectorIndex:
         """A fresh index over every stored vector (exact below ``exact_limit`` chunks, approximate above)."""
         ids, vectors = self.store.all_vectors()
         return VectorIndex.build(ids, vectors, dim, self.exact_limit)
+
+    def commit(self, generation: int, dim: int, current: VectorIndex | None, removed_ids: list[int],
+               added_ids: list[int], added_vectors: list[np.ndarray]) -> None:
+        """Write generation ``generation``'s index (inside the store's open transaction, whose chunks already hold
+        the change): ``current`` (the served index of the generation before) with the change applied, or, without
+        one or when the index type must switch, a fresh build from every stored vector."""
+        wants_exact = self.store.counts()["chunks"] < self.exact_limit
+        if current is None or wants_exact != (current.kind == "flat"):
+            index = self.build(dim)
+        else:   # update the served index in place: it is replaced by the reload after the commit anyway
+            index = current
+            index.remove(np.array(removed_ids, dtype=np.int64))
+            if added_ids:
+                index.add(np.array(added_ids, dtype=np.int64), np.concatenate(added_vectors))
+        index.save(self.path(generation))
+
+    def drop(self) -> None:
+        """Everything kept outside the collection's folder (nothing, for FAISS files): the collection is deleted."""
 
     def open(self, generation: int, dim: int) -> VectorIndex:
         path = self.path(generation)
@@ -54,3 +107,5 @@ class IndexGenerations:
             pid = partial.name.rsplit(".tmp", 1)[-1]
             if pid.isdigit() and not pid_alive(int(pid)):
                 partial.unlink(missing_ok=True)
+        if self.bm25_dir.exists():
+            BM25Index.prune(self.bm25_dir, self.bm25_name(keep), pid_alive)

@@ -1,6 +1,7 @@
 """The running system: loaded models plus open collections, shared by the CLI and the API."""
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import threading
@@ -13,6 +14,7 @@ from retrieval.collection import Collection
 from retrieval.search import SearchHit
 from retrieval.encoder import SentenceEncoder, TextEncoder, pick_device
 from retrieval.home import check_collection_name
+from retrieval.index_generations import IndexGenerations
 from retrieval.generation.abstention import GapDetector
 from retrieval.generation.registry import resolve_adapter, resolve_scorer, resolve_sentence_scorer
 from retrieval.generation.selection import SentenceSelector
@@ -57,6 +59,13 @@ class KbqaService:
                                   gap_detector=gap_detector if can_select else None,
                                   fallback=fallback, fallback_generator=fallback_generator)
                          if generator is not None or can_select else None)
+        self.vector_store, self._milvus = IndexGenerations, None
+        if settings.vector_store == "milvus":   # one client for every collection (retrieval/milvus_store.py)
+            from retrieval.milvus_store import MilvusGenerations, connect
+
+            token = settings.milvus_token.get_secret_value() if settings.milvus_token else None
+            self._milvus = connect(settings.milvus_uri or str(self.home.root / "milvus.db"), token)
+            self.vector_store = functools.partial(MilvusGenerations, client=self._milvus)
         self._collections: dict[str, Collection] = {}
         self._lock = threading.Lock()
         self.feedback = FeedbackStore(self.home.root / "feedback.sqlite")
@@ -121,7 +130,8 @@ class KbqaService:
         with self._lock:
             if name not in self._collections:
                 self._collections[name] = Collection(self.home.collection_dir(name), self.encoder, create=create,
-                                                     encoder_loader=self.encoder_loader)
+                                                     encoder_loader=self.encoder_loader,
+                                                     vector_store=self.vector_store)
             return self._collections[name]
 
     def collection_names(self) -> list[str]:
@@ -139,6 +149,7 @@ class KbqaService:
         collection = self.collection(name)  # UnknownCollection if there is none
         with self._lock:
             self._collections.pop(name, None)
+            collection.generations.drop()   # vectors kept elsewhere (Milvus) go first: the folder names them
             collection.close()
             # Rename first: a crash mid-delete leaves a hidden folder, never a half collection.
             doomed = collection.directory.with_name(f".deleted-{name}-{os.getpid()}")
@@ -224,6 +235,8 @@ class KbqaService:
         if self.handoff_webhook is not None:
             self.handoff_webhook.close()
         self.feedback.close()
+        if self._milvus is not None:
+            self._milvus.close()
 
 
 def hit_to_dict(hit: SearchHit) -> dict:

@@ -63,6 +63,12 @@ class Settings(BaseSettings):
     # held-out tune questions by benchs/answerability_quality.py (<= 8% abstentions with gold in the prompt).
     answerability_scorer: str = "auto"
     answerability_threshold: float = Field(0.355, ge=0.0, le=1.0)
+    # Where vectors live: faiss (files beside each collection's store; on the GPU when faiss-gpu sees one) or milvus
+    # (retrieval/milvus_store.py; pip install kbqa[milvus]): milvus_uri is a server (http://host:19530) or a local
+    # file for milvus-lite (one process at a time); unset: $KBQA_HOME/milvus.db.
+    vector_store: Literal["faiss", "milvus"] = "faiss"
+    milvus_uri: str | None = Field(None, description="Milvus server URI or milvus-lite file; unset: KBQA_HOME/milvus.db")
+    milvus_token: SecretStr | None = Field(None, description="Milvus token (user:password or an API key)")
     query_batching: bool = Field(True, description="micro-batch query encoding across concurrent requests")
     query_batch_wait_ms: float = Field(0.0, ge=0.0, le=100.0,
                                        description="how long a query waits for company; 0: only those already queued")

@@ -1,0 +1,313 @@
+"""Issue 16 item 2: one collection at 10k / 100k / 1M chunks on this box.
+
+    python benchs/bench_scale.py --data PATH/TO/shared/data [--sizes 10000 100000 1000000]
+
+The knowledge base is synthetic, recombined from the dev sets' own sentences (the issue allows it for timing): each
+document is 3-7 sentences drawn from the pool of every dev knowledge base, one chunk each, in JSONL shards of 100
+records. Encoding 1M chunks with the real MiniLM would take about an hour here, so chunk vectors are composed: the
+normalised mean of the real MiniLM vectors of the chunk's sentences (each pool sentence is encoded once, for real).
+Questions are the dev sets' real questions, encoded by the real MiniLM at search time, so search timings include
+query encoding. What is timed, per size, through the real Collection (chunker, SQLite store, FAISS, BM25):
+
+- fresh ingest (chunks/s without encoding; the real encoder's throughput on the same texts is printed beside it);
+- open: a fresh process opens the collection and runs one search; its resident memory after 200 more searches;
+- search p50 / p95 per question (hybrid, dense, bm25; one at a time, after warm-up);
+- an incremental ingest after 100 documents change (one shard rewritten);
+- the FAISS choice: recall@10 against exact search and latency of flat, IVF (nlist x nprobe) and HNSW on the
+  collection's vectors, with the 200 real question vectors.
+
+Timings are medians of one run; the CPU is printed with the table.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import random
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from benchs.common import BENCH_HOME, dataset_files, load_questions, publish  # noqa: E402
+from retrieval.generation.cpu import describe  # noqa: E402
+
+SOURCES = ("emanualqa", "covid_faq_deepset", "techqa_dev", "plausible_docs", "doc2dial_rc")
+WORK = BENCH_HOME / "scale"
+SHARD = 100
+CHANGED = 100
+
+
+def sentence_pool(data: Path) -> list[str]:
+    """Every sentence of 5-60 words in the dev knowledge bases, once, in a fixed order."""
+    seen = set()
+    for name in SOURCES:
+        kb, _ = dataset_files(data, name)
+        for line in kb.read_text().splitlines():
+            text = json.loads(line).get("text", "") if line.strip() else ""
+            for sentence in re.split(r"(?<=[.!?])\s+", " ".join(text.split())):
+                if 5 <= len(sentence.split()) <= 60:
+                    seen.add(sentence)
+    return sorted(seen)
+
+
+def real_encoder():
+    from retrieval.encoder import SentenceEncoder
+    from retrieval.models import STUDENT_START, model_path
+
+    return SentenceEncoder(model_path(BENCH_HOME / "models", STUDENT_START), device="cpu")
+
+
+class RecombinedEncoder:
+    """A chunk's vector = the normalised mean of its pool sentences' real vectors; anything else (a question) is
+    encoded by the real model. Same space, so questions retrieve recombined chunks sensibly."""
+
+    def __init__(self, pool: list[str], vectors: np.ndarray, real):
+        self.index = {s: i for i, s in enumerate(pool)}
+        self.vectors, self.real = vectors, real
+        self.dim = vectors.shape[1]
+        self.encoder_id = "recombined@" + hashlib.sha256("\n".join(pool[:1000]).encode()).hexdigest()[:12]
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    def encode(self, texts, batch_size: int = 64, show_progress: bool = False) -> np.ndarray:
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        unknown = []
+        for row, text in enumerate(texts):
+            ids = [self.index[line] for line in text.split("\n") if line in self.index]
+            if ids:
+                v = self.vectors[ids].mean(axis=0)
+                out[row] = v / np.linalg.norm(v)
+            else:
+                unknown.append(row)
+        if unknown:
+            out[unknown] = self.real.encode([texts[r] for r in unknown])
+        return out
+
+
+def pool_vectors(pool: list[str]) -> np.ndarray:
+    key = hashlib.sha256("\n".join(pool).encode()).hexdigest()[:12]
+    path = WORK / f"pool-{key}.npy"
+    if not path.exists():
+        print(f"encoding the pool of {len(pool)} sentences with the real MiniLM (once)", flush=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(path, real_encoder().encode(pool, show_progress=True))
+    return np.load(path)
+
+
+def document(i: int, pool: list[str], version: int = 0) -> dict:
+    rng = random.Random(i * 7919 + version)
+    sentences = [pool[rng.randrange(len(pool))] for _ in range(rng.randint(3, 7))]
+    return {"id": f"d{i}", "title": f"Article {i}", "text": "\n".join(sentences)}
+
+
+def write_kb(folder: Path, n: int, pool: list[str]) -> None:
+    if (folder / "COMPLETE").exists():
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    for shard in range(0, n, SHARD):
+        rows = [document(i, pool) for i in range(shard, min(n, shard + SHARD))]
+        (folder / f"shard-{shard // SHARD:05d}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (folder / "COMPLETE").write_text(str(n))
+
+
+def questions(data: Path, count: int = 200) -> list[str]:
+    qs = [q["question"] for name in SOURCES[:4] for q in load_questions(dataset_files(data, name)[1])]
+    return random.Random(0).sample(qs, count)
+
+
+def chunker():
+    from ingest.chunker import Chunker
+
+    return Chunker(lambda text: len(text.split()), chunk_tokens=400, overlap_tokens=20)
+
+
+def open_and_search(directory: Path, pool_path: Path, data: Path) -> dict:
+    """Run in a fresh process: open time, search latency by mode, resident memory."""
+    from retrieval.collection import Collection
+
+    pool = sentence_pool(data)
+    encoder = RecombinedEncoder(pool, np.load(pool_path), real_encoder())
+    asked = questions(data)
+    encoder.real.encode(asked[:5])                       # load the model before the clock starts
+    rss_before = rss_mb()
+    start = time.perf_counter()
+    collection = Collection(directory, encoder)
+    collection.search(asked[0], 5)
+    opened = time.perf_counter() - start
+    out = {"open_s": opened, "rss_open_mb": rss_mb(), "rss_model_mb": rss_before}
+    for mode in ("hybrid", "dense", "bm25"):
+        for q in asked[:10]:
+            collection.search(q, 5, mode)
+        times = []
+        for q in asked:
+            t0 = time.perf_counter()
+            hits = collection.search(q, 5, mode)
+            times.append(time.perf_counter() - t0)
+            assert hits or mode == "bm25", f"no hits for {q!r} ({mode})"
+        out[mode] = [float(np.percentile(times, 50) * 1000), float(np.percentile(times, 95) * 1000)]
+    encode_times = []
+    for q in asked[:100]:
+        t0 = time.perf_counter()
+        encoder.real.encode([q])
+        encode_times.append(time.perf_counter() - t0)
+    out["query_encode_ms"] = float(np.percentile(encode_times, 50) * 1000)
+    out["rss_mb"] = rss_mb()
+    out["index"] = collection.stats()["index"]
+    return out
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def index_choice(vectors: np.ndarray, queries: np.ndarray, n: int) -> list[dict]:
+    """Recall@10 against exact search and per-query latency of the FAISS candidates on these vectors."""
+    import faiss
+
+    dim = vectors.shape[1]
+    exact = faiss.IndexFlatIP(dim)
+    exact.add(vectors)
+    _, truth = exact.search(queries, 10)
+    rows = []
+
+    def timed(index, label, build_s):
+        for q in queries[:10]:
+            index.search(q[None], 10)
+        times, found = [], []
+        for q, t in zip(queries, truth):
+            t0 = time.perf_counter()
+            _, ids = index.search(q[None], 10)
+            times.append(time.perf_counter() - t0)
+            found.append(len(set(ids[0]) & set(t)) / 10)
+        rows.append({"index": label, "build_s": build_s, "recall": float(np.mean(found)),
+                     "p50_ms": float(np.percentile(times, 50) * 1000), "p95_ms": float(np.percentile(times, 95) * 1000)})
+
+    timed(exact, "flat (exact)", 0.0)
+    for nlist in sorted({int(4 * np.sqrt(n)), int(16 * np.sqrt(n))}):
+        if nlist * 39 > n:
+            continue
+        t0 = time.perf_counter()
+        ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        ivf.train(vectors)
+        ivf.add(vectors)
+        build = time.perf_counter() - t0
+        for nprobe in (8, 16, 32, 64, 128):
+            if nprobe <= nlist:
+                ivf.nprobe = nprobe
+                timed(ivf, f"IVF{nlist} nprobe {nprobe}", build)
+    t0 = time.perf_counter()
+    hnsw = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
+    hnsw.hnsw.efConstruction = 64
+    hnsw.add(vectors)
+    build = time.perf_counter() - t0
+    for ef in (32, 64, 128):
+        hnsw.hnsw.efSearch = ef
+        timed(hnsw, f"HNSW32 efSearch {ef} (cannot delete)", build)
+    return rows
+
+
+def measure(n: int, data: Path, pool: list[str], pool_path: Path, real) -> dict:
+    from retrieval.collection import Collection
+
+    kb = WORK / f"kb-{n}"
+    write_kb(kb, n, pool)
+    directory = WORK / f"collection-{n}"
+    import shutil
+
+    shutil.rmtree(directory, ignore_errors=True)
+    encoder = RecombinedEncoder(pool, np.load(pool_path), real)
+    collection = Collection(directory, encoder, create=True)
+    start = time.perf_counter()
+    report = collection.ingest(kb, chunker())
+    ingest_s = time.perf_counter() - start
+    assert report.chunks_total == n and not report.errors, (report.chunks_total, report.errors)
+    collection.close()
+    del collection
+
+    # A fresh process opens it: open time and memory as `kbqa serve` would see them.
+    child = subprocess.run([sys.executable, __file__, "--data", str(data), "--child", str(directory), str(pool_path)],
+                           capture_output=True, text=True, check=True)
+    opened = json.loads(child.stdout.strip().splitlines()[-1])
+
+    # 100 documents change: one shard rewritten, then an incremental ingest.
+    shard = kb / "shard-00000.jsonl"
+    original = shard.read_text()
+    shard.write_text("".join(json.dumps(document(i, pool, version=1)) + "\n" for i in range(CHANGED)))
+    collection = Collection(directory, encoder)
+    collection.search("warm up", 5)
+    start = time.perf_counter()
+    changed = collection.ingest(kb, chunker())
+    incremental_s = time.perf_counter() - start
+    assert changed.changed == [shard.name], changed.changed
+    assert collection.store.counts()["chunks"] == n and collection.index.size == n
+    shard.write_text(original)
+
+    ids, vectors = collection.store.all_vectors()
+    asked = questions(data)
+    choice = index_choice(vectors, real.encode(asked), n)
+    texts = [document(i, pool)["text"] for i in range(2000)]
+    t0 = time.perf_counter()
+    real.encode(texts)
+    encode_rate = len(texts) / (time.perf_counter() - t0)
+    collection.close()
+    return {"n": n, "ingest_s": ingest_s, "incremental_s": incremental_s, "encode_rate": encode_rate,
+            "disk_mb": sum(f.stat().st_size for f in directory.rglob("*") if f.is_file()) / 2**20,
+            **opened, "choice": choice}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, default=Path("benchs/results/bench_scale.md"))
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(open_and_search(Path(args.child[0]), Path(args.child[1]), args.data)))
+        return
+    pool = sentence_pool(args.data)
+    pool_vectors(pool)
+    pool_path = next(WORK.glob(f"pool-{hashlib.sha256(chr(10).join(pool).encode()).hexdigest()[:12]}.npy"))
+    real = real_encoder()
+    results = []
+    for n in args.sizes:
+        result = measure(n, args.data, pool, pool_path, real)
+        print(json.dumps(result), flush=True)
+        results.append(result)
+    lines = [f"`python benchs/bench_scale.py --sizes {' '.join(map(str, args.sizes))}`. CPU: {describe()}. "
+             f"Pool: {len(pool)} real sentences of the dev knowledge bases; chunk vectors composed from their real "
+             "MiniLM vectors; 200 real dev questions, encoded by MiniLM at search time. Medians of one run.", "",
+             "| chunks | fresh ingest without encoding (s) | chunks/s | MiniLM encoding (chunks/s) | index | open (s) | "
+             "RSS after open / after 200 searches (MB) | on disk (MB) | hybrid p50 / p95 (ms) | dense p50 / p95 (ms) | "
+             "bm25 p50 / p95 (ms) | query encoding p50 (ms) | 100 changed documents (s) |",
+             "|---" * 13 + "|"]
+    for r in results:
+        lines.append(f"| {r['n']:,} | {r['ingest_s']:.1f} | {r['n'] / r['ingest_s']:.0f} | {r['encode_rate']:.0f} | "
+                     f"{r['index']} | {r['open_s']:.2f} | {r['rss_open_mb']:.0f} / {r['rss_mb']:.0f} | "
+                     f"{r['disk_mb']:.0f} | {r['hybrid'][0]:.1f} / {r['hybrid'][1]:.1f} | "
+                     f"{r['dense'][0]:.1f} / {r['dense'][1]:.1f} | {r['bm25'][0]:.1f} / {r['bm25'][1]:.1f} | "
+                     f"{r['query_encode_ms']:.1f} | {r['incremental_s']:.1f} |")
+    lines += ["", "FAISS candidates on each collection's vectors (200 real question vectors, one at a time; "
+              "recall@10 against exact search):", "",
+              "| chunks | index | build (s) | recall@10 | p50 (ms) | p95 (ms) |", "|---|---|---|---|---|---|"]
+    for r in results:
+        for c in r["choice"]:
+            lines.append(f"| {r['n']:,} | {c['index']} | {c['build_s']:.1f} | {c['recall']:.3f} | {c['p50_ms']:.2f} | "
+                         f"{c['p95_ms']:.2f} |")
+    publish(lines, args.out)
+
+
+if __name__ == "__main__":
+    main()
