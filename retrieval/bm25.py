@@ -82,12 +82,16 @@ class Segment:
         """Only the rows where ``keep`` is true."""
         return Segment(self.keys[keep], self.lengths[keep], self.counts[np.flatnonzero(keep)].tocsc())
 
-    def doc_freqs(self, alive: np.ndarray | None = None) -> np.ndarray:
+    def doc_freqs(self) -> np.ndarray:
+        return np.diff(self.counts.indptr).astype(np.int64)
+
+    def doc_freqs_of(self, rows: np.ndarray) -> np.ndarray:
+        """Document frequency per term among the rows where ``rows`` is true: one pass over the postings, no copy
+        of them (at 1M chunks they are ~100M entries)."""
         c = self.counts
-        if alive is None or alive.all():
-            return np.diff(c.indptr).astype(np.int64)
-        cols = np.repeat(np.arange(c.shape[1]), np.diff(c.indptr))
-        return np.bincount(cols[alive[c.indices]], minlength=c.shape[1]).astype(np.int64)
+        hit = np.flatnonzero(rows[c.indices])
+        cols = np.searchsorted(c.indptr, hit, side="right") - 1
+        return np.bincount(cols, minlength=c.shape[1]).astype(np.int64)
 
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -108,14 +112,16 @@ class Segment:
 class BM25Index:
     """Immutable: ``updated`` returns a new index (searches of the old one may still be running)."""
 
-    def __init__(self, terms: list[str], main: Segment, main_id: str, dead: np.ndarray, delta: Segment):
+    def __init__(self, terms: list[str], main: Segment, main_id: str, dead: np.ndarray, delta: Segment,
+                 dead_df: np.ndarray | None = None):
+        """``dead_df``: document frequencies of main's dead rows (kept, so no commit rescans main)."""
         self.terms = terms
         self.vocab = {t: i for i, t in enumerate(terms)}
         self.main, self.main_id, self.dead, self.delta = main, main_id, dead, delta
+        self.dead_df = np.zeros(main.counts.shape[1], dtype=np.int64) if dead_df is None else dead_df
         # Document frequency per term over the live chunks: main's, less its dead rows', plus the delta's.
         df = np.zeros(len(terms), dtype=np.int64)
-        for freqs, sign in ((main.doc_freqs(), 1), (delta.doc_freqs(), 1),
-                            (main.doc_freqs(dead) if dead.any() else np.zeros(0, dtype=np.int64), -1)):
+        for freqs, sign in ((main.doc_freqs(), 1), (delta.doc_freqs(), 1), (self.dead_df, -1)):
             df[:len(freqs)] += sign * freqs
         self._df = df
         self.size = int(len(main.keys) - dead.sum() + len(delta.keys))
@@ -142,7 +148,9 @@ class BM25Index:
         """The index after a commit: ``removed_keys`` gone, ``added_texts`` (tokenised now) in. Merges the delta
         into a new main when it has grown too large."""
         removed = np.asarray(list(removed_keys), dtype=np.int64)
-        dead = self.dead | np.isin(self.main.keys, removed)
+        newly_dead = np.isin(self.main.keys, removed) & ~self.dead
+        dead = self.dead | newly_dead
+        dead_df = self.dead_df + self.main.doc_freqs_of(newly_dead) if newly_dead.any() else self.dead_df
         delta = self.delta.rows(~np.isin(self.delta.keys, removed)) if len(self.delta.keys) else self.delta
         vocab = dict(self.vocab)
         added = Segment.of(added_keys, tokenize(list(added_texts), vocab), len(vocab))
@@ -156,7 +164,7 @@ class BM25Index:
                              sp.vstack([alive.widened(len(terms)), delta.counts], format="csc"))
             return BM25Index(terms, merged, uuid.uuid4().hex, np.zeros(len(merged.keys), dtype=bool),
                              Segment.empty(len(terms)))
-        return BM25Index(terms, self.main, self.main_id, dead, delta)
+        return BM25Index(terms, self.main, self.main_id, dead, delta, dead_df)
 
     def search(self, query: str, k: int) -> list[tuple[int, float]]:
         """Up to ``k`` (faiss id, score) pairs with a positive score, best first."""
@@ -209,7 +217,8 @@ class BM25Index:
         d = self.delta.counts
         terms = np.frombuffer(json.dumps(self.terms).encode(), dtype=np.uint8)  # unicode arrays pad every term
         with open(tmp, "wb") as fh:
-            np.savez(fh, main_id=np.array(self.main_id), terms=terms, dead=self.dead, keys=self.delta.keys,
+            np.savez(fh, main_id=np.array(self.main_id), terms=terms, dead=self.dead, dead_df=self.dead_df,
+                     keys=self.delta.keys,
                      lengths=self.delta.lengths, data=d.data, indices=d.indices, indptr=d.indptr,
                      shape=np.array(d.shape))
             fh.flush()
@@ -225,8 +234,8 @@ class BM25Index:
             delta = Segment(state["keys"], state["lengths"],
                             sp.csc_matrix((state["data"], state["indices"], state["indptr"]),
                                           shape=tuple(state["shape"])))
-            terms, dead = json.loads(state["terms"].tobytes()), state["dead"]
-        return cls(terms, Segment.load(folder / f"main-{main_id}"), main_id, dead, delta)
+            terms, dead, dead_df = json.loads(state["terms"].tobytes()), state["dead"], state["dead_df"]
+        return cls(terms, Segment.load(folder / f"main-{main_id}"), main_id, dead, delta, dead_df)
 
     @staticmethod
     def prune(folder: Path, keep: str, pid_alive) -> None:
