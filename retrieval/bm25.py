@@ -126,7 +126,6 @@ class BM25Index:
         self._df = df
         self.size = int(len(main.keys) - dead.sum() + len(delta.keys))
         self._length_sum = float(main.lengths.sum() - main.lengths[dead].sum() + delta.lengths.sum())
-        self._rows_of = None
 
     @classmethod
     def build(cls, keys, texts: list[str]) -> "BM25Index":
@@ -193,7 +192,9 @@ class BM25Index:
             hits = np.flatnonzero(total > 0)
             if dead is not None:
                 hits = hits[~dead[hits]]
-            top = hits[np.argsort(-total[hits], kind="stable")[:k]] if len(hits) > k else hits
+            if len(hits) > k:   # a common term matches most chunks: partition, do not sort them all
+                hits = hits[np.argpartition(-total[hits], k)[:k]]
+            top = hits
             keys.append(segment.keys[top])
             scores.append(total[top])
         keys, scores = np.concatenate(keys), np.concatenate(scores)
