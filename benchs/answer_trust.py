@@ -3,6 +3,7 @@ knowledge-gap protocol, degenerate answers; one run, the same retrieval for ever
 for training or thresholds.
 
     python benchs/answer_trust.py --data PATH/TO/shared/data [--split report] [--per-dataset 60] [--no-old] [--llama]
+                                  [--adapter DIR ...]
 
 Systems, per answerable question (top hits of the full knowledge base, benchs/answer_data.py):
 - ``first 3 sentences``: the top chunk's first three sentences;
@@ -11,6 +12,8 @@ Systems, per answerable question (top hits of the full knowledge base, benchs/an
 - ``oracle``: greedy sentence choice from the top three chunks against the reference (a ceiling, never a method);
 - ``old default``: the generator as served before issue 19 (shipped adapter, CTranslate2, support check);
 - ``new default``: as served now (Settings defaults: sentence selection, gap detector);
+- ``old default, adapter X`` (with --adapter X): the old default with another generator adapter (issue 17's
+  feedback-trained one: benchs/feedback_loop.py);
 - ``remote llama.cpp`` (with --llama): KBQA_GENERATOR_URL pointed at llama.cpp's server serving the bundled SmolLM2
   GGUF on this machine (benchs/llama_server.py), everything else as served: the bring-your-own-generator path.
 Gap protocol: the knowledge-gap questions on the gap knowledge base should be refused; the questions still
@@ -20,6 +23,7 @@ The gap to close is the one between the best baseline and the oracle, per datase
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import random
@@ -113,6 +117,9 @@ def main() -> None:
     parser.add_argument("--no-old", action="store_true", help="skip the old default (it generates: slow)")
     parser.add_argument("--llama", action="store_true",
                         help="add the remote generator: llama.cpp's server with the bundled SmolLM2 GGUF")
+    parser.add_argument("--adapter", type=Path, action="append", default=[],
+                        help="add the old default with this generator adapter instead of the shipped one (repeatable; "
+                             "e.g. the one benchs/feedback_loop.py trains)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     with ExitStack() as stack:
@@ -129,6 +136,15 @@ def run(args, stack: ExitStack) -> None:
         cache = BENCH_HOME / "answers" / f"old-default-{old.answerer.generator.name.replace(' ', '_')}-{args.split}.jsonl"
         cache.parent.mkdir(parents=True, exist_ok=True)
         systems["old default"] = Served(old.answerer, cache)
+    for adapter in args.adapter:   # the old default's settings, another adapter: the adapters compared alone
+        other = KbqaService.load(Settings(home=BENCH_HOME, answer_mode="generate", sentence_scorer="none",
+                                          gap_detection=False, generator_adapter=str(adapter)))
+        label = f"old default, adapter {adapter}"
+        trained = adapter / "training.json"   # a retrained adapter at the same path gets a new cache
+        digest = hashlib.sha256((str(adapter.resolve()) + (trained.read_text() if trained.exists() else ""))
+                                .encode()).hexdigest()[:10]
+        cache = BENCH_HOME / "answers" / f"adapter-{digest}-{args.split}.jsonl"
+        systems[label] = Served(other.answerer, cache)
     if args.llama:   # not cached: its answer times are part of the figure
         from benchs.llama_server import ALIAS, llama_served
 
