@@ -169,9 +169,6 @@ class MilvusGenerations(IndexGenerations):
         self.store.set_meta(META, name)
         return MilvusIndex(self.client, name, generation)
 
-    def build(self, dim: int):
-        raise NotImplementedError("the Milvus store builds inside commit()")
-
     # --- clean-up ---------------------------------------------------------------------------------
     def _own_collections(self) -> list[str]:
         return [n for n in self.client.list_collections() if n.startswith(self.prefix)]
