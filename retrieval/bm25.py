@@ -170,7 +170,8 @@ class BM25Index:
         if self.empty or k <= 0:
             return []
         words = bm25s.tokenize([query], stopwords="en", stemmer=_STEMMER, return_ids=False, show_progress=False)[0]
-        ids = np.unique([self.vocab[w] for w in words if w in self.vocab]).astype(np.int64)  # unknown terms score 0
+        # A repeated query word counts each time, as in bm25s ("screen ... black screen"); unknown words score 0.
+        ids = np.array([self.vocab[w] for w in words if w in self.vocab], dtype=np.int64)
         if not len(ids):
             return []
         n, avg = self.size, self._length_sum / self.size

@@ -15,7 +15,7 @@ from tests.fakes import make_kb
 
 WORDS = ("refund invoice cookie team export password account billing plan annual monthly csv dashboard site "
          "goal event email domain script proxy privacy data retention api key report").split()
-QUERIES = ["refund for an annual plan", "export csv report", "cookie privacy data", "api key for the dashboard",
+QUERIES = ["refund for an annual plan", "refund refund csv", "export csv report", "cookie privacy data", "api key for the dashboard",
            "reset password email", "proxy script domain"]
 
 
