@@ -195,7 +195,7 @@ class BM25Index:
                 hits = hits[~dead[hits]]
             if len(hits) > k:   # a common term matches most chunks: partition, do not sort them all
                 hits = hits[np.argpartition(-total[hits], k)[:k]]
-            top = hits
+            top = hits[np.lexsort((hits, -total[hits]))]   # best first; equal scores in store order
             keys.append(segment.keys[top])
             scores.append(total[top])
         keys, scores = np.concatenate(keys), np.concatenate(scores)
