@@ -207,10 +207,21 @@ def index_choice(vectors: np.ndarray, queries: np.ndarray, n: int) -> list[dict]
         ivf.train(vectors)
         ivf.add(vectors)
         build = time.perf_counter() - t0
-        for nprobe in (8, 16, 32, 64, 128):
-            if nprobe <= nlist:
+        for nprobe in (8, 16, 32, 64, 128, 256, 512, 1024):
+            if nprobe <= nlist // 2:
                 ivf.nprobe = nprobe
                 timed(ivf, f"IVF{nlist} nprobe {nprobe}", build)
+        if nlist == int(4 * np.sqrt(n)):   # the same lists with 8-bit scalar-quantised vectors: 4x less to scan
+            t0 = time.perf_counter()
+            sq = faiss.IndexIVFScalarQuantizer(faiss.IndexFlatIP(dim), dim, nlist, faiss.ScalarQuantizer.QT_8bit,
+                                               faiss.METRIC_INNER_PRODUCT)
+            sq.train(vectors)
+            sq.add(vectors)
+            build = time.perf_counter() - t0
+            for nprobe in (64, 256, 1024):
+                if nprobe <= nlist // 2:
+                    sq.nprobe = nprobe
+                    timed(sq, f"IVF{nlist},SQ8 nprobe {nprobe}", build)
     if n > 200_000:        # HNSW cannot delete (kbqa needs it) and takes many minutes to build here at 1M
         return rows
     t0 = time.perf_counter()
@@ -273,11 +284,37 @@ def measure(n: int, data: Path, pool: list[str], pool_path: Path, real) -> dict:
             **opened, "choice": choice}
 
 
+def choice_table(rows: list[tuple[int, dict]]) -> list[str]:
+    lines = ["| chunks | index | build (s) | recall@10 | p50 (ms) | p95 (ms) |", "|---|---|---|---|---|---|"]
+    for n, c in rows:
+        lines.append(f"| {n:,} | {c['index']} | {c['build_s']:.1f} | {c['recall']:.3f} | {c['p50_ms']:.2f} | "
+                     f"{c['p95_ms']:.2f} |")
+    return lines
+
+
+def choice_only(args, real) -> None:
+    from ingest.store import ChunkStore
+
+    asked = real.encode(questions(args.data))
+    rows = []
+    for n in args.sizes:
+        _, vectors = ChunkStore(WORK / f"collection-{n}" / "store.sqlite").all_vectors()
+        for c in index_choice(vectors, asked, n):
+            print(n, c, flush=True)
+            rows.append((n, c))
+    publish([f"`python benchs/bench_scale.py --choice-only --sizes {' '.join(map(str, args.sizes))}`. CPU: "
+             f"{describe()}. FAISS candidates on the collections' vectors (composed from real MiniLM sentence "
+             "vectors), 200 real dev questions one at a time, recall@10 against exact search.", ""]
+            + choice_table(rows), args.out.with_name("bench_scale_index_choice.md"))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--choice-only", action="store_true",
+                        help="only the FAISS comparison, on the collections an earlier run left (.kbqa-bench/scale)")
     parser.add_argument("--out", type=Path, default=Path("benchs/results/bench_scale.md"))
     args = parser.parse_args()
     if args.child:
@@ -287,6 +324,9 @@ def main() -> None:
     pool_vectors(pool)
     pool_path = next(WORK.glob(f"pool-{hashlib.sha256(chr(10).join(pool).encode()).hexdigest()[:12]}.npy"))
     real = real_encoder()
+    if args.choice_only:
+        choice_only(args, real)
+        return
     results = []
     for n in args.sizes:
         result = measure(n, args.data, pool, pool_path, real)
@@ -307,12 +347,8 @@ def main() -> None:
                      f"{r['dense'][0]:.1f} / {r['dense'][1]:.1f} | {r['bm25'][0]:.1f} / {r['bm25'][1]:.1f} | "
                      f"{r['query_encode_ms']:.1f} | {r['incremental_s']:.1f} |")
     lines += ["", "FAISS candidates on each collection's vectors (200 real question vectors, one at a time; "
-              "recall@10 against exact search):", "",
-              "| chunks | index | build (s) | recall@10 | p50 (ms) | p95 (ms) |", "|---|---|---|---|---|---|"]
-    for r in results:
-        for c in r["choice"]:
-            lines.append(f"| {r['n']:,} | {c['index']} | {c['build_s']:.1f} | {c['recall']:.3f} | {c['p50_ms']:.2f} | "
-                         f"{c['p95_ms']:.2f} |")
+              "recall@10 against exact search):", ""]
+    lines += choice_table([(r["n"], c) for r in results for c in r["choice"]])
     publish(lines, args.out)
 
 

@@ -126,6 +126,10 @@ class BM25Index:
         self._df = df
         self.size = int(len(main.keys) - dead.sum() + len(delta.keys))
         self._length_sum = float(main.lengths.sum() - main.lengths[dead].sum() + delta.lengths.sum())
+        # Each row's length normalisation, K1 (1 - B + B dl / avgdl): fixed while this (immutable) index lives.
+        avg = self._length_sum / self.size if self.size else 1.0
+        self._norms = [(K1 * (1 - B + B * np.asarray(seg.lengths, dtype=np.float32) / avg)).astype(np.float32)
+                       for seg in (main, delta)]
 
     @classmethod
     def build(cls, keys, texts: list[str]) -> "BM25Index":
@@ -174,22 +178,22 @@ class BM25Index:
         ids = np.array([self.vocab[w] for w in words if w in self.vocab], dtype=np.int64)
         if not len(ids):
             return []
-        n, avg = self.size, self._length_sum / self.size
         df = self._df[ids]
-        idf = np.log(1 + (n - df + 0.5) / (df + 0.5))
+        idf = np.log(1 + (self.size - df + 0.5) / (df + 0.5)).astype(np.float32)
         keys, scores = [], []
-        for segment, dead in ((self.main, self.dead), (self.delta, None)):
-            if not len(segment.keys):
-                continue
-            total = np.zeros(len(segment.keys), dtype=np.float64)
+        for segment, norms, dead in ((self.main, self._norms[0], self.dead), (self.delta, self._norms[1], None)):
             counts = segment.counts
+            rows, parts = [], []
             for term, weight in zip(ids, idf):
-                if term >= counts.shape[1]:
-                    continue
-                lo, hi = counts.indptr[term], counts.indptr[term + 1]
-                rows, tf = counts.indices[lo:hi], counts.data[lo:hi]
-                norm = K1 * (1 - B + B * segment.lengths[rows] / avg)
-                total[rows] += weight * tf / (tf + norm)
+                if term < counts.shape[1] and counts.indptr[term + 1] > counts.indptr[term]:
+                    lo, hi = counts.indptr[term], counts.indptr[term + 1]
+                    posting, tf = counts.indices[lo:hi], counts.data[lo:hi]
+                    rows.append(posting)
+                    parts.append(weight * tf / (tf + norms[posting]))
+            if not rows:
+                continue
+            # One pass adds every term's part per row (a per-term fancy += reads and writes the totals each time).
+            total = np.bincount(np.concatenate(rows), weights=np.concatenate(parts), minlength=len(segment.keys))
             hits = np.flatnonzero(total > 0)
             if dead is not None:
                 hits = hits[~dead[hits]]
@@ -198,6 +202,8 @@ class BM25Index:
             top = hits[np.lexsort((hits, -total[hits]))]   # best first; equal scores in store order
             keys.append(segment.keys[top])
             scores.append(total[top])
+        if not keys:
+            return []
         keys, scores = np.concatenate(keys), np.concatenate(scores)
         order = np.argsort(-scores, kind="stable")[:k]
         return [(int(keys[i]), float(scores[i])) for i in order]
