@@ -76,3 +76,21 @@ def test_importing_bm25_keeps_jax_off_the_gpu_unless_the_user_chose():
     chosen = subprocess.run([sys.executable, "-c", probe], env={**env, "JAX_PLATFORMS": "cuda"},
                             capture_output=True, text=True, check=True).stdout.strip()
     assert chosen == "cuda"
+
+
+def test_ivf_probes_as_many_lists_as_recall_needs_when_built_and_when_loaded(tmp_path):
+    # bench_scale: MiniLM vectors needed 256 of 1,264 lists (100k) and 512 of 4,000 (1M) for recall@10 0.95.
+    import faiss
+
+    from retrieval.vector_index import VectorIndex, ivf_nprobe
+
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(2000, 16)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    index = VectorIndex.build(np.arange(2000), vectors, 16, exact_limit=1000)
+    assert ivf_nprobe(1264) >= 256 and ivf_nprobe(4000) >= 512 and ivf_nprobe(4000) < 600 and ivf_nprobe(10) == 10
+    assert index.kind == "ivf" and index.cpu_index.nprobe == ivf_nprobe(index.cpu_index.nlist)
+    index.cpu_index.nprobe = 1                     # as a file written by an older kbqa would have it
+    index.save(tmp_path / "i.faiss")
+    loaded = VectorIndex.load(tmp_path / "i.faiss")
+    assert isinstance(loaded.cpu_index, faiss.IndexIVF) and loaded.cpu_index.nprobe == ivf_nprobe(loaded.cpu_index.nlist)
