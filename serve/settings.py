@@ -85,7 +85,7 @@ class Settings(BaseSettings):
     # up to answer_queue waiting; a request that would wait over answer_max_wait_s gets 503 + Retry-After.
     answer_slots: int | None = Field(None, ge=1, le=64, description="answers computed at once; unset: auto")
     answer_queue: int = Field(16, ge=0, le=32, description="answers waiting for a slot before 503")
-    answer_max_wait_s: float = Field(3.0, gt=0, le=120, description="longest wait in the queue before 503")
+    answer_max_wait_s: float = Field(2.0, gt=0, le=120, description="longest wait in the queue before 503")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
 
