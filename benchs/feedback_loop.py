@@ -1,8 +1,9 @@
 """Issue 17's last measurement: does `kbqa train-generator --from-feedback` help? A simulated feedback log, built from
 the tune split, trains an adapter; benchs/answer_trust.py then compares it with the shipped adapter on the report split.
 
-    python benchs/feedback_loop.py --data PATH/TO/shared/data            # log, rate, train (about 40 min on 2 cores)
+    python benchs/feedback_loop.py --data PATH/TO/shared/data            # log, rate, train (about 45-70 min on 2 cores)
     python benchs/answer_trust.py --data PATH/TO/shared/data --adapter .kbqa-bench/feedback-loop/models/generator-adapters/v0001
+    python benchs/feedback_loop.py --data PATH/TO/shared/data --paired   # token-F1 difference with a 95% interval
 
 The log: every answerable tune-split question of each dev set is asked of its collection through KbqaService.ask,
 as served by default (answers land in a feedback store of their own). The "customer" rates an answer by comparing it
@@ -66,12 +67,44 @@ def simulate_log(service: KbqaService, data: Path, helpful: float, unhelpful: fl
     return counts
 
 
+def paired(data: Path, per_dataset: int = 60) -> None:
+    """Token-F1 of the feedback adapter minus the shipped one on answer_trust's answerable report sample, paired per
+    question, with a 95% bootstrap interval (both systems' answers from answer_trust's caches)."""
+    import glob
+    import random
+
+    import numpy as np
+
+    def cached(pattern: str) -> dict:
+        [path] = glob.glob(str(BENCH_HOME / "answers" / pattern))
+        return {r["key"]: r for r in map(json.loads, Path(path).read_text().splitlines())}
+
+    shipped, feedback = cached("old-default-*-report.jsonl"), cached("adapter-*-report.jsonl")
+    diffs = []
+    for name in DATASETS:
+        rows = [r for r in retrieval_rows(None, data, name, "report") if r["answerable"]]
+        for row in random.Random(0).sample(rows, min(per_dataset, len(rows))):   # answer_trust's sample
+            f1 = [0.0 if a[row["id"]]["abstained"] else token_f1(a[row["id"]]["answer"], row["reference"])
+                  for a in (feedback, shipped)]
+            diffs.append(f1[0] - f1[1])
+    d = np.array(diffs)
+    boot = np.random.default_rng(0).choice(d, (5000, len(d))).mean(axis=1)
+    low, high = np.percentile(boot, [2.5, 97.5])
+    print(f"feedback adapter - shipped adapter, token-F1 over {len(d)} answerable report questions: "
+          f"{d.mean():+.3f} (95% paired bootstrap interval {low:+.3f} .. {high:+.3f})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--helpful", type=float, default=0.4, help="token-F1 at or above which an answer is rated helpful")
     parser.add_argument("--unhelpful", type=float, default=0.15, help="token-F1 below which it is rated unhelpful")
+    parser.add_argument("--paired", action="store_true",
+                        help="only compare the two adapters' cached report answers (after benchs/answer_trust.py)")
     args = parser.parse_args()
+    if args.paired:
+        paired(args.data)
+        return
 
     shutil.rmtree(WORK, ignore_errors=True)
     service = KbqaService.load(Settings(home=BENCH_HOME))   # answers as served by default
