@@ -28,7 +28,7 @@ from retrieval.vector_index import EXACT_LIMIT
 
 log = logging.getLogger(__name__)
 NEVER = 2**62           # ``removed`` of a row no generation has removed
-BATCH = 2_000           # rows per insert/upsert call (gRPC messages have a size limit)
+BATCH = 2_000           # rows per insert, upsert and query (gRPC messages and query windows are capped)
 META = "milvus_collection"   # store meta: the Milvus collection the committed generation lives in
 UID = "milvus_uid"
 
@@ -124,12 +124,15 @@ class MilvusGenerations(IndexGenerations):
                  "vector": v.tolist()} for i, v in zip(ids[start:start + BATCH], vectors[start:start + BATCH])])
 
     def _retag(self, name: str, filter_: str, removed: int) -> None:
-        """Re-write the rows matching ``filter_`` with ``removed`` (Milvus updates a row by upserting it whole)."""
-        rows = self.client.query(name, filter=filter_, output_fields=["pk", "faiss_id", "added", "vector"])
-        for start in range(0, len(rows), BATCH):
+        """Re-write the rows matching ``filter_`` with ``removed`` (Milvus updates a row by upserting it whole), a
+        batch at a time: a re-written row no longer matches, so this ends, and no query passes Milvus's window."""
+        while True:
+            rows = self.client.query(name, filter=filter_, output_fields=["pk", "faiss_id", "added", "vector"],
+                                     limit=BATCH)
+            if not rows:
+                return
             self.client.upsert(name, [{"pk": r["pk"], "faiss_id": r["faiss_id"], "added": r["added"],
-                                       "removed": removed, "vector": [float(x) for x in r["vector"]]}
-                                      for r in rows[start:start + BATCH]])
+                                       "removed": removed, "vector": [float(x) for x in r["vector"]]} for r in rows])
 
     def commit(self, generation: int, dim: int, current, removed_ids: list[int], added_ids: list[int],
                added_vectors: list[np.ndarray]) -> None:
@@ -147,7 +150,7 @@ class MilvusGenerations(IndexGenerations):
             if removed_ids:
                 for start in range(0, len(removed_ids), BATCH):
                     chunk = [int(i) for i in removed_ids[start:start + BATCH]]
-                    self._retag(name, f"faiss_id in {chunk} and added <= {before} and removed > {before}", generation)
+                    self._retag(name, f"faiss_id in {chunk} and added <= {before} and removed == {NEVER}", generation)
             if added_ids:
                 self._insert(name, added_ids, np.concatenate(added_vectors), generation)
         self.client.flush(name)

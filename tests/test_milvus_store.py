@@ -143,3 +143,14 @@ def test_an_unreachable_milvus_is_a_clear_error_at_start(tmp_path, fake_encoder)
     with pytest.raises(MilvusUnavailable, match="cannot open Milvus at http://127.0.0.1:1"):
         KbqaService(Settings(home=tmp_path / "home", vector_store="milvus", milvus_uri="http://127.0.0.1:1"),
                     fake_encoder)
+
+
+def test_rows_are_retagged_in_batches(tmp_path, fake_encoder, client, monkeypatch):
+    monkeypatch.setattr("retrieval.milvus_store.BATCH", 1)   # every query, insert and upsert one row at a time
+    kb = make_kb(tmp_path / "kb")
+    collection = milvus_collection(tmp_path, fake_encoder, client)
+    collection.ingest(kb, chunker(fake_encoder))
+    (kb / "billing.md").unlink()                               # two chunks
+    (kb / "privacy.md").unlink()
+    collection.ingest(kb, chunker(fake_encoder))
+    assert collection.index.size == 1 and sources(collection.search("refunds", k=4, mode="dense")) == ["faq/teams.md"]
