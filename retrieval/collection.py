@@ -7,8 +7,9 @@
 
 Write path (``ingest``, ``remove_file``, ``promote``): one SQLite transaction holds every change; before it
 commits, the next generation's FAISS index and BM25 state are written aside (both updated with the change only,
-not rebuilt, unless the change re-embeds everything or switches the FAISS index type). A crash before the commit leaves the store and the
-old generation's index untouched; readers always open the index named by the committed generation.
+not rebuilt, unless the change re-embeds everything or switches the FAISS index type). A crash before the commit
+leaves the store and the old generation's index untouched; readers always open the index named by the committed
+generation.
 """
 from __future__ import annotations
 
