@@ -229,7 +229,7 @@ def index_choice(vectors: np.ndarray, queries: np.ndarray, n: int) -> list[dict]
     hnsw.hnsw.efConstruction = 64
     hnsw.add(vectors)
     build = time.perf_counter() - t0
-    for ef in (32, 64, 128):
+    for ef in (32, 64, 128, 256, 512):
         hnsw.hnsw.efSearch = ef
         timed(hnsw, f"HNSW32 efSearch {ef} (cannot delete)", build)
     return rows
