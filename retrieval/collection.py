@@ -192,23 +192,25 @@ class Collection:
         write lock); chunks added since are encoded here. Returns the new generation.
         """
         rel = Path(encoder_dir).resolve().relative_to(self.directory.resolve()).as_posix()
-        with self._lock, self.store.transaction():
-            bm25 = self.snapshot().bm25 if self.store.generation > 0 else None   # texts unchanged: the same BM25
-            chunks = self.store.all_chunks()
-            missing = [c for c in chunks if c.chunk_id not in vectors]
-            if missing:
-                fresh = encoder.encode([c.embedding_text() for c in missing], show_progress=show_progress)
-                vectors = {**vectors, **{c.chunk_id: v for c, v in zip(missing, fresh)}}
-            self.store.update_vectors([c.chunk_id for c in chunks], [vectors[c.chunk_id] for c in chunks])
-            self.store.set_meta("encoder", encoder.encoder_id)
-            self.store.set_meta("encoder_dir", rel)
-            if trained_on is not None:
-                self.store.set_distilled(trained_on)
-            generation = self.store.generation + 1
-            self.store.set_meta("generation", str(generation))
-            self.generations.commit(generation, encoder.dim, None, [], [], [])
-            self.generations.save_bm25(bm25 or self.generations.build_bm25(), generation)
         with self._lock:
+            with self.store.transaction():
+                bm25 = self.snapshot().bm25 if self.store.generation > 0 else None   # texts unchanged: same BM25
+                chunks = self.store.all_chunks()
+                missing = [c for c in chunks if c.chunk_id not in vectors]
+                if missing:
+                    fresh = encoder.encode([c.embedding_text() for c in missing], show_progress=show_progress)
+                    vectors = {**vectors, **{c.chunk_id: v for c, v in zip(missing, fresh)}}
+                self.store.update_vectors([c.chunk_id for c in chunks], [vectors[c.chunk_id] for c in chunks])
+                self.store.set_meta("encoder", encoder.encoder_id)
+                self.store.set_meta("encoder_dir", rel)
+                if trained_on is not None:
+                    self.store.set_distilled(trained_on)
+                generation = self.store.generation + 1
+                self.store.set_meta("generation", str(generation))
+                self.generations.commit(generation, encoder.dim, None, [], [], [])
+                self.generations.save_bm25(bm25 or self.generations.build_bm25(), generation)
+            # Before the lock is let go: a search that refreshes to the committed generation must find this encoder
+            # current, not load it from its folder (a race tests/test_churn.py caught: 503 "model folder missing").
             self.encoders.current = encoder
         self._published(generation)
         return generation
