@@ -130,11 +130,12 @@ def test_a_busy_server_answers_503_with_retry_after_and_serves_the_admitted_one(
 
 def test_a_stream_holds_its_slot_until_it_ends(gated_app):
     app, url, generator = gated_app
-    generator.go.set()
     with httpx.stream("POST", url + "/v1/ask", json={"question": "When are refunds paid?", "stream": True},
                       timeout=30) as response:
         assert response.status_code == 200
-        assert app.state.admission.active == 1
+        assert generator.started.wait(10)
+        assert app.state.admission.active == 1     # the answer is being written: the slot is held
+        generator.go.set()
         events = response.read().decode()
     assert "event: final" in events
     deadline = time.monotonic() + 5
