@@ -128,31 +128,32 @@ def test_a_busy_server_answers_503_with_retry_after_and_serves_the_admitted_one(
     assert "kbqa_answers_rejected_total 1.0" in metrics
 
 
+def _streamed_ask(url):
+    return httpx.stream("POST", url + "/v1/ask", json={"question": "When are refunds paid?", "stream": True}, timeout=30)
+
+
+def _slots_freed(gate, within_s: float = 10) -> bool:
+    deadline = time.monotonic() + within_s
+    while gate.active and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return gate.active == 0
+
+
 def test_a_stream_holds_its_slot_until_it_ends(gated_app):
     app, url, generator = gated_app
-    with httpx.stream("POST", url + "/v1/ask", json={"question": "When are refunds paid?", "stream": True},
-                      timeout=30) as response:
-        assert response.status_code == 200
-        assert generator.started.wait(10)
+    with _streamed_ask(url) as response:
+        assert response.status_code == 200 and generator.started.wait(10)
         assert app.state.admission.active == 1     # the answer is being written: the slot is held
         generator.go.set()
         events = response.read().decode()
     assert "event: final" in events
-    deadline = time.monotonic() + 5
-    while app.state.admission.active and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert app.state.admission.active == 0
+    assert _slots_freed(app.state.admission)
     assert httpx.post(url + "/v1/ask", json={"question": "When are refunds paid?"}, timeout=30).status_code == 200
 
 
 def test_a_client_that_leaves_mid_stream_frees_its_slot(gated_app):
     app, url, generator = gated_app
-    with httpx.stream("POST", url + "/v1/ask", json={"question": "When are refunds paid?", "stream": True},
-                      timeout=30) as response:
-        assert response.status_code == 200
-        assert generator.started.wait(10)
+    with _streamed_ask(url) as response:
+        assert response.status_code == 200 and generator.started.wait(10)
     generator.go.set()                   # the client is gone; the answer finishes and the slot comes back
-    deadline = time.monotonic() + 10
-    while app.state.admission.active and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert app.state.admission.active == 0
+    assert _slots_freed(app.state.admission)
