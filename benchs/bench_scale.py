@@ -27,6 +27,7 @@ import json
 import os
 import random
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -241,8 +242,6 @@ def measure(n: int, data: Path, pool: list[str], pool_path: Path, real) -> dict:
     kb = WORK / f"kb-{n}"
     write_kb(kb, n, pool)
     directory = WORK / f"collection-{n}"
-    import shutil
-
     shutil.rmtree(directory, ignore_errors=True)
     encoder = RecombinedEncoder(pool, np.load(pool_path), real)
     collection = Collection(directory, encoder, create=True)

@@ -113,10 +113,11 @@ class BM25Index:
     """Immutable: ``updated`` returns a new index (searches of the old one may still be running)."""
 
     def __init__(self, terms: list[str], main: Segment, main_id: str, dead: np.ndarray, delta: Segment,
-                 dead_df: np.ndarray | None = None):
-        """``dead_df``: document frequencies of main's dead rows (kept, so no commit rescans main)."""
+                 dead_df: np.ndarray | None = None, vocab: dict[str, int] | None = None):
+        """``dead_df``: document frequencies of main's dead rows (kept, so no commit rescans main); ``vocab``: term ->
+        id, when the caller already has it (else built from ``terms``)."""
         self.terms = terms
-        self.vocab = {t: i for i, t in enumerate(terms)}
+        self.vocab = vocab if vocab is not None else {t: i for i, t in enumerate(terms)}
         self.main, self.main_id, self.dead, self.delta = main, main_id, dead, delta
         self.dead_df = np.zeros(main.counts.shape[1], dtype=np.int64) if dead_df is None else dead_df
         # Document frequency per term over the live chunks: main's, less its dead rows', plus the delta's.
@@ -136,7 +137,8 @@ class BM25Index:
         vocab: dict[str, int] = {}
         ids = tokenize(list(texts), vocab)
         main = Segment.of(keys, ids, len(vocab))
-        return cls(list(vocab), main, uuid.uuid4().hex, np.zeros(len(main.keys), dtype=bool), Segment.empty(len(vocab)))
+        return cls(list(vocab), main, uuid.uuid4().hex, np.zeros(len(main.keys), dtype=bool), Segment.empty(len(vocab)),
+                   vocab=vocab)
 
     @property
     def empty(self) -> bool:
@@ -166,8 +168,8 @@ class BM25Index:
             merged = Segment(np.concatenate([alive.keys, delta.keys]), np.concatenate([alive.lengths, delta.lengths]),
                              sp.vstack([alive.widened(len(terms)), delta.counts], format="csc"))
             return BM25Index(terms, merged, uuid.uuid4().hex, np.zeros(len(merged.keys), dtype=bool),
-                             Segment.empty(len(terms)))
-        return BM25Index(terms, self.main, self.main_id, dead, delta, dead_df)
+                             Segment.empty(len(terms)), vocab=vocab)
+        return BM25Index(terms, self.main, self.main_id, dead, delta, dead_df, vocab=vocab)
 
     def search(self, query: str, k: int) -> list[tuple[int, float]]:
         """Up to ``k`` (faiss id, score) pairs with a positive score, best first."""

@@ -18,8 +18,6 @@ from starlette.concurrency import run_in_threadpool
 class Overloaded(Exception):
     """Every answer slot is busy and the queue is full (or too slow): 503 with Retry-After."""
 
-    status = 503
-
     def __init__(self, message: str, retry_after: int):
         super().__init__(message)
         self.retry_after = retry_after
