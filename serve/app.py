@@ -58,6 +58,10 @@ def create_app(settings: Settings | None = None, service: KbqaService | None = N
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         app.state.service = service or KbqaService.load(settings)
+        answerer = app.state.service.answerer
+        batch = getattr(answerer.generator if answerer is not None else None, "max_batch", 1)
+        if settings.answer_slots is None and batch > 1:   # the embedded generator batches (GPU): one slot a row
+            app.state.admission = AdmissionGate(batch, settings.answer_queue, settings.answer_max_wait_s)
         remote = app.state.service.remote_generator()
         if remote is not None:   # its calls feed Prometheus (serve/metrics.py)
             remote.observer = app.state.metrics.observe_remote

@@ -113,7 +113,8 @@ class KbqaService:
                                        settings.generator_backend, adapter_dir=adapter,
                                        max_new_tokens=settings.max_new_tokens,
                                        abstain_threshold=settings.abstain_threshold if adapter else None,
-                                       precision=settings.generator_precision)
+                                       precision=settings.generator_precision, dtype=settings.generator_dtype,
+                                       max_batch=settings.generator_batch)
                 if generator is None:
                     generator = local
                 else:

@@ -54,6 +54,11 @@ class Settings(BaseSettings):
     generator_backend: Literal["auto", "ctranslate2", "transformers"] = "auto"
     # CTranslate2 compute precision. auto: int8 where the CPU has VNNI/AMX, float32 elsewhere (retrieval/generation/cpu.py).
     generator_precision: Literal["auto", "int8", "float32"] = "auto"
+    # The transformers engine's weights. auto: bfloat16 on a GPU (benchs/half_precision.py), float32 on the CPU.
+    generator_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    # Answers written together in one batch by the transformers engine. unset: 8 on a GPU, 1 on the CPU (its cores
+    # are busy with one answer). With batching, unset answer_slots follows it.
+    generator_batch: int | None = Field(None, ge=1, le=64, description="answers generated in one batch; unset: auto")
     # With a fine-tuned adapter: it may abstain only when the abstention's first token is this likely
     # (retrieval/generation/generator.py:AbstentionGate). 0.8 from a probe of 20 questions; see README.
     abstain_threshold: float = Field(0.8, ge=0.0, le=1.0)
@@ -81,7 +86,8 @@ class Settings(BaseSettings):
     handoff_webhook: str | None = Field(None, description="help-desk URL that receives recommended hand-offs")
     handoff_secret: SecretStr | None = Field(None, description="HMAC-SHA256 key signing each webhook delivery")
     # Admission control on answers (serve/admission.py): this many computed at once (auto: 1 when the embedded
-    # generator writes, it uses every core; 8 with a remote generator, which batches; the core count when selecting),
+    # generator writes, it uses every core; its batch size when it batches on a GPU; 8 with a remote generator,
+    # which batches; the core count when selecting),
     # up to answer_queue waiting; a request that would wait over answer_max_wait_s gets 503 + Retry-After.
     answer_slots: int | None = Field(None, ge=1, le=64, description="answers computed at once; unset: auto")
     answer_queue: int = Field(16, ge=0, le=32, description="answers waiting for a slot before 503")

@@ -38,8 +38,10 @@ def choose_backend(requested: str) -> str:
 
 
 def load_generator(models_dir: Path, base_dir: Path, backend: str = "auto", adapter_dir: Path | None = None,
-                   max_new_tokens: int = 96, abstain_threshold: float | None = None, precision: str = "auto"):
-    """The serving generator: base SmolLM2 (+ adapter, merged), on the chosen engine and precision."""
+                   max_new_tokens: int = 96, abstain_threshold: float | None = None, precision: str = "auto",
+                   dtype: str = "auto", max_batch: int | None = None):
+    """The serving generator: base SmolLM2 (+ adapter, merged), on the chosen engine and precision (CTranslate2's
+    ``precision``; transformers' ``dtype``, and its ``max_batch`` answers per batch)."""
     if choose_backend(backend) == "ctranslate2":
         from retrieval.generation.ct2_generator import Ct2Generator, converted_dir
 
@@ -49,4 +51,4 @@ def load_generator(models_dir: Path, base_dir: Path, backend: str = "auto", adap
     from retrieval.generation.generator import Generator
 
     return Generator(base_dir, max_new_tokens=max_new_tokens, adapter_dir=adapter_dir,
-                     abstain_threshold=abstain_threshold)
+                     abstain_threshold=abstain_threshold, dtype=dtype, max_batch=max_batch)
