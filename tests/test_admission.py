@@ -157,3 +157,12 @@ def test_a_client_that_leaves_mid_stream_frees_its_slot(gated_app):
         assert response.status_code == 200 and generator.started.wait(10)
     generator.go.set()                   # the client is gone; the answer finishes and the slot comes back
     assert _slots_freed(app.state.admission)
+
+
+@pytest.mark.parametrize("slots, expected", [(None, 4), (2, 2)])
+def test_a_batching_generator_sets_the_slots_unless_they_are_set(tmp_path, fake_encoder, slots, expected):
+    service, _ = scripted_service(tmp_path, fake_encoder, answer_mode="generate", answer_slots=slots)
+    service.answerer.generator.max_batch = 4    # as the embedded generator on a GPU
+    app = create_app(service.settings, service)
+    with serving(app):
+        assert app.state.admission.slots == expected

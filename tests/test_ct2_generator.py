@@ -3,6 +3,9 @@ import math
 
 import pytest
 
+pytest.importorskip("ctranslate2", reason="CTranslate2 is a core dependency; a GPU machine that was not given it "
+                    "runs the transformers engine only")
+
 from retrieval.models import MANIFEST, ModelNotReady
 from retrieval.generation.ct2_generator import Ct2Generator, converted_dir
 from retrieval.generation.generator import Passage, build_messages

@@ -1,8 +1,9 @@
 """kbqa as an OpenAI-compatible server (issue 15, 2), driven by the official `openai` SDK and LangChain's ChatOpenAI
 against the real app on a loopback port."""
 import httpx
-import openai
 import pytest
+
+openai = pytest.importorskip("openai", reason="the OpenAI SDK comes with the test extra: pip install -e '.[test]'")
 
 from retrieval.generation.generator import ABSTENTION
 from retrieval.generation.remote import RemoteGenerator

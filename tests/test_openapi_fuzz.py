@@ -1,6 +1,7 @@
 """Schemathesis against the OpenAPI schema: no 5xx, and every response matches what the schema promises."""
 import pytest
-import schemathesis
+
+schemathesis = pytest.importorskip("schemathesis", reason="comes with the test extra: pip install -e '.[test]'")
 from hypothesis import HealthCheck, given, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 

@@ -9,7 +9,8 @@ CHAT_TEMPLATE = (
 )
 
 
-def build_tiny_generator(folder: Path) -> Path:
+def build_tiny_generator(folder: Path, initializer_range: float = 0.02) -> Path:
+    """A wide ``initializer_range`` makes the next token clear-cut (no near ties between rows of a batch)."""
     import torch
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -25,7 +26,8 @@ def build_tiny_generator(folder: Path) -> Path:
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
-                         eos_token_id=vocab["<|im_end|>"], pad_token_id=vocab["<pad>"])
+                         eos_token_id=vocab["<|im_end|>"], pad_token_id=vocab["<pad>"],
+                         initializer_range=initializer_range)
     LlamaForCausalLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     write_manifest(folder, "built in the test")

@@ -1,0 +1,69 @@
+"""The encoder's GPU path (tokenising thread ahead of the forward passes; float16), run on the CPU on a tiny BERT."""
+import threading
+
+import numpy as np
+import pytest
+
+from retrieval.encoder import SentenceEncoder
+from tests.tiny_models import WORDS, build_tiny_sentence_encoder
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return build_tiny_sentence_encoder(tmp_path_factory.mktemp("enc") / "student")
+
+
+def texts(n: int) -> list[str]:
+    rng = np.random.default_rng(0)   # lengths from 1 to 60 words: batches are cut from a length-sorted order
+    return [" ".join(rng.choice(WORDS, size=int(rng.integers(1, 60)))) for _ in range(n)]
+
+
+def test_pipelined_vectors_equal_the_plain_ones_in_input_order(folder):
+    plain = SentenceEncoder(folder, device="cpu", pipeline=False)
+    piped = SentenceEncoder(folder, device="cpu", pipeline=True)
+    corpus = texts(700)   # three pipeline batches of 256
+    expected = plain.encode(corpus)
+    got = piped.encode(corpus)
+    assert got.shape == expected.shape and got.dtype == np.float32
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+    assert piped.encode(corpus[:5]).shape == (5, plain.dim)   # short inputs skip the thread
+    assert piped.encode([]).shape == (0, plain.dim)
+
+
+def test_queries_encode_while_a_pipelined_encode_runs(folder):
+    encoder = SentenceEncoder(folder, device="cpu", pipeline=True)
+    corpus, results = texts(1500), {}
+    bulk = threading.Thread(target=lambda: results.setdefault("bulk", encoder.encode(corpus)))
+    bulk.start()
+    queries = [encoder.encode(["how do i cancel my subscription"]) for _ in range(20)]
+    bulk.join(timeout=120)
+    assert results["bulk"].shape == (1500, encoder.dim)
+    for q in queries:
+        np.testing.assert_allclose(q, queries[0], atol=1e-6)
+
+
+def test_a_tokeniser_failure_reaches_the_caller(folder, monkeypatch):
+    encoder = SentenceEncoder(folder, device="cpu", pipeline=True)
+
+    def broken(batch):
+        raise ValueError("cannot tokenise")
+
+    monkeypatch.setattr(encoder.model, "preprocess", broken)
+    with pytest.raises(ValueError, match="cannot tokenise"):
+        encoder.encode(texts(600))
+
+
+def test_float16_stays_close_and_returns_float32(folder):
+    import torch
+
+    full = SentenceEncoder(folder, device="cpu")
+    half = SentenceEncoder(folder, device="cpu", dtype="float16")
+    assert full.dtype == "float32" and half.dtype == "float16"
+    assert next(half.model.parameters()).dtype == torch.float16
+    corpus = texts(50)
+    a, b = full.encode(corpus), half.encode(corpus)
+    assert b.dtype == np.float32
+    assert float((a * b).sum(axis=1).min()) > 0.99
+    with pytest.raises(ValueError, match="dtype"):
+        SentenceEncoder(folder, device="cpu", dtype="int8")
