@@ -122,13 +122,16 @@ def encoder_check(folder: Path, n: int) -> list[str]:
     texts = kb_texts(n)
     old = SentenceEncoder(folder, dtype="float32", pipeline=False)
     new = SentenceEncoder(folder)   # this machine's defaults
-    half_plain = SentenceEncoder(folder, dtype="float16", pipeline=False)
-    for encoder in (old, new, half_plain):
+    encoders = {"old: float32, encode() 64 at a time": old,
+                "float16, encode() 64 at a time": SentenceEncoder(folder, dtype="float16", pipeline=False),
+                "float16, pipeline, 1 tokenising thread": SentenceEncoder(folder, dtype="float16", pipeline=True,
+                                                                          pipeline_threads=1),
+                f"new default: {new.dtype}, pipeline {new.pipeline}, {new.pipeline_threads} tokenising threads, "
+                f"{PIPELINE_BATCH} a batch": new}
+    for encoder in encoders.values():
         encoder.encode(texts[:2048])   # warm-up: kernels, allocator
     rows, vectors = [], {}
-    for label, encoder in (("old: float32, encode() 64 at a time", old),
-                           ("float16, encode() 64 at a time", half_plain),
-                           (f"new default: {new.dtype}, pipeline {new.pipeline} ({PIPELINE_BATCH} a batch)", new)):
+    for label, encoder in encoders.items():
         times = []
         for _ in range(3):
             sync()
@@ -198,11 +201,10 @@ def generator_check(folder: Path, new_tokens: int, clients: list[int]) -> list[s
 
     one = prompts(1)[0]
     new = Generator(folder, max_new_tokens=new_tokens)   # this machine's defaults
-    generators = {"float32, one at a time (old)": Generator(folder, dtype="float32", max_batch=1,
-                                                              max_new_tokens=new_tokens),
-                  "bfloat16, one at a time": Generator(folder, dtype="bfloat16", max_batch=1,
-                                                       max_new_tokens=new_tokens),
-                  f"new default: {new.dtype}, batches of up to {new.max_batch}": new}
+    generators = {f"{dtype}, {'one at a time' if batch == 1 else f'batches of up to {batch}'}":
+                  Generator(folder, dtype=dtype, max_batch=batch, max_new_tokens=new_tokens)
+                  for dtype, batch in (("float32", 1), ("bfloat16", 1), ("float32", 8))}
+    generators[f"new default: {new.dtype}, batches of up to {new.max_batch}"] = new
     prompt_tokens = new.tokenizer.apply_chat_template(
         one, add_generation_prompt=True, return_dict=True)["input_ids"]
     # Correctness first: batched rows write what the same prompt writes alone (float32, to leave padding as the
@@ -223,16 +225,27 @@ def generator_check(folder: Path, new_tokens: int, clients: list[int]) -> list[s
         t.join()
     same = sum(alone[i] == together[i] for i in range(8))
     del solo32, batch32
+    # What streaming, batching and the logits processors cost: transformers' own generate, batch 1, no streamer.
+    raw = []
+    for dtype in ("float32", "bfloat16"):
+        model = generators[f"{dtype}, one at a time"].model
+        inputs = new.tokenizer.apply_chat_template([one], add_generation_prompt=True, return_tensors="pt",
+                                                  return_dict=True).to(model.device)
+        model.generate(**inputs, max_new_tokens=8, do_sample=False)
+        start = time.perf_counter()
+        out = model.generate(**inputs, max_new_tokens=new_tokens, do_sample=False)
+        raw.append(f"{dtype} {(out.shape[1] - inputs['input_ids'].shape[1]) / (time.perf_counter() - start):.0f}")
     lines = ["## Generator (SmolLM2-135M shapes, random weights)", "",
              f"Prompts of {len(prompt_tokens)} tokens (three kb/docs passages and a question), {new_tokens} new "
              f"tokens an answer (random weights rarely stop early). Correctness: in float32, {same} of 8 prompts "
-             "batched together wrote exactly what each wrote alone.", "",
+             f"batched together wrote exactly what each wrote alone. transformers' own generate (batch 1, no "
+             f"streamer, no logits processors), new tokens/s: {', '.join(raw)}.", "",
              "| engine | clients | answers/s | new tokens/s (all clients) | answer p50 s | answer max s |",
              "|---|---|---|---|---|---|"]
     for label, generator in generators.items():
         answer_all(generator, [one])   # warm-up
         # One at a time, N clients take N times one answer: 32 adds nothing but minutes of device time.
-        for n in (clients if generator.max_batch > 1 else [c for c in clients if c <= 8]):
+        for n in (clients if generator.max_batch > 1 else [c for c in clients if c <= (8 if "32" in label else 1)]):
             wall, seconds, tokens = answer_all(generator, prompts(n))
             lines.append(f"| {label} | {n} | {n / wall:.2f} | {tokens / wall:,.0f} | "
                          f"{statistics.median(seconds):.2f} | {max(seconds):.2f} |")

@@ -1,14 +1,15 @@
 """Sentence encoder: texts in, L2-normalised float32 vectors out.
 
 On a GPU the model runs in float16 (benchs/half_precision.py measures what that changes) and a long encode is a
-pipeline: a thread tokenises batches ahead (into pinned memory) while the GPU runs the previous ones, and the vectors
-come back to the host once at the end, not once a batch. sentence-transformers' own ``encode`` tokenises and copies
+pipeline: threads tokenise batches ahead (in the tokenizer's Rust core, which releases the GIL; into pinned memory)
+while the GPU runs the previous ones, and the vectors come back to the host once at the end, not once a batch. sentence-transformers' own ``encode`` tokenises and copies
 in line, so the GPU waited on the host (issue 16: 2,069 passages/s where the float16 forward alone does 31,219).
 """
 from __future__ import annotations
 
 import copy
 import hashlib
+import os
 import queue
 import threading
 from pathlib import Path
@@ -43,10 +44,10 @@ class SentenceEncoder:
     """A sentence-transformers model from a prepared (verified) folder.
 
     ``dtype`` auto: float16 on a GPU, float32 on the CPU. ``pipeline`` (default: on a GPU) encodes long inputs with
-    the tokenising thread described above."""
+    the tokenising threads described above (``pipeline_threads``, default a quarter of the cores, 1 to 4)."""
 
     def __init__(self, model_dir: Path, device: str | None = None, dtype: str = "auto",
-                 pipeline: bool | None = None):
+                 pipeline: bool | None = None, pipeline_threads: int | None = None):
         from sentence_transformers import SentenceTransformer
 
         model_dir = Path(model_dir)
@@ -59,6 +60,8 @@ class SentenceEncoder:
         if self.dtype == "float16":
             self.model.half()
         self.pipeline = self.device.startswith("cuda") if pipeline is None else pipeline
+        self.pipeline_threads = pipeline_threads or min(4, max(1, (os.cpu_count() or 1) // 4))
+        self._fast = False
         self.dim = self.model.get_embedding_dimension()
         # The manifest changes whenever the weights do, so its hash names this exact model.
         digest = hashlib.sha256((model_dir / MANIFEST).read_bytes()).hexdigest()[:12]
@@ -92,48 +95,102 @@ class SentenceEncoder:
                                                show_progress_bar=False))
         return np.concatenate(parts).astype(np.float32, copy=False)  # (N, D)
 
+    def _fast_tokeniser(self):
+        """The fast tokenizer's Rust core, padding and truncating as sentence-transformers does, with the features'
+        other entries; None when it does not give exactly what ``preprocess`` gives on probe texts."""
+        import torch
+
+        core = getattr(self.model.tokenizer, "_tokenizer", None)
+        if core is None:
+            return None
+        core = copy.deepcopy(core)
+        core.enable_truncation(self.model.max_seq_length)
+        core.enable_padding(pad_id=self.model.tokenizer.pad_token_id, pad_token=self.model.tokenizer.pad_token)
+        with self._encode_lock:
+            expected = self.model.preprocess(list(PROBE_TEXTS))
+        keys = [k for k, v in expected.items() if torch.is_tensor(v)]
+        extras = {k: v for k, v in expected.items() if not torch.is_tensor(v)}
+        got = _tokenise(core, list(PROBE_TEXTS), keys, extras)
+        same = all(got[k].shape == expected[k].shape and bool((got[k] == expected[k]).all()) for k in keys)
+        return (core, keys, extras) if same else None
+
     def _encode_pipelined(self, texts: list[str], batch_size: int, show_progress: bool) -> np.ndarray:
         import torch
 
         # Longest first, as sentence-transformers does: batches of alike lengths waste little on padding.
         order = np.argsort([-len(t) for t in texts], kind="stable")
-        batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-        ready: queue.Queue = queue.Queue(maxsize=PIPELINE_AHEAD)
+        batches: queue.Queue = queue.Queue()
+        for i in range(0, len(order), batch_size):
+            batches.put(order[i:i + batch_size])
+        n_batches = batches.qsize()
+        if self._fast is False:   # checked once, on first use
+            self._fast = self._fast_tokeniser()
+        fast = self._fast
+        # Tokenising in Rust releases the GIL, so several threads keep a fast GPU fed; without the Rust core,
+        # one thread runs sentence-transformers' preprocess under the lock it shares with query encodes.
+        threads = self.pipeline_threads if fast is not None else 1
+        ready: queue.Queue = queue.Queue(maxsize=PIPELINE_AHEAD + threads)
         stop = threading.Event()
         pin = self.device.startswith("cuda")
 
-        def tokenise() -> None:
+        def tokenise(core) -> None:
             try:
-                for rows in batches:
-                    with self._encode_lock:   # the tokenizer is shared with query encodes; the forward needs no lock
-                        features = self.model.preprocess([texts[i] for i in rows])
+                while not stop.is_set():
+                    try:
+                        rows = batches.get_nowait()
+                    except queue.Empty:
+                        return
+                    batch = [texts[i] for i in rows]
+                    if core is not None:
+                        features = _tokenise(core, batch, fast[1], fast[2])
+                    else:
+                        with self._encode_lock:   # the tokenizer is shared with query encodes
+                            features = self.model.preprocess(batch)
                     if pin:
                         features = {k: v.pin_memory() if torch.is_tensor(v) else v for k, v in features.items()}
                     while not stop.is_set():
                         try:
-                            ready.put(features, timeout=0.1)
+                            ready.put((rows, features), timeout=0.1)
                             break
                         except queue.Full:
                             continue
             except BaseException as exc:   # re-raised by the encoding thread
-                ready.put(exc)
+                stop.set()
+                ready.put((None, exc))
 
-        worker = threading.Thread(target=tokenise, daemon=True)
-        worker.start()
-        parts = []
+        for _ in range(threads):
+            core = copy.deepcopy(fast[0]) if fast is not None else None   # one Rust tokenizer a thread
+            threading.Thread(target=tokenise, args=(core,), daemon=True).start()
+        parts, done = [], []
         try:
             with torch.inference_mode():
-                for _ in tqdm(batches, desc="encoding", unit="batch", disable=not show_progress):
-                    features = ready.get()
-                    if isinstance(features, BaseException):
+                for _ in tqdm(range(n_batches), desc="encoding", unit="batch", disable=not show_progress):
+                    rows, features = ready.get()
+                    if rows is None:
                         raise features
                     features = {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v
                                 for k, v in features.items()}
                     vectors = self.model(features)["sentence_embedding"].float()
                     parts.append(torch.nn.functional.normalize(vectors, p=2, dim=1))   # stays on the device
+                    done.append(rows)
         finally:
             stop.set()
         vectors = torch.cat(parts).cpu().numpy()   # one copy back, at the end
         result = np.empty_like(vectors)
-        result[order] = vectors
+        result[np.concatenate(done)] = vectors
         return result
+
+
+# Tokenised both ways before the fast path is trusted: plain, accented, and one past any model's length limit.
+PROBE_TEXTS = ("How do I cancel my subscription?", "Café naïve — ünïcödé, emoji 🙂 and CJK 東京",
+               " ".join(["overflowing"] * 2000), "")
+
+
+def _tokenise(core, batch: list[str], keys: list[str], extras: dict) -> dict:
+    import torch
+
+    encodings = core.encode_batch(batch)
+    columns = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}
+    features = {k: torch.from_numpy(np.array([getattr(e, columns[k]) for e in encodings], dtype=np.int64))
+                for k in keys}
+    return {**features, **extras}

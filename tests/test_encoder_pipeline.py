@@ -20,8 +20,8 @@ def texts(n: int) -> list[str]:
 
 def test_pipelined_vectors_equal_the_plain_ones_in_input_order(folder):
     plain = SentenceEncoder(folder, device="cpu", pipeline=False)
-    piped = SentenceEncoder(folder, device="cpu", pipeline=True)
-    corpus = texts(700)   # three pipeline batches of 256
+    piped = SentenceEncoder(folder, device="cpu", pipeline=True, pipeline_threads=3)
+    corpus = texts(1500)   # six pipeline batches of 256, from three threads
     expected = plain.encode(corpus)
     got = piped.encode(corpus)
     assert got.shape == expected.shape and got.dtype == np.float32
@@ -43,15 +43,33 @@ def test_queries_encode_while_a_pipelined_encode_runs(folder):
         np.testing.assert_allclose(q, queries[0], atol=1e-6)
 
 
-def test_a_tokeniser_failure_reaches_the_caller(folder, monkeypatch):
-    encoder = SentenceEncoder(folder, device="cpu", pipeline=True)
+@pytest.mark.parametrize("threads", [1, 3])
+def test_a_tokeniser_failure_reaches_the_caller(folder, monkeypatch, threads):
+    import retrieval.encoder as module
 
-    def broken(batch):
+    encoder = SentenceEncoder(folder, device="cpu", pipeline=True, pipeline_threads=threads)
+
+    def broken(*args):
         raise ValueError("cannot tokenise")
 
-    monkeypatch.setattr(encoder.model, "preprocess", broken)
+    monkeypatch.setattr(module, "_tokenise", broken)
+    encoder._fast = (object(), ["input_ids"], {})   # as if the fast path had passed its check
     with pytest.raises(ValueError, match="cannot tokenise"):
         encoder.encode(texts(600))
+
+
+def test_the_fast_tokeniser_is_used_only_when_it_matches(folder, monkeypatch):
+    import retrieval.encoder as module
+
+    encoder = SentenceEncoder(folder, device="cpu", pipeline=True, pipeline_threads=2)
+    assert encoder._fast_tokeniser() is not None      # a BERT tokenizer: the Rust core gives the same features
+    real = module._tokenise
+    monkeypatch.setattr(module, "_tokenise", lambda core, batch, keys, extras: {
+        k: v + 1 if k == "input_ids" else v for k, v in real(core, batch, keys, extras).items()})
+    assert encoder._fast_tokeniser() is None           # it disagrees: preprocess is used instead
+    plain = SentenceEncoder(folder, device="cpu", pipeline=False)
+    corpus = texts(600)
+    np.testing.assert_allclose(encoder.encode(corpus), plain.encode(corpus), atol=1e-5)
 
 
 def test_float16_stays_close_and_returns_float32(folder):
