@@ -54,7 +54,8 @@ class Settings(BaseSettings):
     generator_backend: Literal["auto", "ctranslate2", "transformers"] = "auto"
     # CTranslate2 compute precision. auto: int8 where the CPU has VNNI/AMX, float32 elsewhere (retrieval/generation/cpu.py).
     generator_precision: Literal["auto", "int8", "float32"] = "auto"
-    # The transformers engine's weights. auto: bfloat16 on a GPU (benchs/half_precision.py), float32 on the CPU.
+    # The transformers engine's weights. auto: float32; bfloat16 keeps the answers (benchs/half_precision.py) but was
+    # 3x slower for the 135M generator on an H200 (benchs/results/gpu_check.md).
     generator_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     # Answers written together in one batch by the transformers engine. unset: 8 on a GPU, 1 on the CPU (its cores
     # are busy with one answer). With batching, unset answer_slots follows it.
