@@ -71,13 +71,16 @@ class IndexGenerations:
         the change): ``current`` (the served index of the generation before) with the change applied, or, without
         one or when the index type must switch, a fresh build from every stored vector."""
         wants_exact = self.store.counts()["chunks"] < self.exact_limit
-        if current is None or wants_exact != (current.kind == "flat"):
+        # Built afresh also once for an IVF index an older kbqa wrote, and when HNSW tombstones pile up.
+        if current is None or wants_exact != (current.kind == "flat") or current.kind == "ivf":
             index = self.build(dim)
         else:   # update the served index in place: it is replaced by the reload after the commit anyway
             index = current
             index.remove(np.array(removed_ids, dtype=np.int64))
             if added_ids:
                 index.add(np.array(added_ids, dtype=np.int64), np.concatenate(added_vectors))
+            if index.needs_rebuild:
+                index = self.build(dim)
         index.save(self.path(generation))
 
     def drop(self) -> None:

@@ -1,7 +1,9 @@
 """Dense, BM25 and hybrid (reciprocal rank fusion) search over one consistent snapshot of a collection."""
 from __future__ import annotations
 
+import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal, get_args
 
@@ -15,6 +17,8 @@ from retrieval.vector_index import VectorIndex
 SearchMode = Literal["dense", "bm25", "hybrid"]
 SEARCH_MODES: tuple[str, ...] = get_args(SearchMode)
 DEFAULT_MODE = "hybrid"  # measured better than dense alone: see README and benchs/retrieval_quality.py
+# BM25 needs no query vector: it runs here while the query is encoded and FAISS searched (README "Scale").
+_LEXICAL = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 1), thread_name_prefix="kbqa-bm25")
 
 
 @dataclass
@@ -41,17 +45,19 @@ class SearchSnapshot:
         than answer with fewer hits; otherwise such hits are left out."""
         if mode not in SEARCH_MODES:
             raise ValueError(f"unknown search mode {mode!r}; use one of {SEARCH_MODES}")
-        query_vector = self.encoder.encode([query])  # (1, D)
         depth = k if mode == "dense" else max(4 * k, 40)
-        scores, ids = self.index.search(query_vector, depth)
-        dense = {int(i): float(s) for i, s in zip(ids[0], scores[0]) if i >= 0}
+        lexical = _LEXICAL.submit(self.bm25.search, query, k if mode == "bm25" else depth) if mode != "dense" else None
+        query_vector = self.encoder.encode([query])  # (1, D): the BM25-only hits' cosines need it too
+        dense: dict[int, float] = {}
+        if mode != "bm25":   # BM25 mode ranks without FAISS; its hits' cosines come from the stored vectors
+            scores, ids = self.index.search(query_vector, depth)
+            dense = {int(i): float(s) for i, s in zip(ids[0], scores[0]) if i >= 0}
         if mode == "dense":
             ranked = sorted(dense.items(), key=lambda item: -item[1])[:k]
         elif mode == "bm25":
-            ranked = self.bm25.search(query, k)
+            ranked = lexical.result()
         else:
-            fused = reciprocal_rank_fusion([list(dense), [key for key, _ in self.bm25.search(query, depth)]])
-            ranked = fused[:k]
+            ranked = reciprocal_rank_fusion([list(dense), [key for key, _ in lexical.result()]])[:k]
         with store_lock:  # the store is shared with writers
             chunks = store.chunks_by_faiss_ids([key for key, _ in ranked])
             missing = [chunks[key].chunk_id for key, _ in ranked if key not in dense and key in chunks]

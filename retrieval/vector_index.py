@@ -1,22 +1,32 @@
 """FAISS index keyed by FAISS ids derived from chunk ids; inner product on normalised vectors.
 
-Below ``EXACT_LIMIT`` vectors the index is exact (flat); above, IVF-flat, which keeps
-``remove_ids`` (HNSW cannot delete). The limit comes from benchs/bench_index.py on a 2-core box.
-How many lists a query probes comes from benchs/bench_scale.py (README "Scale"): MiniLM vectors are not
-clustered enough for IVF's usual few probes (16 probes found 64% of the exact top 10 at 100k chunks, 69% at 1M).
-Recall@10 reached 0.95 with 256 of 1,264 lists at 100k and 512 of 4,000 at 1M: the probe count grows like
-nlist^0.6 through those two points.
+Below ``EXACT_LIMIT`` vectors the index is exact (flat); above, HNSW (benchs/bench_scale.py, README "Scale"):
+MiniLM vectors are not clustered enough for IVF's few probes (recall@10 0.95 needed 512 of 4,000 lists at 1M
+chunks, 7.6 ms a query), where HNSW reaches it in about a millisecond. HNSW cannot delete, so a removed vector is
+a tombstone: its id becomes -1 in the id map (saved with the index) and searches skip ids below 0; a commit
+rebuilds the index once tombstones pass ``HNSW_REBUILD_SHARE``. IVF files written before still load and update.
 """
 from __future__ import annotations
 
 import math
 import os
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import faiss
 import numpy as np
 
 EXACT_LIMIT = 50_000
+HNSW_M = 32                  # links a node; 64 gained little recall for twice the graph
+HNSW_EF_CONSTRUCTION = 64
+HNSW_REBUILD_SHARE = 0.2     # tombstones past this share of the index: the next commit builds it afresh
+_LIVE = faiss.IDSelectorRange(0, 1 << 62)   # every real id (60-bit, >= 0); tombstones are -1
+
+
+def hnsw_ef(n: int) -> int:
+    """Candidates a query explores: recall@10 >= 0.95 measured at 100k and 1M chunks (benchs/bench_scale.py)."""
+    return 256 if n <= 200_000 else 512
 
 
 def ivf_nprobe(nlist: int) -> int:
@@ -29,9 +39,49 @@ def gpu_count() -> int:
     return faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
 
 
+class _ReadWriteLock:
+    """Searches share the index; a commit's in-place change waits for the running ones and holds new ones off (an id
+    map reallocated under a running search is a crash, not a wrong answer). A waiting writer goes first."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._readers = self._writers_waiting = 0
+        self._writing = False
+
+    @contextmanager
+    def reading(self):
+        with self._cond:
+            self._cond.wait_for(lambda: not self._writing and not self._writers_waiting)
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                self._cond.notify_all()
+
+    @contextmanager
+    def writing(self):
+        with self._cond:
+            self._writers_waiting += 1
+            self._cond.wait_for(lambda: not self._writing and self._readers == 0)
+            self._writers_waiting -= 1
+            self._writing = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writing = False
+                self._cond.notify_all()
+
+
 class VectorIndex:
     def __init__(self, index: faiss.Index):
         self.cpu_index = index
+        self._lock = _ReadWriteLock()
+        self._hnsw = (isinstance(index, faiss.IndexIDMap2)
+                      and isinstance(faiss.downcast_index(index.index), faiss.IndexHNSW))
+        self.tombstones = int((faiss.vector_to_array(index.id_map) < 0).sum()) if self._hnsw else 0
         self._refresh_device()
 
     @property
@@ -40,24 +90,43 @@ class VectorIndex:
 
     @property
     def size(self) -> int:
-        return self.cpu_index.ntotal
+        """Live vectors (tombstones not counted)."""
+        return self.cpu_index.ntotal - self.tombstones
 
     @property
     def kind(self) -> str:
-        return "ivf" if isinstance(self.cpu_index, faiss.IndexIVF) else "flat"
+        return "hnsw" if self._hnsw else "ivf" if isinstance(self.cpu_index, faiss.IndexIVF) else "flat"
+
+    @property
+    def needs_rebuild(self) -> bool:
+        return self.tombstones > HNSW_REBUILD_SHARE * max(1, self.cpu_index.ntotal)
 
     def remove(self, faiss_ids: np.ndarray) -> None:
-        self.cpu_index.remove_ids(np.asarray(faiss_ids, dtype=np.int64))
-        self._refresh_device()
+        faiss_ids = np.asarray(faiss_ids, dtype=np.int64)
+        if not len(faiss_ids):
+            return
+        with self._lock.writing():
+            if self._hnsw:
+                id_map = faiss.vector_to_array(self.cpu_index.id_map)
+                gone = np.isin(id_map, faiss_ids)
+                id_map[gone] = -1
+                faiss.copy_array_to_vector(id_map, self.cpu_index.id_map)
+                self.cpu_index.construct_rev_map()
+                self.tombstones += int(gone.sum())
+            else:
+                self.cpu_index.remove_ids(faiss_ids)
+            self._refresh_device()
 
     def add(self, faiss_ids: np.ndarray, vectors: np.ndarray) -> None:
-        self.cpu_index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), np.asarray(faiss_ids, dtype=np.int64))
-        self._refresh_device()
+        with self._lock.writing():
+            self.cpu_index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32),
+                                        np.asarray(faiss_ids, dtype=np.int64))
+            self._refresh_device()
 
     def _refresh_device(self) -> None:
         # The GPU copy is a clone: after a change on the CPU side, copy again.
         self.index = self.cpu_index
-        if gpu_count() > 0 and _gpu_supported(self.cpu_index):
+        if gpu_count() > 0 and not self._hnsw and _gpu_supported(self.cpu_index):   # faiss-gpu has no HNSW
             self.index = faiss.index_cpu_to_all_gpus(self.cpu_index)
 
     @classmethod
@@ -66,12 +135,10 @@ class VectorIndex:
         if n < exact_limit:
             index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
         else:
-            # IVF keeps ids itself; wrapped in IndexIDMap its remove_ids maps ids wrongly.
-            quantizer = faiss.IndexFlatIP(dim)
-            index = faiss.IndexIVFFlat(quantizer, dim, int(4 * math.sqrt(n)), faiss.METRIC_INNER_PRODUCT)
-            index.train(vectors)
-            index.nprobe = ivf_nprobe(index.nlist)
-            quantizer.this.disown()
+            graph = faiss.IndexHNSWFlat(dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
+            graph.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+            index = faiss.IndexIDMap2(graph)
+            graph.this.disown()
             index.own_fields = True
         if n:
             index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids.astype(np.int64))
@@ -82,13 +149,22 @@ class VectorIndex:
         if self.size == 0:
             q = len(queries)
             return np.zeros((q, 0), dtype=np.float32), np.zeros((q, 0), dtype=np.int64)
-        return self.index.search(np.ascontiguousarray(queries, dtype=np.float32), min(k, self.size))
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        with self._lock.reading():
+            if not self._hnsw:
+                return self.index.search(queries, min(k, self.size))
+            params = faiss.SearchParametersHNSW()
+            params.efSearch = max(hnsw_ef(self.size), k)
+            if self.tombstones:
+                params.sel = _LIVE
+            return self.index.search(queries, min(k, self.size), params=params)
 
     def save(self, path: Path) -> None:
         """Write aside, then rename: a crash leaves whatever was at ``path`` before."""
         path = Path(path)
         tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-        faiss.write_index(self.cpu_index, str(tmp))
+        with self._lock.reading():
+            faiss.write_index(self.cpu_index, str(tmp))
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)

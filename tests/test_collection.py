@@ -119,17 +119,41 @@ def test_a_new_encoder_reembeds_the_whole_collection(kb, collection, fake_encode
     assert Collection(collection.directory, other).store.get_meta("encoder") == "fake@2"
 
 
-def test_large_collections_switch_to_ivf_and_deletions_still_work(tmp_path, fake_encoder):
+def test_large_collections_switch_to_hnsw_and_deletions_still_work(tmp_path, fake_encoder):
     root = tmp_path / "many"
     make_kb(root, {f"doc{i}.txt": f"topic{i} alpha{i % 7} beta{i % 11}" for i in range(60)})
-    collection = Collection(tmp_path / "home" / "big", fake_encoder, create=True, exact_limit=50)
+    collection = Collection(tmp_path / "home" / "big", fake_encoder, create=True, exact_limit=30)
     collection.ingest(root, chunker(fake_encoder))
-    assert collection.stats()["index"] == "ivf" and collection.index.size == 60
+    assert collection.stats()["index"] == "hnsw" and collection.index.size == 60
     (root / "doc3.txt").unlink()
     collection.ingest(root, chunker(fake_encoder))
     ids = collection.index.search(fake_encoder.encode(["topic3 alpha3 beta3"]), 60)[1][0]
     stored = {c.faiss_id for c in collection.store.all_chunks()}
     assert collection.index.size == 59 and set(int(i) for i in ids if i >= 0) <= stored
+    assert collection.index.tombstones == 1           # updated in place, the removed vector a tombstone
+    for i in range(4, 20):                            # past the tombstone share: the commit builds afresh
+        (root / f"doc{i}.txt").unlink()
+    collection.ingest(root, chunker(fake_encoder))
+    assert collection.index.size == 43 and collection.index.tombstones == 0
+    reopened = Collection(collection.directory, fake_encoder, exact_limit=30)
+    assert reopened.index.size == 43 and reopened.stats()["index"] == "hnsw"
+
+
+def test_an_ivf_index_an_older_kbqa_wrote_is_served_then_replaced_at_the_next_commit(tmp_path, fake_encoder):
+    from tests.test_vector_index_and_fusion import ivf_index
+
+    root = tmp_path / "many"
+    make_kb(root, {f"doc{i}.txt": f"topic{i} alpha{i % 7} beta{i % 11}" for i in range(60)})
+    collection = Collection(tmp_path / "home" / "big", fake_encoder, create=True, exact_limit=50)
+    collection.ingest(root, chunker(fake_encoder))
+    ids, vectors = collection.store.all_vectors()
+    ivf_index(ids, vectors, nlist=4).save(collection.generations.path(collection.store.generation))
+    old = Collection(collection.directory, fake_encoder, exact_limit=50)
+    assert old.stats()["index"] == "ivf" and old.index.size == 60
+    assert old.search("topic5 alpha5 beta5", k=1)
+    (root / "doc3.txt").unlink()
+    old.ingest(root, chunker(fake_encoder))
+    assert old.stats()["index"] == "hnsw" and old.index.size == 59
 
 
 def test_promotion_swaps_encoder_and_index_and_a_running_reader_follows(kb, collection, fake_encoder, tmp_path):

@@ -10,17 +10,78 @@ def unit_rows(n, dim, seed=0):
     return rows / np.linalg.norm(rows, axis=1, keepdims=True)
 
 
-@pytest.mark.parametrize("exact_limit,kind", [(1000, "flat"), (10, "ivf")])
-def test_remove_and_add_keep_ids_right(exact_limit, kind):
+def ivf_index(ids, vectors, nlist: int = 16) -> VectorIndex:
+    """An IVF index as an older kbqa built them above the exact limit."""
+    import faiss
+
+    from retrieval.vector_index import ivf_nprobe
+
+    ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(vectors.shape[1]), vectors.shape[1], nlist, faiss.METRIC_INNER_PRODUCT)
+    ivf.train(vectors)
+    ivf.nprobe = ivf_nprobe(nlist)
+    ivf.add_with_ids(vectors, np.asarray(ids, dtype=np.int64))
+    return VectorIndex(ivf)
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw", "ivf"])
+def test_remove_and_add_keep_ids_right(kind, tmp_path):
     vectors = unit_rows(300, 16)
     ids = np.arange(300, dtype=np.int64) * 10 + 5
-    index = VectorIndex.build(ids, vectors, 16, exact_limit=exact_limit)
+    index = ivf_index(ids, vectors) if kind == "ivf" else VectorIndex.build(
+        ids, vectors, 16, exact_limit=1000 if kind == "flat" else 10)
     assert index.kind == kind
     index.remove(ids[:100])
+    assert index.size == 200
     scores, found = index.search(vectors[150:151], 1)
     assert found[0, 0] == ids[150] and scores[0, 0] == pytest.approx(1.0, abs=1e-5)
+    _, every = index.search(vectors[:5], 300)      # a removed vector never comes back, even as its own match
+    assert not set(every.ravel().tolist()) & set(ids[:100].tolist())
     index.add(np.array([7]), vectors[:1])
     assert index.search(vectors[:1], 1)[1][0, 0] == 7 and index.size == 201
+    index.add(ids[1:2], vectors[1:2])                # a removed id comes back (a chunk rewritten in place)
+    assert index.search(vectors[1:2], 1)[1][0, 0] == ids[1] and index.size == 202
+    index.save(tmp_path / "i.faiss")                 # tombstones are part of the file
+    loaded = VectorIndex.load(tmp_path / "i.faiss")
+    assert loaded.kind == kind and loaded.size == 202
+    assert not set(loaded.search(vectors[:5], 300)[1].ravel().tolist()) & set(ids[2:100].tolist())
+
+
+def test_hnsw_asks_for_a_rebuild_when_tombstones_pile_up():
+    from retrieval.vector_index import HNSW_REBUILD_SHARE
+
+    vectors = unit_rows(200, 16)
+    index = VectorIndex.build(np.arange(200), vectors, 16, exact_limit=10)
+    index.remove(np.arange(int(200 * HNSW_REBUILD_SHARE)))
+    assert not index.needs_rebuild
+    index.remove(np.arange(int(200 * HNSW_REBUILD_SHARE), int(200 * HNSW_REBUILD_SHARE) + 2))
+    assert index.needs_rebuild
+
+
+def test_searches_running_while_the_index_changes_see_no_torn_state():
+    import threading
+
+    vectors = unit_rows(2000, 16)
+    index = VectorIndex.build(np.arange(2000), vectors, 16, exact_limit=10)
+    stop, errors = threading.Event(), []
+
+    def search():
+        while not stop.is_set():
+            try:
+                _, found = index.search(vectors[:8], 10)
+                assert found.shape == (8, 10)
+            except Exception as exc:   # reported below
+                errors.append(exc)
+
+    readers = [threading.Thread(target=search) for _ in range(4)]
+    for r in readers:
+        r.start()
+    for i in range(40):   # removals and additions that grow and rewrite the id map under the readers
+        index.remove(np.arange(i * 10, i * 10 + 10))
+        index.add(np.arange(10_000 + i * 10, 10_000 + i * 10 + 10), vectors[i * 10:i * 10 + 10])
+    stop.set()
+    for r in readers:
+        r.join()
+    assert not errors and index.size == 2000
 
 
 def test_save_is_atomic(tmp_path, monkeypatch):
@@ -84,10 +145,8 @@ def test_ivf_probes_as_many_lists_as_recall_needs_when_built_and_when_loaded(tmp
 
     from retrieval.vector_index import VectorIndex, ivf_nprobe
 
-    rng = np.random.default_rng(0)
-    vectors = rng.normal(size=(2000, 16)).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    index = VectorIndex.build(np.arange(2000), vectors, 16, exact_limit=1000)
+    vectors = unit_rows(2000, 16)
+    index = ivf_index(np.arange(2000), vectors, nlist=64)
     assert ivf_nprobe(1264) >= 256 and ivf_nprobe(4000) >= 512 and ivf_nprobe(4000) < 600 and ivf_nprobe(10) == 10
     assert index.kind == "ivf" and index.cpu_index.nprobe == ivf_nprobe(index.cpu_index.nlist)
     index.cpu_index.nprobe = 1                     # as a file written by an older kbqa would have it
