@@ -165,6 +165,12 @@ def open_and_search(directory: Path, pool_path: Path, data: Path) -> dict:
         out[mode] = [float(np.percentile(times, 50) * 1000), float(np.percentile(times, 95) * 1000)]
     out["query_encode_ms"] = float(np.percentile(encode_times, 50) * 1000)
     out["rss_mb"] = rss_mb()
+    # Correctness of the served index: its dense top 10 against exact search over every stored vector.
+    ids, vectors = collection.store.all_vectors()
+    queries = np.stack([encoder.known[q] for q in asked]).astype(np.float32)
+    truth = ids[np.argsort(-(queries @ vectors.T), axis=1)[:, :10]]
+    found = collection.index.search(queries, 10)[1]
+    out["dense_recall_at_10"] = float(np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth)]))
     out["index"] = collection.stats()["index"]
     return out
 
@@ -176,9 +182,11 @@ def rss_mb() -> float:
     return float("nan")
 
 
-def index_choice(vectors: np.ndarray, queries: np.ndarray, n: int) -> list[dict]:
+def index_choice(vectors: np.ndarray, queries: np.ndarray, n: int, kinds=("ivf", "hnsw")) -> list[dict]:
     """Recall@10 against exact search and per-query latency of the FAISS candidates on these vectors."""
     import faiss
+
+    from retrieval.vector_index import HNSW_EF_CONSTRUCTION, HNSW_M
 
     dim = vectors.shape[1]
     exact = faiss.IndexFlatIP(dim)
@@ -200,7 +208,8 @@ def index_choice(vectors: np.ndarray, queries: np.ndarray, n: int) -> list[dict]
 
     timed(exact, "flat (exact)", 0.0)
     # kbqa's nlist (4 sqrt(n)) and a finer one; past 200k only kbqa's (k-means on 2 cores takes minutes).
-    for nlist in sorted({int(4 * np.sqrt(n))} | ({int(16 * np.sqrt(n))} if n <= 200_000 else set())):
+    for nlist in sorted({int(4 * np.sqrt(n))} | ({int(16 * np.sqrt(n))} if n <= 200_000 else set())
+                        if "ivf" in kinds else []):
         if nlist * 39 > n:
             continue
         t0 = time.perf_counter()
@@ -223,20 +232,20 @@ def index_choice(vectors: np.ndarray, queries: np.ndarray, n: int) -> list[dict]
                 if nprobe <= nlist // 2:
                     sq.nprobe = nprobe
                     timed(sq, f"IVF{nlist},SQ8 nprobe {nprobe}", build)
-    if n > 200_000:        # HNSW cannot delete (kbqa needs it) and takes many minutes to build here at 1M
+    if "hnsw" not in kinds:
         return rows
-    t0 = time.perf_counter()
-    hnsw = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
-    hnsw.hnsw.efConstruction = 64
+    t0 = time.perf_counter()   # kbqa's HNSW (retrieval/vector_index.py): removals are tombstones
+    hnsw = faiss.IndexHNSWFlat(dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
+    hnsw.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
     hnsw.add(vectors)
     build = time.perf_counter() - t0
-    for ef in (32, 64, 128, 256, 512):
+    for ef in (64, 128, 256, 384, 512, 768):
         hnsw.hnsw.efSearch = ef
-        timed(hnsw, f"HNSW32 efSearch {ef} (cannot delete)", build)
+        timed(hnsw, f"HNSW{HNSW_M} efSearch {ef}", build)
     return rows
 
 
-def measure(n: int, data: Path, pool: list[str], pool_path: Path, real) -> dict:
+def measure(n: int, data: Path, pool: list[str], pool_path: Path, real, with_choice: bool = True) -> dict:
     from retrieval.collection import Collection
 
     kb = WORK / f"kb-{n}"
@@ -272,7 +281,7 @@ def measure(n: int, data: Path, pool: list[str], pool_path: Path, real) -> dict:
 
     ids, vectors = collection.store.all_vectors()
     asked = questions(data)
-    choice = index_choice(vectors, real.encode(asked), n)
+    choice = index_choice(vectors, real.encode(asked), n) if with_choice else []
     texts = [document(i, pool)["text"] for i in range(2000)]
     t0 = time.perf_counter()
     real.encode(texts)
@@ -298,13 +307,14 @@ def choice_only(args, real) -> None:
     rows = []
     for n in args.sizes:
         _, vectors = ChunkStore(WORK / f"collection-{n}" / "store.sqlite").all_vectors()
-        for c in index_choice(vectors, asked, n):
+        for c in index_choice(vectors, asked, n, args.kinds):
             print(n, c, flush=True)
             rows.append((n, c))
     publish([f"`python benchs/bench_scale.py --choice-only --sizes {' '.join(map(str, args.sizes))}`. CPU: "
              f"{describe()}. FAISS candidates on the collections' vectors (composed from real MiniLM sentence "
              "vectors), 200 real dev questions one at a time, recall@10 against exact search.", ""]
-            + choice_table(rows), args.out.with_name("bench_scale_index_choice.md"))
+            + choice_table(rows), args.out.with_name(f"bench_scale_index_choice_{'_'.join(args.kinds)}.md"
+                                                      if args.kinds != ["ivf", "hnsw"] else "bench_scale_index_choice.md"))
 
 
 def main() -> None:
@@ -314,6 +324,8 @@ def main() -> None:
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--choice-only", action="store_true",
                         help="only the FAISS comparison, on the collections an earlier run left (.kbqa-bench/scale)")
+    parser.add_argument("--no-choice", action="store_true", help="skip the FAISS comparison (--choice-only runs it)")
+    parser.add_argument("--kinds", nargs="+", default=["ivf", "hnsw"], help="index kinds --choice-only compares")
     parser.add_argument("--out", type=Path, default=Path("benchs/results/bench_scale.md"))
     args = parser.parse_args()
     if args.child:
@@ -328,7 +340,7 @@ def main() -> None:
         return
     results = []
     for n in args.sizes:
-        result = measure(n, args.data, pool, pool_path, real)
+        result = measure(n, args.data, pool, pool_path, real, with_choice=not args.no_choice)
         print(json.dumps(result), flush=True)
         results.append(result)
     lines = [f"`python benchs/bench_scale.py --sizes {' '.join(map(str, args.sizes))}`. CPU: {describe()}. "
@@ -337,17 +349,18 @@ def main() -> None:
              "apart). Medians of one run.", "",
              "| chunks | fresh ingest without encoding (s) | chunks/s | MiniLM encoding (chunks/s) | index | open (s) | "
              "RSS after open / after 200 searches (MB) | on disk (MB) | hybrid p50 / p95 (ms) | dense p50 / p95 (ms) | "
-             "bm25 p50 / p95 (ms) | + query encoding p50 (ms) | 100 changed documents (s) |",
-             "|---" * 13 + "|"]
+             "bm25 p50 / p95 (ms) | dense recall@10 | + query encoding p50 (ms) | 100 changed documents (s) |",
+             "|---" * 14 + "|"]
     for r in results:
         lines.append(f"| {r['n']:,} | {r['ingest_s']:.1f} | {r['n'] / r['ingest_s']:.0f} | {r['encode_rate']:.0f} | "
                      f"{r['index']} | {r['open_s']:.2f} | {r['rss_open_mb']:.0f} / {r['rss_mb']:.0f} | "
                      f"{r['disk_mb']:.0f} | {r['hybrid'][0]:.1f} / {r['hybrid'][1]:.1f} | "
                      f"{r['dense'][0]:.1f} / {r['dense'][1]:.1f} | {r['bm25'][0]:.1f} / {r['bm25'][1]:.1f} | "
-                     f"{r['query_encode_ms']:.1f} | {r['incremental_s']:.1f} |")
-    lines += ["", "FAISS candidates on each collection's vectors (200 real question vectors, one at a time; "
-              "recall@10 against exact search):", ""]
-    lines += choice_table([(r["n"], c) for r in results for c in r["choice"]])
+                     f"{r['dense_recall_at_10']:.3f} | {r['query_encode_ms']:.1f} | {r['incremental_s']:.1f} |")
+    if not args.no_choice:
+        lines += ["", "FAISS candidates on each collection's vectors (200 real question vectors, one at a time; "
+                  "recall@10 against exact search):", ""]
+        lines += choice_table([(r["n"], c) for r in results for c in r["choice"]])
     publish(lines, args.out)
 
 
