@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One session on a lent GPU machine (issue 16): kbqa's GPU path measured, then the test suite run there.
 # The machine has its own torch/CUDA and no registry; the other packages travel as wheels in .whl/, the models'
-# configs and tokenizers in .gpu-assets/ (benchs/gpu_check.py --make-assets). Writes everything under $OUT.
+# configs and tokenizers in .gpu-assets/ (both made by benchs/gpu_wheels.sh). Writes everything under $OUT.
 #   bash benchs/gpu_session.sh [seconds left for the tests]
 set -u
 OUT=${OUT:-/tmp/kbqa-gpu-out}

@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import shutil
+import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,6 +133,7 @@ class BM25Index:
         self._norms = [(K1 * (1 - B + B * np.asarray(seg.lengths, dtype=np.float32) / avg)).astype(np.float32)
                        for seg in (main, delta)]
         self._saturated: list[np.ndarray | None] = [None, None]
+        self._saturating = threading.Lock()   # concurrent first queries compute it once (251 MB at 1M chunks)
         self._dead_rows = np.flatnonzero(dead)
 
     @classmethod
@@ -217,9 +219,11 @@ class BM25Index:
         order of its counts: a query then multiplies contiguous slices by idf instead of gathering each chunk's
         length (at 1M chunks the gather was most of a query's time). Computed on first use; fixed for this index."""
         if self._saturated[s] is None:
-            counts = (self.main, self.delta)[s].counts
-            tf = np.asarray(counts.data, dtype=np.float32)
-            self._saturated[s] = tf / (tf + self._norms[s][counts.indices])
+            with self._saturating:
+                if self._saturated[s] is None:
+                    counts = (self.main, self.delta)[s].counts
+                    tf = np.asarray(counts.data, dtype=np.float32)
+                    self._saturated[s] = tf / (tf + self._norms[s][counts.indices])
         return self._saturated[s]
 
     # --- persistence ------------------------------------------------------------------------------
