@@ -164,17 +164,21 @@ class Collection:
             self.store.set_meta("encoder", encoder.encoder_id)
             generation = old_generation + 1
             self.store.set_meta("generation", str(generation))
-            self.generations.commit(generation, encoder.dim, current, removed_ids, added_ids, added_vectors)
+            index = self.generations.commit(generation, encoder.dim, current, removed_ids, added_ids, added_vectors)
             # BM25 gets the change only: the added chunks are tokenised, the removed marked dead (retrieval/bm25.py).
             bm25 = (bm25.updated(removed_ids, added_ids, added_texts) if bm25 is not None
                     else self.generations.build_bm25())
             self.generations.save_bm25(bm25, generation)
-        self._published(generation)
+        self._published(generation, SearchSnapshot(encoder, index, bm25) if index is not None else None)
 
-    def _published(self, generation: int) -> None:
-        """After a commit: drop older index files and reload the indexes (and BM25) from what was committed."""
+    def _published(self, generation: int, committed: SearchSnapshot | None = None) -> None:
+        """After a commit: drop older index files and serve what was committed: ``committed`` (the indexes the
+        commit wrote, still in memory: at 1M chunks reading the index back took seconds), else reloaded."""
         self.generations.prune(keep=generation)
         with self._lock:
+            if committed is not None and self.store.generation == generation:
+                self._snapshot, self._generation = committed, generation
+                return
             self._generation = -1
             self.refresh()
 

@@ -66,10 +66,11 @@ class IndexGenerations:
         return VectorIndex.build(ids, vectors, dim, self.exact_limit)
 
     def commit(self, generation: int, dim: int, current: VectorIndex | None, removed_ids: list[int],
-               added_ids: list[int], added_vectors: list[np.ndarray]) -> None:
+               added_ids: list[int], added_vectors: list[np.ndarray]) -> VectorIndex:
         """Write generation ``generation``'s index (inside the store's open transaction, whose chunks already hold
         the change): ``current`` (the served index of the generation before) with the change applied, or, without
-        one or when the index type must switch, a fresh build from every stored vector."""
+        one or when the index type must switch, a fresh build from every stored vector. Returns the index written, so
+        the committing process serves it without reading the file back."""
         wants_exact = self.store.counts()["chunks"] < self.exact_limit
         # Built afresh also once for an IVF index an older kbqa wrote, and when HNSW tombstones pile up.
         if current is None or wants_exact != (current.kind == "flat") or current.kind == "ivf":
@@ -82,6 +83,7 @@ class IndexGenerations:
             if index.needs_rebuild:
                 index = self.build(dim)
         index.save(self.path(generation))
+        return index
 
     def drop(self) -> None:
         """Everything kept outside the collection's folder (nothing, for FAISS files): the collection is deleted."""
