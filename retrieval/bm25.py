@@ -214,6 +214,12 @@ class BM25Index:
         order = np.argsort(-scores, kind="stable")[:k]
         return [(int(keys[i]), float(scores[i])) for i in order]
 
+    def warm(self) -> "BM25Index":
+        """Compute what the first query would (the saturation arrays), e.g. before a commit publishes this index."""
+        for s in (0, 1):
+            self._saturation(s)
+        return self
+
     def _saturation(self, s: int) -> np.ndarray:
         """Segment ``s``'s tf / (tf + K1 (1 - B + B dl / avgdl)) for every stored (term, chunk) count, in the term-major
         order of its counts: a query then multiplies contiguous slices by idf instead of gathering each chunk's

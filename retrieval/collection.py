@@ -169,7 +169,8 @@ class Collection:
             bm25 = (bm25.updated(removed_ids, added_ids, added_texts) if bm25 is not None
                     else self.generations.build_bm25())
             self.generations.save_bm25(bm25, generation)
-        self._published(generation, SearchSnapshot(encoder, index, bm25) if index is not None else None)
+        # Warmed before it is served: at 1M chunks the first query after a commit paid 150-360 ms for it.
+        self._published(generation, SearchSnapshot(encoder, index, bm25.warm()) if index is not None else None)
 
     def _published(self, generation: int, committed: SearchSnapshot | None = None) -> None:
         """After a commit: drop older index files and serve what was committed: ``committed`` (the indexes the
