@@ -1,4 +1,5 @@
-"""100 changed documents at scale, served index handed over in memory vs read back from disk after the commit.
+"""100 changed documents at scale, served index handed over in memory vs read back from disk after the commit; and
+how long the first search after each commit takes.
 
     python benchs/bench_scale_incremental.py --data PATH/TO/shared/data [--size 1000000] [--rounds 2]
 
@@ -26,7 +27,7 @@ from benchs.common import publish  # noqa: E402
 from retrieval.generation.cpu import describe  # noqa: E402
 
 
-def one_process(data: Path, size: int, rounds: int, reload: bool) -> list[float]:
+def one_process(data: Path, size: int, rounds: int, reload: bool) -> tuple[list[float], list[float]]:
     import retrieval.collection as collection_module
 
     if reload:   # the way before: every commit's indexes read back from disk
@@ -37,7 +38,7 @@ def one_process(data: Path, size: int, rounds: int, reload: bool) -> list[float]
     kb, shard = bs.WORK / f"kb-{size}", bs.WORK / f"kb-{size}" / "shard-00000.jsonl"
     collection = collection_module.Collection(bs.WORK / f"collection-{size}", encoder)
     collection.search("warm up", 5)
-    original, times = shard.read_text(), []
+    original, times, first_search = shard.read_text(), [], []
     try:
         for version in range(2, 2 + rounds):
             shard.write_text("".join(json.dumps(bs.document(i, pool, version=version)) + "\n" for i in range(bs.CHANGED)))
@@ -45,13 +46,15 @@ def one_process(data: Path, size: int, rounds: int, reload: bool) -> list[float]
             report = collection.ingest(kb, bs.chunker())
             times.append(time.perf_counter() - start)
             assert report.changed == [shard.name] and collection.index.size == size, report.changed
+            start = time.perf_counter()
             assert collection.search("how do I reset my password", 5)
+            first_search.append(time.perf_counter() - start)
     finally:
         shard.write_text(original)
         start = time.perf_counter()
         collection.ingest(kb, bs.chunker())
         times.append(time.perf_counter() - start)
-    return times
+    return times, first_search
 
 
 def main() -> None:
@@ -73,11 +76,13 @@ def main() -> None:
         print(way, rows[way][-1], flush=True)
     lines = [f"`python benchs/bench_scale_incremental.py --size {args.size}`. CPU: {describe()}. Seconds per ingest of 100 "
              f"changed documents ({args.rounds} rounds, then the restore), each way in two fresh processes.", "",
-             "| after the commit | process | ingests (s) | median (s) |", "|---|---|---|---|"]
+             "| after the commit | process | ingests (s) | median (s) | first search after each (ms) |",
+             "|---|---|---|---|---|"]
     for way, label in (("reload", "indexes read back from disk (before)"), ("handoff", "committed indexes served from memory")):
-        for n, times in enumerate(rows[way], 1):
+        for n, (times, first) in enumerate(rows[way], 1):
             lines.append(f"| {label} | {n} | {' / '.join(f'{t:.2f}' for t in times)} | "
-                         f"{np.median([t for r in rows[way] for t in r]):.2f} |")
+                         f"{np.median([t for r, _ in rows[way] for t in r]):.2f} | "
+                         f"{' / '.join(f'{t * 1000:.0f}' for t in first)} |")
     publish(lines, args.out)
 
 
