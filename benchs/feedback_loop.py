@@ -33,7 +33,7 @@ from benchs.answer_data import DATASETS, retrieval_rows  # noqa: E402
 from benchs.common import BENCH_HOME, open_collection  # noqa: E402
 from distill.generator_data import feedback_examples, mined_faq_examples, read_examples  # noqa: E402
 from distill.generator_train import SHIPPED_EXAMPLES, GeneratorTrainConfig, train_generator  # noqa: E402
-from distill.metrics import token_f1  # noqa: E402
+from distill.metrics import paired_interval, token_f1  # noqa: E402
 from retrieval.generation.cpu import describe  # noqa: E402
 from retrieval.models import GENERATOR_BASE, model_path  # noqa: E402
 from serve.feedback import FeedbackStore  # noqa: E402
@@ -73,8 +73,6 @@ def paired(data: Path, per_dataset: int = 60) -> None:
     import glob
     import random
 
-    import numpy as np
-
     def cached(pattern: str) -> dict:
         [path] = glob.glob(str(BENCH_HOME / "answers" / pattern))
         return {r["key"]: r for r in map(json.loads, Path(path).read_text().splitlines())}
@@ -87,11 +85,9 @@ def paired(data: Path, per_dataset: int = 60) -> None:
             f1 = [0.0 if a[row["id"]]["abstained"] else token_f1(a[row["id"]]["answer"], row["reference"])
                   for a in (feedback, shipped)]
             diffs.append(f1[0] - f1[1])
-    d = np.array(diffs)
-    boot = np.random.default_rng(0).choice(d, (5000, len(d))).mean(axis=1)
-    low, high = np.percentile(boot, [2.5, 97.5])
-    print(f"feedback adapter - shipped adapter, token-F1 over {len(d)} answerable report questions: "
-          f"{d.mean():+.3f} (95% paired bootstrap interval {low:+.3f} .. {high:+.3f})")
+    mean, low, high = paired_interval(diffs, [0.0] * len(diffs), rounds=5000)
+    print(f"feedback adapter - shipped adapter, token-F1 over {len(diffs)} answerable report questions: "
+          f"{mean:+.3f} (95% paired bootstrap interval {low:+.3f} .. {high:+.3f})")
 
 
 def main() -> None:

@@ -29,7 +29,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from benchs.answer_data import DATASETS, retrieval_rows  # noqa: E402
 from benchs.answer_trust import Served, sample  # noqa: E402
 from benchs.common import BENCH_HOME, dataset_files, load_questions, open_collection, publish, split_of  # noqa: E402
-from distill.metrics import ranking_metrics, token_f1  # noqa: E402
+from distill.metrics import paired_interval, ranking_metrics, token_f1  # noqa: E402
 from retrieval.encoder import SentenceEncoder  # noqa: E402
 from retrieval.generation.cpu import describe  # noqa: E402
 from retrieval.models import STUDENT_START, model_path  # noqa: E402
@@ -37,11 +37,9 @@ from serve.service import KbqaService  # noqa: E402
 from serve.settings import Settings  # noqa: E402
 
 
-def paired_interval(diffs: list[float]) -> str:
-    d = np.array(diffs)
-    boot = np.random.default_rng(0).choice(d, (5000, len(d))).mean(axis=1)
-    low, high = np.percentile(boot, [2.5, 97.5])
-    return f"{d.mean():+.4f} [{low:+.4f}, {high:+.4f}]"
+def paired(diffs: list[float]) -> str:
+    mean, low, high = paired_interval(diffs, [0.0] * len(diffs), rounds=5000)
+    return f"{mean:+.4f} [{low:+.4f}, {high:+.4f}]"
 
 
 def generator_check(data: Path, per_dataset: int, gap_per_dataset: int) -> list[str]:
@@ -71,11 +69,11 @@ def generator_check(data: Path, per_dataset: int, gap_per_dataset: int) -> list[
         f"{len(diff)} answerable report questions ({per_dataset} a set), {len(gap_diff)} gap questions "
         f"({gap_per_dataset} a set).", "",
         "| | float32 | bfloat16 | bfloat16 - float32, 95% paired interval |", "|---|---|---|---|",
-        f"| token-F1 | {np.mean(f1['float32']):.4f} | {np.mean(f1['bfloat16']):.4f} | {paired_interval(diff)} |",
+        f"| token-F1 | {np.mean(f1['float32']):.4f} | {np.mean(f1['bfloat16']):.4f} | {paired(diff)} |",
         f"| false abstention (full KB) | {np.mean(abstained['float32']):.3f} | {np.mean(abstained['bfloat16']):.3f} | "
-        f"{paired_interval([b - a for a, b in zip(abstained['float32'], abstained['bfloat16'])])} |",
+        f"{paired([b - a for a, b in zip(abstained['float32'], abstained['bfloat16'])])} |",
         f"| gap recall | {np.mean(gap_refused['float32']):.3f} | {np.mean(gap_refused['bfloat16']):.3f} | "
-        f"{paired_interval(gap_diff)} |",
+        f"{paired(gap_diff)} |",
         f"| same answer text | | {np.mean(same):.3f} | |", ""]
 
 
@@ -104,9 +102,9 @@ def encoder_check(data: Path) -> list[str]:
         all_diffs += diffs
         cosine = float((vectors["float32"] * vectors["float16"]).sum(axis=1).min())
         lines.append(f"| {name} | {len(questions)} | {len(chunks)} | {np.mean(ndcg['float32']):.4f} | "
-                     f"{np.mean(ndcg['float16']):.4f} | {paired_interval(diffs)} | {cosine:.6f} |")
+                     f"{np.mean(ndcg['float16']):.4f} | {paired(diffs)} | {cosine:.6f} |")
         print(lines[-1], flush=True)
-    lines += [f"| all | {len(all_diffs)} | | | | {paired_interval(all_diffs)} | |", ""]
+    lines += [f"| all | {len(all_diffs)} | | | | {paired(all_diffs)} | |", ""]
     return lines
 
 

@@ -72,16 +72,15 @@ class IndexGenerations:
         one or when the index type must switch, a fresh build from every stored vector. Returns the index written, so
         the committing process serves it without reading the file back."""
         wants_exact = self.store.counts()["chunks"] < self.exact_limit
-        # Built afresh also once for an IVF index an older kbqa wrote, and when HNSW tombstones pile up.
-        if current is None or wants_exact != (current.kind == "flat") or current.kind == "ivf":
+        # Built afresh also once for an IVF index an older kbqa wrote, and when HNSW tombstones would pile up.
+        if current is None or wants_exact != (current.kind == "flat") or current.kind == "ivf" \
+                or current.would_need_rebuild(len(removed_ids), len(added_ids)):
             index = self.build(dim)
-        else:   # update the served index in place: it is replaced by the reload after the commit anyway
+        else:   # update the served index in place: it goes on serving as this generation's (Collection._published)
             index = current
             index.remove(np.array(removed_ids, dtype=np.int64))
             if added_ids:
                 index.add(np.array(added_ids, dtype=np.int64), np.concatenate(added_vectors))
-            if index.needs_rebuild:
-                index = self.build(dim)
         index.save(self.path(generation))
         return index
 

@@ -100,7 +100,13 @@ class VectorIndex:
 
     @property
     def needs_rebuild(self) -> bool:
-        return self.tombstones > HNSW_REBUILD_SHARE * max(1, self.cpu_index.ntotal)
+        return self.would_need_rebuild(0, 0)
+
+    def would_need_rebuild(self, removing: int, adding: int) -> bool:
+        """Whether tombstones pass their share once ``removing`` ids are removed and ``adding`` vectors added."""
+        if not self._hnsw:
+            return False
+        return self.tombstones + removing > HNSW_REBUILD_SHARE * max(1, self.cpu_index.ntotal + adding)
 
     def remove(self, faiss_ids: np.ndarray) -> None:
         faiss_ids = np.asarray(faiss_ids, dtype=np.int64)

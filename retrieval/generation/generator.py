@@ -114,9 +114,9 @@ class _BatchStreamer:
                 self.finished[row] = True
             self._flush(row)
 
-    def _flush(self, row: int) -> None:
+    def _flush(self, row: int, last: bool = False) -> None:
         text = self.tokenizer.decode(self.tokens[row], skip_special_tokens=True)
-        if text.endswith("\ufffd") or not text.startswith(self.sent[row]):
+        if (text.endswith("\ufffd") and not last) or not text.startswith(self.sent[row]):
             return
         piece, self.sent[row] = text[len(self.sent[row]):], text
         if piece:
@@ -124,9 +124,7 @@ class _BatchStreamer:
 
     def end(self) -> None:
         for row in range(len(self.requests)):
-            text = self.tokenizer.decode(self.tokens[row], skip_special_tokens=True)
-            if text.startswith(self.sent[row]) and len(text) > len(self.sent[row]):
-                self.requests[row].pieces.put(("text", text[len(self.sent[row]):]))
+            self._flush(row, last=True)
 
 
 class Generator:
