@@ -34,6 +34,8 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 import bm25s  # noqa: E402
 import Stemmer  # noqa: E402
 
+from retrieval import model_store  # noqa: E402
+
 logging.getLogger("bm25s").setLevel(logging.WARNING)  # it logs every index build at DEBUG
 _STEMMER = Stemmer.Stemmer("english")
 K1, B = 1.5, 0.75            # bm25s's defaults
@@ -270,7 +272,7 @@ class BM25Index:
         return cls(terms, Segment.load(folder / f"main-{main_id}"), main_id, dead, delta, dead_df)
 
     @staticmethod
-    def prune(folder: Path, keep: str, pid_alive) -> None:
+    def prune(folder: Path, keep: str, pid_alive=model_store.pid_alive) -> None:
         """Delete every state but ``keep``, every main it does not use, and what killed writers left
         (``*.tmp<pid>`` whose process ``pid_alive`` says is gone)."""
         folder = Path(folder)
@@ -278,12 +280,11 @@ class BM25Index:
             return
         with np.load(folder / f"{keep}.npz", allow_pickle=False) as state:
             used = f"main-{state['main_id']}"
+        model_store.sweep_dead_writers(folder, "*.tmp*", pid_alive)
         for path in folder.iterdir():
             if ".tmp" in path.name:
-                pid = path.name.rsplit(".tmp", 1)[-1]
-                if pid.isdigit() and not pid_alive(int(pid)):
-                    shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-            elif path.name.startswith("main-") and path.name != used:
+                continue   # a live writer's
+            if path.name.startswith("main-") and path.name != used:
                 shutil.rmtree(path, ignore_errors=True)
             elif path.suffix == ".npz" and path.name != f"{keep}.npz":
                 path.unlink(missing_ok=True)

@@ -14,7 +14,7 @@ import numpy as np
 
 from ingest.store import ChunkStore
 from retrieval.bm25 import BM25Index
-from retrieval.models import pid_alive
+from retrieval.model_store import sweep_dead_writers
 from retrieval.vector_index import EXACT_LIMIT, VectorIndex
 
 log = logging.getLogger(__name__)
@@ -107,9 +107,6 @@ class IndexGenerations:
         for stale in self.directory.glob("index-*.faiss"):
             if stale.name != self.path(keep).name:
                 stale.unlink(missing_ok=True)
-        for partial in self.directory.glob("index-*.faiss.tmp*"):
-            pid = partial.name.rsplit(".tmp", 1)[-1]
-            if pid.isdigit() and not pid_alive(int(pid)):
-                partial.unlink(missing_ok=True)
+        sweep_dead_writers(self.directory, "index-*.faiss.tmp*")
         if self.bm25_dir.exists():
-            BM25Index.prune(self.bm25_dir, self.bm25_name(keep), pid_alive)
+            BM25Index.prune(self.bm25_dir, self.bm25_name(keep))

@@ -1,7 +1,7 @@
 """Which engine runs the generator: CTranslate2 on CPU when it is installed, else transformers; and at what precision:
-int8 only where the CPU has int8 dot-product instructions (retrieval/generation/cpu.py), float32 elsewhere.
+int8 only where the CPU has int8 dot-product instructions (engines/cpu.py), float32 elsewhere.
 
-Both take the same prompts (retrieval/generation/generator.py:build_messages) and stream the same way; see
+Both take the same prompts (retrieval/answering/prompt.py:build_messages) and stream the same way; see
 benchs/generator_speed.py for what each costs and benchs/answer_quality.py for what each answers.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ PRECISIONS = ("auto", "int8", "float32")
 
 def choose_precision(requested: str, flags: frozenset[str] | None = None) -> str:
     """Resolve ``auto`` for the CTranslate2 engine from the CPU's flags (None: this machine's)."""
-    from retrieval.generation.cpu import has_int8_acceleration
+    from retrieval.answering.engines.cpu import has_int8_acceleration
 
     if requested not in PRECISIONS:
         raise ValueError(f"generator precision must be one of {PRECISIONS}, got {requested!r}")
@@ -32,7 +32,7 @@ def choose_backend(requested: str) -> str:
         return requested
     import torch
 
-    from retrieval.generation.ct2_generator import ct2_available
+    from retrieval.answering.engines.ct2 import ct2_available
 
     return "ctranslate2" if ct2_available() and not torch.cuda.is_available() else "transformers"
 
@@ -43,12 +43,12 @@ def load_generator(models_dir: Path, base_dir: Path, backend: str = "auto", adap
     """The serving generator: base SmolLM2 (+ adapter, merged), on the chosen engine and precision (CTranslate2's
     ``precision``; transformers' ``dtype``, and its ``max_batch`` answers per batch)."""
     if choose_backend(backend) == "ctranslate2":
-        from retrieval.generation.ct2_generator import Ct2Generator, converted_dir
+        from retrieval.answering.engines.ct2 import Ct2Generator, converted_dir
 
         # The conversion stores int8 weights; float32 compute dequantises them at load (same file either way).
         return Ct2Generator(converted_dir(models_dir, base_dir, adapter_dir), max_new_tokens=max_new_tokens,
                             abstain_threshold=abstain_threshold, compute_type=choose_precision(precision))
-    from retrieval.generation.generator import Generator
+    from retrieval.answering.engines.local import Generator
 
     return Generator(base_dir, max_new_tokens=max_new_tokens, adapter_dir=adapter_dir,
                      abstain_threshold=abstain_threshold, dtype=dtype, max_batch=max_batch)

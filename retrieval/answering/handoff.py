@@ -1,4 +1,4 @@
-"""When a customer should reach a person (issue 17, 1): every answer carries ``handoff: {recommended, reason}``.
+"""When a customer should reach a person: every answer carries ``handoff: {recommended, reason}``.
 
 Reasons, the first that holds: the customer asks for a person; the customer shows frustration; kbqa abstained; the
 answer's confidence is low (answerability below ``min_answerability``: 1 - the gap detector's p(gap)); the same
@@ -9,9 +9,9 @@ can read and extend it, and it costs nothing per message.
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
 
-from retrieval.generation.generator import says_abstain
+from retrieval.answering.prompt import says_abstain
+from retrieval.answering.records import Handoff
 
 _PEOPLE = (r"(human|humans|person|people|agent|agents|someone|somebody|anyone|representative|rep|staff|operator|"
            r"manager|supervisor|engineer|member of staff|support team|support people|support staff|live support|"
@@ -57,29 +57,22 @@ def customer_signal(message: str) -> str | None:
     return None
 
 
-@dataclass
-class Handoff:
-    recommended: bool
-    reason: str | None = None   # asks for a person | frustration | abstained | low confidence | repeated failure
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
 class HandoffPolicy:
     def __init__(self, min_answerability: float = 0.5):
         if not 0.0 <= min_answerability <= 1.0:
             raise ValueError(f"min_answerability is a probability in [0, 1], got {min_answerability}")
         self.min_answerability = min_answerability
 
-    def decide(self, question: str, history: list[dict], answer, rated_unhelpful: bool = False) -> Handoff:
-        """``answer``: serve/answer.py:Answer; ``rated_unhelpful``: the conversation has an unhelpful rating."""
+    def decide(self, question: str, history: list[dict], abstained: bool, answerability: float | None,
+               rated_unhelpful: bool = False) -> Handoff:
+        """``abstained`` and ``answerability``: the answer's; ``rated_unhelpful``: the conversation has an unhelpful
+        rating."""
         signal = customer_signal(question)
         if signal is not None:
             return Handoff(True, signal)
-        if answer.abstained:
+        if abstained:
             return Handoff(True, "abstained")
-        if answer.answerability is not None and answer.answerability < self.min_answerability:
+        if answerability is not None and answerability < self.min_answerability:
             return Handoff(True, "low confidence")
         earlier_abstention = any(turn.get("role") == "assistant" and says_abstain(turn.get("content", ""))
                                  for turn in history)

@@ -2,7 +2,7 @@
 
 A passage is cut into *units* (sentences, and list items kept as one unit each). Each unit gets a probability of
 belonging to the answer from a logistic model over the sentence scorer's probability (a MiniLM cross-encoder
-that reads question and unit together, trained here: retrieval/generation/answerability.py) and cheap features
+that reads question and unit together, trained here: retrieval/answering/answerability.py) and cheap features
 (question overlap, the passage's rank and relevance, position, being a list step; see ``FEATURES``). Both are
 fitted on the dev sets' tune halves against the extractive oracle (``distill/selector_train.py``); the weights,
 threshold and word budget ship in ``selector.json`` beside this module, with the figures they were chosen on.
@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from retrieval.generation.fitted import logit, read_fitted
-from retrieval.generation.generator import Passage
-from retrieval.generation.grounding import content_words, split_sentences
+from retrieval.answering.fitted import logit, read_fitted
+from retrieval.answering.records import Passage
+from retrieval.answering.grounding import content_words, split_sentences
 
 SHIPPED_SELECTOR = Path(__file__).resolve().parent / "selector.json"
 _LIST_ITEM = re.compile(r"^\s*(?:[-*•▪◦]|\d{1,2}[.)]|\(?[a-z]\)|step \d+[:.])\s+", re.IGNORECASE)
@@ -185,7 +185,7 @@ class SentenceSelector:
 
     def select(self, question: str, passages: list[tuple[str, str, float]], scorer) -> Selection:
         """``passages``: (context, text, dense score) in prompt order; ``scorer.scores(question, passages)`` gives
-        p(answer) per unit (retrieval/generation/answerability.py:AnswerabilityScorer)."""
+        p(answer) per unit (retrieval/answering/answerability.py:AnswerabilityScorer)."""
         units, scores, features = scored_units(question, passages, scorer)
         if not units:
             return Selection([], [], [])
@@ -209,3 +209,18 @@ class SentenceSelector:
             if len(items) <= self.max_list_items:
                 chosen += [u for u in items if u not in chosen]
         return chosen
+
+
+class SentenceSelection:
+    """The selection stage: the prompt passages' answer units, chosen by ``selector`` over ``scorer``'s
+    probabilities (the shipped MiniLM cross-encoder)."""
+
+    def __init__(self, selector: SentenceSelector, scorer):
+        if selector is None or scorer is None:
+            raise ValueError("sentence selection needs a selector and a sentence scorer (`kbqa prepare`)")
+        self.selector, self.scorer = selector, scorer
+
+    def run(self, question: str, used) -> Selection:
+        """``used``: the prompt's SearchHits, in order."""
+        triples = [(h.chunk.context, h.chunk.text, h.dense_score if h.dense_score is not None else 0.0) for h in used]
+        return self.selector.select(question, triples, self.scorer)

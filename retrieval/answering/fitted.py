@@ -1,4 +1,4 @@
-"""What the fitted answer models (selection.py's selector, abstention.py's gap detector) share: the logit of a
+"""What the fitted answer models (selection.py's selector, gap_detector.py's detector) share: the logit of a
 probability, and reading their JSON files with an error that names the fix."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The generator on CTranslate2 with int8 weights: the same prompts and interface as retrieval/generation/generator.py, faster on CPU.
+"""The embedded generator on CTranslate2 with int8 weights: the same prompts and interface as engines/local.py, faster on CPU.
 
 Measured (README): on 2 cores int8 is 1.7x fp32 transformers on both first token and decode; answers cost about
 two token-F1 points once the support check is applied (benchs/generator_speed.py, benchs/answer_quality.py).
@@ -18,8 +18,9 @@ import tempfile
 import threading
 from pathlib import Path
 
-from retrieval.models import ModelNotReady, publish_model_folder, verify
-from retrieval.generation.generator import ABSTENTION, REPETITION_PENALTY
+from retrieval.answering.engines.base import REPETITION_PENALTY, GeneratorEngine
+from retrieval.answering.prompt import ABSTENTION
+from retrieval.model_store import ModelNotReady, publish_folder, verify
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ def converted_dir(models_dir: Path, base_dir: Path, adapter_dir: Path | None = N
     try:
         _convert(Path(base_dir), adapter_dir and Path(adapter_dir), staging)
         try:
-            publish_model_folder(staging, target, f"CTranslate2 {QUANTIZATION} of {base_dir.name}"
+            publish_folder(staging, target, f"CTranslate2 {QUANTIZATION} of {base_dir.name}"
                                  + (f" + {Path(adapter_dir).name}" if adapter_dir else ""))
         except OSError:
             if not target.exists():  # else another process published the same conversion first
@@ -96,7 +97,7 @@ def _copy_tokenizer(source: Path, target: Path) -> None:
             shutil.copy(source / name, target / name)
 
 
-class Ct2Generator:
+class Ct2Generator(GeneratorEngine):
     """Greedy generation with CTranslate2 from a folder made by ``converted_dir``; same interface as Generator."""
 
     def __init__(self, model_dir: Path, max_new_tokens: int = 96, abstain_threshold: float | None = None,
@@ -171,9 +172,3 @@ class Ct2Generator:
         if stats is not None:
             stats["prompt_tokens"] = len(prompt)
             stats["new_tokens"] = len(ids)
-
-    def generate(self, messages: list[dict]) -> tuple[str, int, int]:
-        """(text, prompt tokens, new tokens)."""
-        stats: dict = {}
-        text = "".join(self.stream(messages, stats)).strip()
-        return text, stats["prompt_tokens"], stats["new_tokens"]

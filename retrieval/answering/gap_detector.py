@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from retrieval.generation.fitted import logit, read_fitted
-from retrieval.generation.grounding import content_words
+from retrieval.answering.fitted import logit, read_fitted
+from retrieval.answering.grounding import content_words
 
 SHIPPED_GAP_DETECTOR = Path(__file__).resolve().parent / "gap_detector.json"
 SIGNALS = ("bias", "best_score_logit", "top3_score_mean", "scores_over_half", "best_selected", "top_dense",

@@ -1,10 +1,10 @@
 """A generator behind any OpenAI-compatible `/v1/chat/completions` server (vLLM, llama.cpp's server, Ollama, TGI).
 
-It takes the same grounded messages as the embedded generator (generator.py:build_messages) and streams the same
-way, so everything serve/answer.py enforces (the gates, citations only to prompt passages, the support check, the
+It takes the same grounded messages as the embedded generator (prompt.py:build_messages) and streams the same
+way, so everything the pipeline enforces (the gates, citations only to prompt passages, the support check, the
 degeneration guard, abstention) applies to its text unchanged. Every way the remote can fail (refused, timeout, a
 non-2xx status, malformed JSON or stream, an empty answer) becomes one exception, ``GeneratorUnavailable``, with
-the HTTP status kbqa should answer with (502, or 504 for a timeout); serve/answer.py then errors or falls back.
+the HTTP status kbqa should answer with (502, or 504 for a timeout); the pipeline's writer then errors or falls back.
 """
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass, field
 
 import httpx
+
+from retrieval.answering.engines.base import GeneratorEngine
 
 
 class GeneratorUnavailable(RuntimeError):
@@ -49,7 +51,7 @@ def chat_url(base_url: str) -> str:
     return f"{base}/chat/completions" if base.endswith("/v1") else f"{base}/v1/chat/completions"
 
 
-class RemoteGenerator:
+class RemoteGenerator(GeneratorEngine):
     """Greedy (temperature 0) streamed chat completions from ``base_url``; ``model`` is the served model's name."""
 
     def __init__(self, base_url: str, model: str, api_key: str | None = None, timeout_s: float = 60.0,
@@ -116,12 +118,6 @@ class RemoteGenerator:
             raise GeneratorUnavailable(f"generator at {self.url} returned an empty answer", 502, "empty")
         # The degeneration guard's "cut by the budget" signal: the server says so itself.
         stats["truncated"] = finish == "length"
-
-    def generate(self, messages: list[dict]) -> tuple[str, int, int]:
-        """(text, prompt tokens, new tokens), like the embedded generator."""
-        stats: dict = {}
-        text = "".join(self.stream(messages, stats)).strip()
-        return text, stats.get("prompt_tokens", 0), stats.get("new_tokens", 0)
 
     def probe(self, timeout_s: float = 2.0) -> tuple[bool, str]:
         """(reachable, why): GET /v1/models, which every engine serves; for /readyz, so kept short."""

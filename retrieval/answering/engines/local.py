@@ -1,59 +1,14 @@
-"""The generator: question + numbered passages -> a short answer citing them as [n]."""
+"""The embedded generator on transformers: SmolLM2 (+ a LoRA adapter, merged), greedy, batched on a GPU."""
 from __future__ import annotations
 
 import queue
-import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from retrieval.models import verify
-
-ABSTENTION = "I don't know based on the documentation."
-SYSTEM_PROMPT = (
-    "You are a customer support assistant. Answer the question using only the numbered passages. "
-    "Cite the passage you used like [1]. Keep the answer short. If the passages do not answer the "
-    f"question, reply exactly: {ABSTENTION}"
-)
-_ABSTAIN_PATTERN = re.compile(r"\b(i don't know|i do not know|i'm not sure|cannot answer|can't answer)\b", re.I)
-REPETITION_PENALTY = 1.1  # on the answer's own tokens only; both engines
-_CITATION = re.compile(r"\[(\d{1,2})\]")
-
-
-@dataclass
-class Passage:
-    title: str
-    text: str
-
-
-def build_messages(question: str, passages: list[Passage]) -> list[dict]:
-    numbered = "\n\n".join(f"[{n}] {p.title}\n{p.text}" for n, p in enumerate(passages, start=1))
-    return [
-        {"role": "system", "content": SYSTEM_PROMPT},
-        {"role": "user", "content": f"Passages:\n{numbered}\n\nQuestion: {question}"},
-    ]
-
-
-def says_abstain(answer: str) -> bool:
-    return bool(_ABSTAIN_PATTERN.search(answer))
-
-
-def cited_numbers(answer: str, n_passages: int) -> tuple[str, list[int]]:
-    """Keep citations [n] with 1 <= n <= n_passages (first-seen order); strip any other [n] from the text."""
-    kept: list[int] = []
-
-    def keep_or_drop(match: re.Match) -> str:
-        n = int(match.group(1))
-        if 1 <= n <= n_passages:
-            if n not in kept:
-                kept.append(n)
-            return match.group(0)
-        return ""
-
-    cleaned = _CITATION.sub(keep_or_drop, answer)
-    cleaned = re.sub(r"[ \t]+([.,;:!?])", r"\1", re.sub(r"[ \t]{2,}", " ", cleaned)).strip()
-    return cleaned, kept
-
+from retrieval.answering.engines.base import REPETITION_PENALTY, GeneratorEngine
+from retrieval.answering.prompt import ABSTENTION
+from retrieval.model_store import verify
 
 class AbstentionGate:
     """A logits processor: at the first new token, forbid the abstention's opening token unless its
@@ -127,7 +82,7 @@ class _BatchStreamer:
             self._flush(row, last=True)
 
 
-class Generator:
+class Generator(GeneratorEngine):
     """SmolLM2 from a prepared checkpoint folder, optionally with a fine-tuned LoRA adapter merged in; greedy.
 
     ``max_batch`` > 1 (the default on a GPU): answers asked at the same time share one ``generate`` call, left-padded
@@ -224,9 +179,3 @@ class Generator:
         for row, request in enumerate(batch):
             request.pieces.put(("done", {"prompt_tokens": int(inputs["attention_mask"][row].sum()),
                                          "new_tokens": len(streamer.tokens[row])}))
-
-    def generate(self, messages: list[dict]) -> tuple[str, int, int]:
-        """(text, prompt tokens, new tokens)."""
-        stats: dict = {}
-        text = "".join(self.stream(messages, stats)).strip()
-        return text, stats["prompt_tokens"], stats["new_tokens"]

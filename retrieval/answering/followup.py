@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from retrieval.generation.grounding import content_words
+from retrieval.answering.grounding import content_words
 
 _LEANS_ON_CONTEXT = re.compile(
     r"^\s*(and|but|also|so|then|what about|how about)\b|\b(it|its|that|this|these|those|they|them|their|there|one)\b",

@@ -1,31 +1,23 @@
 """Where the trained generation parts live under $KBQA_HOME/models, and which one serves.
 
-Training (distill/) writes versioned folders here; serving only reads them. The shipped adapter is
-installed into the registry by `kbqa prepare` (retrieval/models.py), so a request never reads package data
-of the training code.
+Training (distill/) writes versioned folders here (retrieval/model_store.py); serving only reads them. The shipped
+adapter and sentence scorer are package data beside this module, which `kbqa prepare` (retrieval/prepare.py) installs
+into the models folder, so a request never reads package data of the training code.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from retrieval.models import CURRENT, SHIPPED_ADAPTER, SHIPPED_SENTENCE_SCORER
+from retrieval.model_store import current_version
+from retrieval.models import SHIPPED_ADAPTER, SHIPPED_SENTENCE_SCORER
 
 ADAPTERS = "generator-adapters"          # vNNNN folders written by `kbqa train-generator`
 ANSWERABILITY = "answerability"          # vNNNN folders written by `kbqa train-answerability`
 SENTENCE_SCORERS = "sentence-scorer"     # vNNNN folders written by `python -m distill.selector_train --train-scorer`
-# The adapter kbqa ships (v0003 of stop 8, measured in the README); prepare copies it into the registry.
+# The adapter kbqa ships (measured in the README); prepare copies it into the models folder.
 SHIPPED_ADAPTER_SOURCE = Path(__file__).resolve().parent / "shipped-adapter"
-# The answer-sentence scorer kbqa ships (MiniLM cross-encoder, fp16; README issue 19); prepare installs it too.
+# The answer-sentence scorer kbqa ships (MiniLM cross-encoder, fp16; README); prepare installs it too.
 SHIPPED_SENTENCE_SCORER_SOURCE = Path(__file__).resolve().parent / "shipped-sentence-scorer"
-
-
-def current_version(parent: Path) -> Path | None:
-    """The vNNNN folder that ``parent``/CURRENT names, if both exist."""
-    pointer = Path(parent) / CURRENT
-    if not pointer.is_file():
-        return None
-    folder = pointer.parent / pointer.read_text().strip()
-    return folder if folder.is_dir() else None
 
 
 def current_adapter(models_dir: Path) -> Path | None:

@@ -1,0 +1,98 @@
+"""Loading the served models from their prepared folders and composing the answer pipeline from them and the settings.
+
+Heavy loads happen here and only here (``load_service``); ``answer_pipeline`` composes already-loaded parts and is
+cheap, so tests and embedded uses hand it fakes or models of their own.
+"""
+from __future__ import annotations
+
+from retrieval.answering.gap_detector import GapDetector
+from retrieval.answering.gates import AnswerabilityGate, GapGate, RelevanceGate
+from retrieval.answering.handoff import HandoffPolicy
+from retrieval.answering.pipeline import AnswerPipeline
+from retrieval.answering.registry import resolve_adapter, resolve_scorer, resolve_sentence_scorer
+from retrieval.answering.selection import SentenceSelection, SentenceSelector
+from retrieval.answering.verification import Verifier
+from retrieval.answering.writing import Writer
+from retrieval.batching import BatchingEncoder
+from retrieval.encoder import SentenceEncoder, pick_device
+from retrieval.model_store import FIX_HINT, ModelNotReady
+from retrieval.models import GENERATOR_BASE, STUDENT_START, model_path
+from serve.service import KbqaService
+from serve.settings import Settings
+
+
+def answer_pipeline(settings: Settings, generator=None, selector=None, sentence_scorer=None, gap_detector=None,
+                    answerability=None, fallback_generator=None) -> AnswerPipeline | None:
+    """The pipeline ``settings`` ask for over loaded parts; None when there is nothing to answer with.
+
+    Without a selector and its scorer it answers with the generator whatever ``settings.answer_mode`` says (tests,
+    embedded uses with a custom generator). ``fallback_generator``: the embedded engine, when a remote one may fall
+    back to it."""
+    can_select = selector is not None and sentence_scorer is not None
+    if generator is None and not can_select:
+        return None
+    mode = settings.resolved_answer_mode if can_select else "generate"
+    fallback = settings.generator_fallback
+    if fallback == "local" and fallback_generator is None:
+        fallback = "extractive"   # no embedded generator was handed in (tests, embedded uses): quote instead
+    return AnswerPipeline(
+        RelevanceGate(settings.min_relevance, settings.prompt_passages), mode=mode,
+        writer=Writer(generator, fallback, fallback_generator) if generator is not None else None,
+        selection=SentenceSelection(selector, sentence_scorer) if can_select else None,
+        answerability=AnswerabilityGate(answerability, settings.answerability_threshold)
+        if answerability is not None else None,
+        gap=GapGate(gap_detector) if can_select and gap_detector is not None else None,
+        verifier=Verifier(settings.support_threshold, settings.on_unsupported),
+        handoff=HandoffPolicy(settings.handoff_min_answerability))
+
+
+def _load_answering_parts(settings: Settings) -> dict:
+    """The answering models ``settings`` need: the selector and its scorer, the gap detector, the opt-in
+    answerability scorer, and the generator only in generate mode (remote, embedded, or both for the fallback)."""
+    from retrieval.answering.answerability import AnswerabilityScorer
+
+    parts: dict = {}
+    mode = settings.resolved_answer_mode
+    device = pick_device()   # every model on the chosen device, the scorers too
+    models_dir = settings.kbqa_home.models_dir
+    minilm = model_path(models_dir, STUDENT_START)
+    scorer_dir = resolve_sentence_scorer(settings.sentence_scorer, models_dir)
+    if scorer_dir is None and mode == "select":
+        raise ModelNotReady(f"answer mode 'select' needs the sentence scorer: {FIX_HINT}")
+    if scorer_dir is not None:
+        parts["sentence_scorer"] = AnswerabilityScorer.load(scorer_dir, minilm, device=device)
+        parts["selector"] = SentenceSelector.load()
+        parts["gap_detector"] = GapDetector.load() if settings.gap_detection else None
+    if mode == "generate" and settings.generator_url:
+        from retrieval.answering.engines.remote import RemoteGenerator
+
+        key = settings.generator_api_key
+        parts["generator"] = RemoteGenerator(settings.generator_url, settings.generator_model,
+                                             key.get_secret_value() if key else None, settings.generator_timeout_s,
+                                             settings.max_new_tokens)
+    if mode == "generate" and (not settings.generator_url or settings.generator_fallback == "local"):
+        from retrieval.answering.engines.loading import load_generator
+
+        adapter = resolve_adapter(settings.generator_adapter, models_dir)
+        local = load_generator(models_dir, model_path(models_dir, GENERATOR_BASE), settings.generator_backend,
+                               adapter_dir=adapter, max_new_tokens=settings.max_new_tokens,
+                               abstain_threshold=settings.abstain_threshold if adapter else None,
+                               precision=settings.generator_precision, dtype=settings.generator_dtype,
+                               max_batch=settings.generator_batch)
+        parts["fallback_generator" if "generator" in parts else "generator"] = local
+    scorer = resolve_scorer(settings.answerability_scorer, models_dir)
+    if scorer is not None:
+        parts["answerability"] = AnswerabilityScorer.load(scorer, minilm, device=device)
+    return parts
+
+
+def load_service(settings: Settings, with_generator: bool = True) -> KbqaService:
+    """The service over the prepared models: the serving encoder and, ``with_generator``, the answering parts."""
+    # Served queries are micro-batched across concurrent requests (retrieval/batching.py).
+    def wrap(encoder):
+        return BatchingEncoder(encoder, max_wait_ms=settings.query_batch_wait_ms) if settings.query_batching \
+            else encoder
+
+    encoder = wrap(SentenceEncoder(model_path(settings.kbqa_home.models_dir, STUDENT_START)))
+    pipeline = answer_pipeline(settings, **_load_answering_parts(settings)) if with_generator else None
+    return KbqaService(settings, encoder, pipeline, encoder_loader=lambda folder: wrap(SentenceEncoder(folder)))
