@@ -12,7 +12,7 @@ token-F1 and ROUGE-L against the reference answer (answerable questions; an abst
 citation precision (cited passage from a gold document), abstention precision/recall on TechQA's
 unanswerable questions, abstention on answerable questions whose gold passage was in the prompt,
 and the share of answers with a sentence the support check rejects. With an answerability scorer
-(retrieval/generation/answerability.py: --scorer FOLDER, or auto = the current one if any), the served path is one more system:
+(retrieval/answering/answerability.py: --scorer FOLDER, or auto = the current one if any), the served path is one more system:
 abstain when no prompt passage reaches the scorer's threshold, else generator + support check.
 """
 from __future__ import annotations
@@ -29,13 +29,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from distill.metrics import rouge_l, token_f1  # noqa: E402
 from benchs.common import BENCH_HOME, dataset_files, load_questions, open_collection, publish, split_of  # noqa: E402
-from retrieval.models import GENERATOR_BASE, STUDENT_START, model_path  # noqa: E402
-from serve.answer import Answerer  # noqa: E402
-from retrieval.generation.generator import ABSTENTION, Generator, build_messages  # noqa: E402
-from retrieval.generation.ct2_generator import Ct2Generator, converted_dir  # noqa: E402
-from retrieval.generation.backend import BACKENDS, load_generator  # noqa: E402
-from retrieval.generation.grounding import check_support, extract_answer  # noqa: E402
-from retrieval.generation.registry import resolve_scorer  # noqa: E402
+from retrieval.models import GENERATOR_BASE, STUDENT_START, model_path# noqa: E402
+from serve.answer import Answerer# noqa: E402
+from retrieval.answering.prompt import ABSTENTION, build_messages# noqa: E402
+from retrieval.answering.engines.local import Generator# noqa: E402
+from retrieval.answering.engines.ct2 import Ct2Generator, converted_dir# noqa: E402
+from retrieval.answering.engines.loading import BACKENDS, load_generator# noqa: E402
+from retrieval.answering.grounding import check_support, extract_answer# noqa: E402
+from retrieval.answering.registry import resolve_scorer# noqa: E402
 from serve.service import KbqaService  # noqa: E402
 from serve.settings import Settings  # noqa: E402
 
@@ -136,7 +137,7 @@ def main() -> None:
     parser.add_argument("--adapter", default="none", help="a fine-tuned LoRA adapter folder, or none (the base model)")
     parser.add_argument("--label", help="name of the generator in the table")
     parser.add_argument("--backend", default="transformers", choices=BACKENDS[1:],
-                        help="the generator's engine (retrieval/generation/backend.py)")
+                        help="the generator's engine (retrieval/answering/backend.py)")
     parser.add_argument("--ct2-compute-type", default="int8", choices=("int8", "float32"),
                         help="with --backend ctranslate2: float32 separates quantization from the engine")
     parser.add_argument("--abstain-threshold", type=float, help="the generator's abstention gate (default: none)")
@@ -166,8 +167,8 @@ def main() -> None:
     systems = ["extractive", "generator", "generator+check", "generator+check/abstain"]
     scorer_folder = resolve_scorer(args.scorer, models_dir)
     if scorer_folder is not None:
-        from retrieval.generation.answerability import AnswerabilityScorer
-        from retrieval.generation.generator import Passage
+        from retrieval.answering.answerability import AnswerabilityScorer
+        from retrieval.answering.records import Passage
 
         scorer = AnswerabilityScorer.load(scorer_folder, model_path(models_dir, STUDENT_START))
         for row in rows:   # scored fresh, not cached: the scorer changes independently of the generations

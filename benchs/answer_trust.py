@@ -43,11 +43,11 @@ from benchs.common import BENCH_HOME, publish  # noqa: E402
 from distill.metrics import oracle_selection, rouge_l, token_f1  # noqa: E402
 from ingest.records import Chunk  # noqa: E402
 from retrieval.search import SearchHit  # noqa: E402
-from retrieval.generation.cpu import describe  # noqa: E402
-from retrieval.generation.degeneration import degenerate_reason  # noqa: E402
-from retrieval.generation.grounding import check_support, extract_answer  # noqa: E402
-from retrieval.generation.selection import split_units  # noqa: E402
-from serve.answer import Answerer  # noqa: E402
+from retrieval.answering.engines.cpu import describe# noqa: E402
+from retrieval.answering.degeneration import degenerate_reason# noqa: E402
+from retrieval.answering.grounding import check_support, extract_answer# noqa: E402
+from retrieval.answering.selection import split_units# noqa: E402
+from serve.answer import Answerer# noqa: E402
 from serve.service import KbqaService  # noqa: E402
 from serve.settings import Settings  # noqa: E402
 

@@ -7,7 +7,7 @@ question's score is the best passage's p(holds the answer). The threshold is cho
 the scorer never trained on (its validation slice): the highest one that abstains on at most
 --max-false-abstain of answerable questions whose gold document is in the prompt. It is then reported on
 the whole report split, beside the retrieval cosine used the same way (the relevance gate) and a lexical signal:
-the share of the question's content words found in the prompt (retrieval/generation/grounding.content_words), alone and added to
+the share of the question's content words found in the prompt (retrieval/answering/grounding.content_words), alone and added to
 the scorer. Pooled AUCs flatter question-shape signals (E-Manual and COVID questions are short, TechQA's are long
 forum posts), so the AUC within TechQA, the only set with unanswerable questions, is reported too.
 Issue 4's target: recall >= 0.8 on TechQA's unanswerable questions, <= 10% abstentions with gold in the prompt.
@@ -26,10 +26,10 @@ from benchs.build_generator_data import MAX_QUESTION_WORDS, SOURCES  # noqa: E40
 from benchs.common import BENCH_HOME, dataset_files, load_questions, open_collection, publish, split_of  # noqa: E402
 from distill.answerability_train import AnswerabilityTrainConfig, read_pairs, split_by_question  # noqa: E402
 from distill.metrics import auc  # noqa: E402
-from retrieval.models import model_path  # noqa: E402
-from serve.answer import Answerer  # noqa: E402
-from retrieval.generation.answerability import AnswerabilityScorer  # noqa: E402
-from retrieval.generation.grounding import content_words  # noqa: E402
+from retrieval.models import model_path# noqa: E402
+from serve.answer import Answerer# noqa: E402
+from retrieval.answering.answerability import AnswerabilityScorer# noqa: E402
+from retrieval.answering.grounding import content_words# noqa: E402
 from serve.service import KbqaService  # noqa: E402
 from serve.settings import Settings  # noqa: E402
 

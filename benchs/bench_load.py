@@ -22,7 +22,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchs.common import publish, served  # noqa: E402
-from retrieval.generation.cpu import describe  # noqa: E402
+from retrieval.answering.engines.cpu import describe# noqa: E402
 
 QUESTIONS = [
     "How do I cancel my subscription?", "Does Plausible use cookies?", "How do I enable two-factor authentication?",

@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from benchs.common import BENCH_HOME, dataset_files, load_questions, publish  # noqa: E402
-from retrieval.generation.cpu import describe  # noqa: E402
+from retrieval.answering.engines.cpu import describe# noqa: E402
 
 SOURCES = ("emanualqa", "covid_faq_deepset", "techqa_dev", "plausible_docs", "doc2dial_rc")
 WORK = BENCH_HOME / "scale"

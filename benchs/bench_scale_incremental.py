@@ -24,7 +24,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from benchs import bench_scale as bs  # noqa: E402
 from benchs.common import publish  # noqa: E402
-from retrieval.generation.cpu import describe  # noqa: E402
+from retrieval.answering.engines.cpu import describe# noqa: E402
 
 
 def one_process(data: Path, size: int, rounds: int, reload: bool) -> tuple[list[float], list[float]]:

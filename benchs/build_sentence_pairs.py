@@ -24,8 +24,8 @@ from benchs.answer_data import DATASETS, retrieval_rows  # noqa: E402
 from benchs.build_generator_data import write_rows  # noqa: E402
 from benchs.common import BENCH_HOME  # noqa: E402
 from distill.metrics import oracle_selection  # noqa: E402
-from retrieval.generation.grounding import content_words  # noqa: E402
-from retrieval.generation.selection import split_units  # noqa: E402
+from retrieval.answering.grounding import content_words# noqa: E402
+from retrieval.answering.selection import split_units# noqa: E402
 
 PROMPT_PASSAGES = 3
 

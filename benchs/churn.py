@@ -25,7 +25,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchs.common import publish, served  # noqa: E402
-from retrieval.generation.cpu import describe as describe_cpu  # noqa: E402
+from retrieval.answering.engines.cpu import describe as describe_cpu# noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 QUESTIONS = ["How do I invite team members?", "Can I export my stats to CSV?", "How do I add a new website?",

@@ -34,7 +34,7 @@ from distill.run import distill_collection  # noqa: E402
 from distill.teacher_cache import TeacherCache  # noqa: E402
 from retrieval.collection import Collection  # noqa: E402
 from retrieval.encoder import SentenceEncoder  # noqa: E402
-from retrieval.models import TEACHER, model_path  # noqa: E402
+from retrieval.models import TEACHER, model_path# noqa: E402
 from serve.service import KbqaService  # noqa: E402
 from serve.settings import Settings  # noqa: E402
 

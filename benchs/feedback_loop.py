@@ -34,8 +34,8 @@ from benchs.common import BENCH_HOME, open_collection  # noqa: E402
 from distill.generator_data import feedback_examples, mined_faq_examples, read_examples  # noqa: E402
 from distill.generator_train import SHIPPED_EXAMPLES, GeneratorTrainConfig, train_generator  # noqa: E402
 from distill.metrics import paired_interval, token_f1  # noqa: E402
-from retrieval.generation.cpu import describe  # noqa: E402
-from retrieval.models import GENERATOR_BASE, model_path  # noqa: E402
+from retrieval.answering.engines.cpu import describe# noqa: E402
+from retrieval.models import GENERATOR_BASE, model_path# noqa: E402
 from serve.feedback import FeedbackStore  # noqa: E402
 from serve.service import KbqaService  # noqa: E402
 from serve.settings import Settings  # noqa: E402

@@ -33,7 +33,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from benchs.answer_data import DATASETS, gap_protocol  # noqa: E402
 from benchs.common import BENCH_HOME, dataset_files, load_questions, publish, split_of  # noqa: E402
 from distill.metrics import token_f1  # noqa: E402
-from retrieval.generation.cpu import describe  # noqa: E402
+from retrieval.answering.engines.cpu import describe# noqa: E402
 from serve.gaps import gap_report  # noqa: E402
 from serve.service import KbqaService  # noqa: E402
 from serve.settings import Settings  # noqa: E402

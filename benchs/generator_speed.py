@@ -28,9 +28,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from benchs.answer_quality import token_f1  # noqa: E402
 from benchs.bench_ask import ON_TOPIC  # noqa: E402
 from benchs.common import publish  # noqa: E402
-from retrieval.models import GENERATOR_BASE, model_path  # noqa: E402
-from serve.answer import Answerer  # noqa: E402
-from retrieval.generation.generator import REPETITION_PENALTY, build_messages  # noqa: E402
+from retrieval.models import GENERATOR_BASE, model_path# noqa: E402
+from serve.answer import Answerer# noqa: E402
+from retrieval.answering.engines.base import REPETITION_PENALTY# noqa: E402
+from retrieval.answering.prompt import build_messages# noqa: E402
 from serve.service import KbqaService  # noqa: E402
 from serve.settings import Settings  # noqa: E402
 
@@ -60,7 +61,7 @@ class TransformersEngine(Engine):
         from transformers import RepetitionPenaltyLogitsProcessor
 
         inputs = self.torch.tensor([ids])
-        penalty = [RepetitionPenaltyLogitsProcessor(REPETITION_PENALTY, len(ids))]  # as retrieval/generation/generator.py does
+        penalty = [RepetitionPenaltyLogitsProcessor(REPETITION_PENALTY, len(ids))]  # as retrieval/answering/generator.py does
         with self.torch.inference_mode():
             out = self.model.generate(inputs, attention_mask=self.torch.ones_like(inputs), max_new_tokens=new_tokens,
                                       min_new_tokens=new_tokens if forced else 0, do_sample=False,
@@ -73,7 +74,7 @@ class Ct2Engine(Engine):
         import ctranslate2
         from transformers import AutoTokenizer
 
-        from retrieval.generation.ct2_generator import converted_dir
+        from retrieval.answering.engines.ct2 import converted_dir
 
         folder = converted_dir(models_dir, base)
         self.tokenizer = AutoTokenizer.from_pretrained(folder)

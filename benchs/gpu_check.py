@@ -53,7 +53,7 @@ def random_models(assets: Path, work: Path) -> tuple[Path, Path]:
     import torch
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
-    from retrieval.models import write_manifest
+    from retrieval.model_store import write_manifest
 
     torch.manual_seed(0)
     encoder, generator = work / "student-minilm", work / "generator-base"
@@ -166,7 +166,8 @@ def encoder_check(folder: Path, n: int) -> list[str]:
 
 
 def prompts(n: int) -> list[list[dict]]:
-    from retrieval.generation.generator import Passage, build_messages
+    from retrieval.answering.records import Passage
+    from retrieval.answering.prompt import build_messages
 
     texts = kb_texts(3 * n)
     questions = ["How do I cancel my subscription?", "Does Plausible use cookies?", "How do I add a team member?",
@@ -197,7 +198,7 @@ def answer_all(generator, batch: list[list[dict]]) -> tuple[float, list[float], 
 
 
 def generator_check(folder: Path, new_tokens: int, clients: list[int]) -> list[str]:
-    from retrieval.generation.generator import Generator
+    from retrieval.answering.engines.local import Generator
 
     one = prompts(1)[0]
     new = Generator(folder, max_new_tokens=new_tokens)   # this machine's defaults
@@ -269,7 +270,7 @@ def main() -> None:
 
     import torch
 
-    from retrieval.generation.cpu import describe
+    from retrieval.answering.engines.cpu import describe
 
     work = Path(os.environ.get("TMPDIR", "/tmp")) / "kbqa-gpu-check"
     encoder, generator = random_models(args.assets, work)

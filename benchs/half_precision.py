@@ -31,8 +31,8 @@ from benchs.answer_trust import Served, sample  # noqa: E402
 from benchs.common import BENCH_HOME, dataset_files, load_questions, open_collection, publish, split_of  # noqa: E402
 from distill.metrics import paired_interval, ranking_metrics, token_f1  # noqa: E402
 from retrieval.encoder import SentenceEncoder  # noqa: E402
-from retrieval.generation.cpu import describe  # noqa: E402
-from retrieval.models import STUDENT_START, model_path  # noqa: E402
+from retrieval.answering.engines.cpu import describe# noqa: E402
+from retrieval.models import STUDENT_START, model_path# noqa: E402
 from serve.service import KbqaService  # noqa: E402
 from serve.settings import Settings  # noqa: E402
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchs.common import publish  # noqa: E402
-from serve.handoff import customer_signal  # noqa: E402
+from retrieval.answering.handoff import customer_signal# noqa: E402
 
 MESSAGES = Path(__file__).resolve().parent / "data" / "handoff" / "messages.jsonl"
 

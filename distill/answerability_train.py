@@ -1,4 +1,4 @@
-"""`kbqa train-answerability`: fine-tune the answerability cross-encoder (retrieval/generation/answerability.py).
+"""`kbqa train-answerability`: fine-tune the answerability cross-encoder (retrieval/answering/answerability.py).
 
 Pairs are (question, passage, label 1 if the passage holds the answer). The whole model is fine-tuned: LoRA
 (3 MB instead of 45 MB) collapsed to a constant score on the shipped pairs (README) and left the code in stop 11.
@@ -17,9 +17,9 @@ from pathlib import Path
 from distill.generator_train import publish_training
 from distill.jsonl import read_jsonl
 from distill.metrics import auc
-from retrieval.generation.answerability import MAX_LENGTH, pair_text
-from retrieval.generation.generator import Passage
-from retrieval.generation.registry import ANSWERABILITY
+from retrieval.answering.answerability import MAX_LENGTH, pair_text
+from retrieval.answering.records import Passage
+from retrieval.answering.registry import ANSWERABILITY
 
 SHIPPED_PAIRS = Path(__file__).resolve().parent / "data" / "answerability_train.jsonl"
 
@@ -66,13 +66,13 @@ def train_answerability(base_dir: Path, pairs: list[dict], models_dir: Path, con
                         activate: bool = False, registry: str = ANSWERABILITY,
                         command: str = "kbqa train-answerability") -> dict:
     """Train on ``pairs``, report validation AUC, publish as the next version under ``models_dir/registry``
-    (CURRENT if ``activate``). The sentence scorer (retrieval/generation/selection.py) is the same model trained on
+    (CURRENT if ``activate``). The sentence scorer (retrieval/answering/selection.py) is the same model trained on
     (question, sentence) pairs into its own registry folder."""
     import torch
     from tqdm import tqdm
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from retrieval.generation.answerability import AnswerabilityScorer
+    from retrieval.answering.answerability import AnswerabilityScorer
 
     if not pairs or not any(p["label"] for p in pairs):
         raise ValueError("training needs pairs, and at least one positive")

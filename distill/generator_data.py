@@ -11,9 +11,9 @@ import random
 import re
 from pathlib import Path
 
-from retrieval.generation.generator import ABSTENTION
+from retrieval.answering.prompt import ABSTENTION
 from distill.jsonl import read_jsonl
-from retrieval.generation.grounding import content_words, split_sentences
+from retrieval.answering.grounding import content_words, split_sentences
 
 MAX_TARGET_WORDS = 60
 _CITATION = re.compile(r"\s*\[\d{1,2}\]")   # a logged answer's own citation markers, renumbered by make_example

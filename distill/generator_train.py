@@ -16,9 +16,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from retrieval.models import publish_version
-from retrieval.generation.generator import build_messages
-from retrieval.generation.registry import ADAPTERS
+from retrieval.model_store import publish_version
+from retrieval.answering.prompt import build_messages
+from retrieval.answering.registry import ADAPTERS
 
 SHIPPED_EXAMPLES = Path(__file__).resolve().parent / "data" / "generator_train.jsonl"
 

@@ -27,7 +27,8 @@ from distill.teacher_cache import TeacherCache
 from distill.trainer import train_student
 from retrieval.collection import Collection
 from retrieval.encoder import SentenceEncoder, pick_device
-from retrieval.models import STUDENT_START, TEACHER, model_path, prune_versions, publish_version
+from retrieval.models import STUDENT_START, TEACHER, model_path
+from retrieval.model_store import prune_versions, publish_version
 
 
 LOGGED_SEEN = "logged_questions_trained"   # store meta: how many logged questions the serving encoder learnt from

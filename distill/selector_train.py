@@ -1,11 +1,11 @@
-"""Fit the answer-sentence selector and the knowledge-gap detector (retrieval/generation/selection.py, abstention.py).
+"""Fit the answer-sentence selector and the knowledge-gap detector (retrieval/answering/selection.py, abstention.py).
 
     python -m distill.selector_train --examples distill/data/selector_examples.jsonl --scorer FOLDER
     python -m distill.selector_train --examples ... --train-scorer distill/data/sentence_pairs.jsonl   # scorer too
 
 ``--train-scorer PAIRS`` first fine-tunes the sentence scorer (MiniLM cross-encoder, the answerability trainer on
 (question, sentence) pairs, 1 epoch) into ``$KBQA_HOME/models/sentence-scorer/vNNNN`` and makes it current; the
-shipped one is that folder copied to retrieval/generation/shipped-sentence-scorer. It is cross-fitted: two more
+shipped one is that folder copied to retrieval/answering/shipped-sentence-scorer. It is cross-fitted: two more
 scorers, each trained on the pairs of one half of the questions, score the examples of the other half, so the
 selector and the gap detector learn from scores on questions their scorer never saw (as serving will meet them).
 The three trainings take about 30 min on 2 cores.
@@ -33,8 +33,8 @@ from pathlib import Path
 import numpy as np
 
 from distill.metrics import oracle_selection, token_f1
-from retrieval.generation.abstention import SHIPPED_GAP_DETECTOR, GapDetector, gap_signals
-from retrieval.generation.selection import SHIPPED_SELECTOR, Selection, SentenceSelector, scored_units
+from retrieval.answering.gap_detector import SHIPPED_GAP_DETECTOR, GapDetector, gap_signals
+from retrieval.answering.selection import SHIPPED_SELECTOR, Selection, SentenceSelector, scored_units
 
 THRESHOLDS = (0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6)
 BUDGETS = (30, 45, 60, 80, 100, 130, 160, 200)
@@ -135,7 +135,7 @@ def example_key(example: dict) -> str:
 def train_scorer(pairs: list[dict], models: Path, source: str, activate: bool, target: str = "label",
                  epochs: int = 1) -> Path:
     from distill.answerability_train import AnswerabilityTrainConfig, train_answerability
-    from retrieval.generation.registry import SENTENCE_SCORERS
+    from retrieval.answering.registry import SENTENCE_SCORERS
     from retrieval.models import STUDENT_START, model_path
 
     config = AnswerabilityTrainConfig(epochs=epochs, batch_size=32, max_length=128, lr=5e-5, validation_share=0.15,
@@ -149,7 +149,7 @@ def train_scorer(pairs: list[dict], models: Path, source: str, activate: bool, t
 
 def cross_fitted(examples: list[dict], pairs: list[dict], models: Path, source: str, **training) -> list[dict]:
     """Featurise each half of the examples with a scorer trained on the other half's questions only."""
-    from retrieval.generation.answerability import AnswerabilityScorer
+    from retrieval.answering.answerability import AnswerabilityScorer
     from retrieval.models import STUDENT_START, model_path
 
     prepared = []
@@ -163,7 +163,7 @@ def cross_fitted(examples: list[dict], pairs: list[dict], models: Path, source: 
 
 
 def main() -> None:
-    from retrieval.generation.answerability import AnswerabilityScorer
+    from retrieval.answering.answerability import AnswerabilityScorer
     from retrieval.models import STUDENT_START, model_path
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

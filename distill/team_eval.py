@@ -71,7 +71,7 @@ def evaluate(service, questions: list[EvalQuestion], collection: str = "default"
         start = time.perf_counter()
         answer = service.ask(q.question, 5, collection)
         add("answer seconds", time.perf_counter() - start)
-        add("hand-off recommended", answer.handoff["recommended"])
+        add("hand-off recommended", answer.handoff.recommended)
         if not q.answerable:
             add("abstention recall (unanswerable)", answer.abstained)
             continue

@@ -19,7 +19,7 @@ from typing import Protocol
 import numpy as np
 from tqdm.auto import tqdm
 
-from retrieval.models import MANIFEST, verify
+from retrieval.model_store import MANIFEST, verify
 
 
 class TextEncoder(Protocol):

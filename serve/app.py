@@ -12,8 +12,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from retrieval.collection_encoder import EncoderMismatch
 from retrieval.home import InvalidName, UnknownCollection
-from retrieval.generation.remote import GeneratorUnavailable
-from retrieval.models import ModelNotReady
+from retrieval.answering.engines.remote import GeneratorUnavailable
+from retrieval.model_store import ModelNotReady
 from serve.admission import AdmissionGate, Overloaded
 from serve.auth import AuthError, KeyStore, RateLimiter
 from serve.body_limit import BodyLimit
@@ -58,8 +58,9 @@ def create_app(settings: Settings | None = None, service: KbqaService | None = N
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         app.state.service = service or KbqaService.load(settings)
-        answerer = app.state.service.answerer
-        batch = getattr(answerer.generator if answerer is not None else None, "max_batch", 1)
+        pipeline = app.state.service.pipeline
+        writer = pipeline.writer if pipeline is not None else None
+        batch = getattr(writer.generator if writer is not None else None, "max_batch", 1)
         if settings.answer_slots is None and batch > 1:   # the embedded generator batches (GPU): one slot a row
             app.state.admission = AdmissionGate(batch, settings.answer_queue, settings.answer_max_wait_s)
         remote = app.state.service.remote_generator()

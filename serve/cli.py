@@ -21,7 +21,8 @@ def _service(with_generator: bool):
 
 
 def cmd_prepare(args) -> int:
-    from retrieval.models import ALL_MODELS, prepare
+    from retrieval.models import ALL_MODELS
+    from retrieval.prepare import prepare
     from serve.settings import Settings
 
     for name, outcome in prepare(Settings().kbqa_home.models_dir, ALL_MODELS, force=args.force).items():
@@ -366,7 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from retrieval.home import UnknownCollection
-    from retrieval.models import ModelNotReady
+    from retrieval.model_store import ModelNotReady
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)

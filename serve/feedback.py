@@ -44,16 +44,17 @@ class FeedbackStore:
         self._db.close()
 
     def record_answer(self, collection: str, answer, conversation_id: str | None = None) -> str:
-        answer_id = uuid.uuid4().hex
+        """Records ``answer`` under its own ``answer_id`` (a fresh one when it has none); returns the id."""
+        answer_id = answer.answer_id or uuid.uuid4().hex
         citations = json.dumps([{"n": c.n, "chunk_id": c.chunk_id, "doc_id": c.doc_id, "source": c.source}
                                 for c in answer.citations])
-        handoff = getattr(answer, "handoff", None) or {}
+        handoff = answer.handoff
         with self._lock:
             self._db.execute("INSERT INTO answers (answer_id, created, collection, question, answer, abstained, "
                              "grounding, citations, conversation_id, handoff_reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, "
                              "?, ?)", (answer_id, time.time(), collection, answer.question, answer.answer,
                                        int(answer.abstained), answer.grounding, citations, conversation_id,
-                                       handoff.get("reason")))
+                                       handoff.reason))
         return answer_id
 
     def questions(self, collection: str) -> list[str]:

@@ -70,7 +70,7 @@ def gap_report(service, collection: str = "default", since_days: float = 30.0, t
                        "nearest_document": nearest}
             if include_all:
                 cluster["all_questions"] = [texts[i] for i in ordered]
-            if check_coverage and service.answerer is not None:
+            if check_coverage and service.pipeline is not None:
                 cluster["answered_now"] = _answered_now(service, collection, [grouped[keys[i]][0] for i in ordered])
                 cluster["covered"] = cluster["answered_now"] > 0.5
             clusters.append(cluster)
@@ -83,7 +83,7 @@ def _answered_now(service, collection: str, entries: list[dict]) -> float:
     answered = 0
     sample = entries[:COVERAGE_SAMPLE]
     for entry in sample:
-        answer = service.answerer.answer(entry["question"], service.search(entry["question"], 5, collection))
+        answer = service.pipeline.run(entry["question"], lambda question: service.search(question, 5, collection))
         cited = {c.doc_id for c in answer.citations}
         answered += (not answer.abstained) and (entry["reason"] != "unhelpful" or bool(cited - set(entry["cited"])))
     return round(answered / len(sample), 3)

@@ -82,7 +82,7 @@ class OverlapScorer:
         self.calls: list[int] = []
 
     def scores(self, question, passages):
-        from retrieval.generation.grounding import content_words
+        from retrieval.answering.grounding import content_words
 
         self.calls.append(len(passages))
         asked = content_words(question) or {""}
@@ -91,7 +91,7 @@ class OverlapScorer:
 
 def overlap_selector(threshold=0.5, budget_words=60):
     """A selector that trusts only the scorer: logit weight 1, nothing else (FEATURES order)."""
-    from retrieval.generation.selection import FEATURES, SentenceSelector
+    from retrieval.answering.selection import FEATURES, SentenceSelector
 
     return SentenceSelector([1.0 if name == "score_logit" else 0.0 for name in FEATURES], threshold, budget_words)
 
@@ -150,9 +150,22 @@ def scripted_service(tmp_path, encoder, text="Refunds are paid back within five 
     """(service over the tiny knowledge base with a scripted generator, that generator): change ``generator.text``
     to change what it answers."""
     from serve.service import KbqaService
+    from serve.wiring import answer_pipeline
     from serve.settings import Settings
 
     generator = ScriptedGenerator(text)
-    service = KbqaService(Settings(**{"home": tmp_path / "home", "min_relevance": 0.1, **settings}), encoder, generator)
+    settings = Settings(**{"home": tmp_path / "home", "min_relevance": 0.1, **settings})
+    service = KbqaService(settings, encoder, answer_pipeline(settings, generator=generator))
     service.ingest(make_kb(tmp_path / "kb"), "default")
     return service, generator
+
+
+def pipeline(generator=None, selector=None, sentence_scorer=None, gap_detector=None, answerability=None,
+             **settings):
+    """The answer pipeline the service would compose (serve/wiring.py) over these parts; ``settings``: Settings
+    fields (min_relevance 0.3 and answer mode "generate" unless given)."""
+    from serve.settings import Settings
+    from serve.wiring import answer_pipeline
+
+    return answer_pipeline(Settings(**{"min_relevance": 0.3, "answer_mode": "generate", **settings}), generator,
+                           selector, sentence_scorer, gap_detector, answerability)

@@ -93,7 +93,7 @@ def gated_app(tmp_path, fake_encoder):
     service, _ = scripted_service(tmp_path, fake_encoder, answer_mode="generate", answer_slots=1, answer_queue=0,
                                   answer_max_wait_s=5)
     generator = GatedGenerator("Refunds are paid back within five days [1].")
-    service.answerer.generator = generator
+    service.pipeline.writer.generator = generator
     app = create_app(service.settings, service)
     with serving(app) as url:
         yield app, url, generator
@@ -162,7 +162,7 @@ def test_a_client_that_leaves_mid_stream_frees_its_slot(gated_app):
 @pytest.mark.parametrize("slots, expected", [(None, 4), (2, 2)])
 def test_a_batching_generator_sets_the_slots_unless_they_are_set(tmp_path, fake_encoder, slots, expected):
     service, _ = scripted_service(tmp_path, fake_encoder, answer_mode="generate", answer_slots=slots)
-    service.answerer.generator.max_batch = 4    # as the embedded generator on a GPU
+    service.pipeline.writer.generator.max_batch = 4    # as the embedded generator on a GPU
     app = create_app(service.settings, service)
     with serving(app):
         assert app.state.admission.slots == expected

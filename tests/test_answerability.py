@@ -5,11 +5,12 @@ import pytest
 from distill.answerability_train import (AnswerabilityTrainConfig, _rounded, read_pairs,
                                          split_by_question, train_answerability)
 from distill.metrics import auc
-from serve.answer import Answerer
-from retrieval.generation.answerability import AnswerabilityScorer
-from retrieval.generation.generator import ABSTENTION, Passage
-from retrieval.generation.registry import current_scorer, resolve_scorer
-from tests.fakes import HITS, ScriptedGenerator
+from retrieval.answering.gates import AnswerabilityGate
+from retrieval.answering.answerability import AnswerabilityScorer
+from retrieval.answering.prompt import ABSTENTION
+from retrieval.answering.records import Passage
+from retrieval.answering.registry import current_scorer, resolve_scorer
+from tests.fakes import HITS, ScriptedGenerator, pipeline
 from tests.tiny_models import build_tiny_sentence_encoder
 
 
@@ -26,8 +27,7 @@ class FixedScorer:
 
 def test_no_passage_holding_the_answer_abstains_without_generating():
     generator, scorer = ScriptedGenerator("Refunds take a year [1]."), FixedScorer([0.1, 0.3, 0.2])
-    answerer = Answerer(generator, min_relevance=0.3, answerability=scorer, answerability_threshold=0.5)
-    answer = answerer.answer("refunds?", HITS)
+    answer = pipeline(generator, answerability=scorer, answerability_threshold=0.5).run("refunds?", lambda _: HITS)
     assert answer.abstained and answer.answer == ABSTENTION and answer.grounding == "abstained"
     assert answer.answerability == 0.3 and "answerability" in answer.timings_ms
     assert generator.prompts == []   # the generator never ran
@@ -36,16 +36,15 @@ def test_no_passage_holding_the_answer_abstains_without_generating():
 
 def test_a_passage_holding_the_answer_lets_the_generator_answer():
     generator = ScriptedGenerator("Refunds are paid within five days [1].")
-    answerer = Answerer(generator, min_relevance=0.3, answerability=FixedScorer([0.9, 0.1, 0.1]),
-                        answerability_threshold=0.5)
-    answer = answerer.answer("refunds?", HITS)
+    answer = pipeline(generator, answerability=FixedScorer([0.9, 0.1, 0.1]),
+                      answerability_threshold=0.5).run("refunds?", lambda _: HITS)
     assert not answer.abstained and answer.grounding == "generated" and answer.answerability == 0.9
-    assert Answerer(generator, min_relevance=0.3).answer("refunds?", HITS).answerability is None
+    assert pipeline(generator).run("refunds?", lambda _: HITS).answerability is None
 
 
 def test_answerability_threshold_is_validated():
     with pytest.raises(ValueError, match="answerability_threshold"):
-        Answerer(None, 0.3, answerability_threshold=1.5)
+        AnswerabilityGate(FixedScorer([0.5]), threshold=1.5)
 
 
 def test_auc_and_question_split():

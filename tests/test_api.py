@@ -1,8 +1,9 @@
 import pytest
 
-from retrieval.models import ModelNotReady
+from retrieval.model_store import ModelNotReady
 from serve.app import create_app
 from serve.service import KbqaService
+from serve.wiring import answer_pipeline
 from serve.settings import Settings
 from tests.fakes import ScriptedGenerator, hostile_files, local_client
 from tests.fakes import make_kb
@@ -12,7 +13,7 @@ def _client(tmp_path, encoder, distill=None):
     """The app over a service with a scripted generator; ``distill`` replaces the job's work when given."""
     settings = Settings(home=tmp_path / "home", min_relevance=0.1)
     runner = {} if distill is None else {"distill_runner": lambda service: distill}
-    service = KbqaService(settings, encoder, ScriptedGenerator("Refunds are paid back within five days [1]."), **runner)
+    service = KbqaService(settings, encoder, answer_pipeline(settings, generator=ScriptedGenerator("Refunds are paid back within five days [1].")), **runner)
     service.ingest(make_kb(tmp_path / "kb"), "default")
     return local_client(create_app(settings, service))
 
@@ -313,7 +314,7 @@ def test_select_mode_answers_by_quoting_and_streams_the_same_answer(tmp_path, fa
     from tests.fakes import OverlapScorer, overlap_selector
 
     settings = Settings(home=tmp_path / "home", min_relevance=0.1)   # answer_mode defaults to select
-    service = KbqaService(settings, fake_encoder, selector=overlap_selector(0.5), sentence_scorer=OverlapScorer())
+    service = KbqaService(settings, fake_encoder, answer_pipeline(settings, selector=overlap_selector(0.5), sentence_scorer=OverlapScorer()))
     service.ingest(make_kb(tmp_path / "kb"), "default")
     with local_client(create_app(settings, service)) as client:
         body = client.post("/v1/ask", json={"question": "How are refunds paid back?"}).json()
@@ -332,8 +333,7 @@ def test_a_looping_generator_is_counted_as_a_fallback(tmp_path, fake_encoder):
     from tests.fakes import OverlapScorer, overlap_selector
 
     settings = Settings(home=tmp_path / "home", min_relevance=0.1, answer_mode="generate")
-    service = KbqaService(settings, fake_encoder, ScriptedGenerator("Refunds refunds refunds refunds [1]"),
-                          selector=overlap_selector(0.5), sentence_scorer=OverlapScorer())
+    service = KbqaService(settings, fake_encoder, answer_pipeline(settings, generator=ScriptedGenerator("Refunds refunds refunds refunds [1]"), selector=overlap_selector(0.5), sentence_scorer=OverlapScorer()))
     service.ingest(make_kb(tmp_path / "kb"), "default")
     with local_client(create_app(settings, service)) as client:
         body = client.post("/v1/ask", json={"question": "How are refunds paid back?"}).json()
@@ -345,7 +345,7 @@ def test_a_looping_generator_is_counted_as_a_fallback(tmp_path, fake_encoder):
 def test_a_server_fault_is_a_500_with_a_json_body_not_a_client_error(tmp_path, fake_encoder, caplog):
     # Issue 13, 3: a tokenizer fault during search ("Unable to create tensor", a ValueError) was answered 422.
     settings = Settings(home=tmp_path / "home", min_relevance=0.1)
-    service = KbqaService(settings, fake_encoder, ScriptedGenerator("Refunds are paid back within five days [1]."))
+    service = KbqaService(settings, fake_encoder, answer_pipeline(settings, generator=ScriptedGenerator("Refunds are paid back within five days [1].")))
     service.ingest(make_kb(tmp_path / "kb"), "default")
 
     def broken(texts, batch_size=64, show_progress=False):

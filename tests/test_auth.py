@@ -6,6 +6,7 @@ from serve.app import create_app
 from serve.auth import KeyStore
 from serve.cli import main as kbqa_main
 from serve.service import KbqaService
+from serve.wiring import answer_pipeline
 from serve.settings import Settings
 from tests.fakes import ScriptedGenerator
 from tests.fakes import make_kb
@@ -14,7 +15,7 @@ from tests.fakes import make_kb
 @pytest.fixture
 def secured(tmp_path, fake_encoder):
     settings = Settings(home=tmp_path / "home", min_relevance=0.1, rate_limit_per_minute=5)
-    service = KbqaService(settings, fake_encoder, ScriptedGenerator("Refunds are paid back within five days [1]."))
+    service = KbqaService(settings, fake_encoder, answer_pipeline(settings, generator=ScriptedGenerator("Refunds are paid back within five days [1].")))
     service.ingest(make_kb(tmp_path / "kb"), "default")
     service.ingest(make_kb(tmp_path / "kb2"), "other")
     keys = KeyStore(tmp_path / "home" / "keys.sqlite")
@@ -140,7 +141,7 @@ def test_revoking_every_key_closes_the_server_instead_of_opening_it(secured, tmp
 
 def _keyless_app(tmp_path, fake_encoder):
     settings = Settings(home=tmp_path / "home", min_relevance=0.1)
-    service = KbqaService(settings, fake_encoder, ScriptedGenerator("Refunds are paid back within five days [1]."))
+    service = KbqaService(settings, fake_encoder, answer_pipeline(settings, generator=ScriptedGenerator("Refunds are paid back within five days [1].")))
     service.ingest(make_kb(tmp_path / "kb"), "default")
     return create_app(settings, service)
 
@@ -185,7 +186,7 @@ def test_probes_need_no_key_and_name_no_collection_but_metrics_need_an_admin_key
 def test_key_guessing_is_rate_limited_per_client_address(tmp_path, fake_encoder):
     # Issue 13, 7: 300 wrong guesses got 300 x 401.
     settings = Settings(home=tmp_path / "home", min_relevance=0.1, auth_failures_per_minute=5)
-    service = KbqaService(settings, fake_encoder, ScriptedGenerator("Refunds are paid back within five days [1]."))
+    service = KbqaService(settings, fake_encoder, answer_pipeline(settings, generator=ScriptedGenerator("Refunds are paid back within five days [1].")))
     service.ingest(make_kb(tmp_path / "kb"), "default")
     good = KeyStore(tmp_path / "home" / "keys.sqlite").create("ops", "admin")
     app = create_app(settings, service)

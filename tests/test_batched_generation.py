@@ -3,7 +3,9 @@ import threading
 
 import pytest
 
-from retrieval.generation.generator import Generator, Passage, build_messages, resolve_dtype
+from retrieval.answering.engines.local import Generator, resolve_dtype
+from retrieval.answering.records import Passage
+from retrieval.answering.prompt import build_messages
 from tests.tiny_models import build_tiny_generator
 
 QUESTIONS = ["what is the answer", "the answer is in passage 1", "w1 w2 w3 w4 w5 w6 w7 w8 w9 w10 w11 w12",

@@ -11,6 +11,7 @@ import uvicorn
 
 from serve.app import create_app
 from serve.service import KbqaService
+from serve.wiring import answer_pipeline
 from serve.settings import Settings
 from tests.fakes import make_kb
 
@@ -41,7 +42,7 @@ def server(tmp_path, fake_encoder):
     # The generator path: the page must show an answer while it is being written.
     settings = Settings(home=tmp_path / "home", min_relevance=0.1, answer_mode="generate")
     generator = SlowScriptedGenerator("Refunds are paid back within five days of the request [1].")
-    service = KbqaService(settings, fake_encoder, generator)
+    service = KbqaService(settings, fake_encoder, answer_pipeline(settings, generator=generator))
     service.ingest(make_kb(tmp_path / "kb"), "default")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -7,6 +7,7 @@ from collections import Counter
 
 from serve.app import create_app
 from serve.service import KbqaService
+from serve.wiring import answer_pipeline
 from serve.settings import Settings
 from tests.fakes import FakeEncoder, ScriptedGenerator, local_client, make_kb
 
@@ -27,8 +28,7 @@ def promoting_runner(service):
 
 def test_no_errors_but_the_deleted_collections_404_under_churn(tmp_path, fake_encoder):
     settings = Settings(home=tmp_path / "home", min_relevance=0.1, rate_limit_per_minute=0)
-    service = KbqaService(settings, fake_encoder, ScriptedGenerator("Refunds are paid back within five days [1]."),
-                          distill_runner=promoting_runner)
+    service = KbqaService(settings, fake_encoder, answer_pipeline(settings, generator=ScriptedGenerator("Refunds are paid back within five days [1].")), distill_runner=promoting_runner)
     service.ingest(make_kb(tmp_path / "kb"), "default")
     service.ingest(make_kb(tmp_path / "kb2"), "churn")
     statuses: Counter = Counter()

@@ -6,10 +6,11 @@ import pytest
 pytest.importorskip("ctranslate2", reason="CTranslate2 is a core dependency; a GPU machine that was not given it "
                     "runs the transformers engine only")
 
-from retrieval.models import MANIFEST, ModelNotReady
-from retrieval.generation.ct2_generator import Ct2Generator, converted_dir
-from retrieval.generation.generator import Passage, build_messages
-from retrieval.generation.backend import choose_backend, load_generator
+from retrieval.model_store import MANIFEST, ModelNotReady
+from retrieval.answering.engines.ct2 import Ct2Generator, converted_dir
+from retrieval.answering.records import Passage
+from retrieval.answering.prompt import build_messages
+from retrieval.answering.engines.loading import choose_backend, load_generator
 from tests.tiny_models import build_tiny_generator
 
 MESSAGES = build_messages("what is the answer", [Passage("w1", "the answer is w2 w3"), Passage("w4", "w5 w6")])
@@ -97,8 +98,8 @@ def test_backend_choice(tiny):
 
 
 def test_precision_follows_the_cpu_flags():
-    from retrieval.generation.backend import choose_precision
-    from retrieval.generation.cpu import cpu_flags, cpu_model
+    from retrieval.answering.engines.loading import choose_precision
+    from retrieval.answering.engines.cpu import cpu_flags, cpu_model
 
     assert choose_precision("auto", frozenset({"avx2", "fma"})) == "float32"          # AVX2-only EPYC
     assert choose_precision("auto", frozenset({"avx2", "avx512f", "avx512_vnni"})) == "int8"

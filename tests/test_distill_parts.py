@@ -116,7 +116,7 @@ def test_teacher_work_survives_a_run_killed_in_the_teacher_stage(tmp_path, fake_
 def test_prune_versions_keeps_the_serving_one_and_the_newest(tmp_path):
     import os
 
-    from retrieval.models import prune_versions
+    from retrieval.model_store import prune_versions
 
     for n in range(1, 6):
         (tmp_path / f"v{n:04d}").mkdir()

@@ -3,9 +3,10 @@ import json
 
 import pytest
 
-from retrieval.generation.generator import ABSTENTION
+from retrieval.answering.prompt import ABSTENTION
 from distill.team_eval import evaluate, format_table, read_questions
 from serve.service import KbqaService
+from serve.wiring import answer_pipeline
 from serve.settings import Settings
 from tests.fakes import ScriptedGenerator, make_kb
 
@@ -27,7 +28,7 @@ def test_questions_file_errors_name_the_line(tmp_path):
 
 def test_retrieval_and_answer_figures(tmp_path, fake_encoder):
     generator = ScriptedGenerator("Refunds are paid back within five days [1].")
-    service = KbqaService(Settings(home=tmp_path / "home", min_relevance=0.1), fake_encoder, generator)
+    service = KbqaService(Settings(home=tmp_path / "home", min_relevance=0.1), fake_encoder, answer_pipeline(Settings(home=tmp_path / "home", min_relevance=0.1), generator=generator))
     service.ingest(make_kb(tmp_path / "kb"), "default")
     questions = read_questions(_write(tmp_path / "q.jsonl", [
         {"question": "How are refunds paid back?", "answer": "Refunds are paid back within five days.",

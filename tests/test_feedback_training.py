@@ -1,7 +1,7 @@
 """The answer log into the next generator fine-tune (issue 17, 3): helpful answers and admin corrections
 (PATCH /v1/feedback/{id}) become grounded training examples."""
 from distill.generator_data import feedback_examples
-from retrieval.generation.generator import ABSTENTION
+from retrieval.answering.prompt import ABSTENTION
 from serve.app import create_app
 from serve.auth import KeyStore
 from tests.fakes import local_client, scripted_service

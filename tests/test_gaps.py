@@ -2,7 +2,7 @@
 once the docs answer it."""
 import numpy as np
 
-from retrieval.generation.generator import ABSTENTION
+from retrieval.answering.prompt import ABSTENTION
 from serve.app import create_app
 from serve.gaps import gap_report, greedy_clusters
 from tests.fakes import local_client, scripted_service

@@ -6,9 +6,11 @@ from distill.generator_data import (faq_pairs, grounded_answer, make_example, mi
 from ingest.chunker import Chunker
 from distill.generator_train import GeneratorTrainConfig, train_generator
 from ingest.records import Chunk
-from retrieval.generation.ct2_generator import Ct2Generator, converted_dir, ct2_available
-from retrieval.generation.generator import ABSTENTION, Generator, Passage, build_messages
-from retrieval.generation.registry import CURRENT, current_adapter
+from retrieval.answering.engines.ct2 import Ct2Generator, converted_dir, ct2_available
+from retrieval.answering.prompt import ABSTENTION, build_messages
+from retrieval.answering.engines.local import Generator
+from retrieval.answering.records import Passage
+from retrieval.answering.registry import CURRENT, current_adapter
 from retrieval.collection import Collection
 from tests.fakes import FakeEncoder
 from tests.tiny_models import build_tiny_generator
@@ -113,8 +115,10 @@ def test_training_publishes_a_current_adapter_that_serving_loads(tmp_path):
 
 
 def test_serving_picks_the_current_adapter_else_the_shipped_one(tmp_path):
-    from retrieval.generation.registry import SHIPPED_ADAPTER_SOURCE, resolve_adapter
-    from retrieval.models import SHIPPED_ADAPTER, prepare, verify
+    from retrieval.answering.registry import SHIPPED_ADAPTER_SOURCE, resolve_adapter
+    from retrieval.models import SHIPPED_ADAPTER
+    from retrieval.prepare import prepare
+    from retrieval.model_store import verify
 
     verify(SHIPPED_ADAPTER_SOURCE, full=True)  # committed whole: every file present with its checksum
     models = tmp_path / "models"

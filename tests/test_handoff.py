@@ -6,12 +6,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from retrieval.generation.generator import ABSTENTION
-from serve.answer import Answer
+from retrieval.answering.prompt import ABSTENTION
 from serve.app import create_app
-from serve.handoff import HandoffPolicy, customer_signal
+from retrieval.answering.handoff import HandoffPolicy, customer_signal
 from serve.handoff_webhook import HandoffWebhook, sign, verify_signature
 from serve.service import KbqaService
+from serve.wiring import answer_pipeline
 from serve.settings import Settings
 from tests.fakes import ScriptedGenerator, local_client, make_kb
 
@@ -64,27 +64,22 @@ def test_customer_signal(message, signal):
     assert customer_signal(message) == signal
 
 
-def _answer(abstained=False, answerability=0.9):
-    return Answer("q", ABSTENTION if abstained else "Refunds take five days. [1]", abstained,
-                  "abstained" if abstained else "extractive", answerability=answerability)
-
-
 def test_policy_reasons_in_order():
     policy = HandoffPolicy(min_answerability=0.5)
-    assert policy.decide("get me an agent", [], _answer()).reason == "asks for a person"
-    assert policy.decide("this is ridiculous", [], _answer(abstained=True)).reason == "frustration"
-    assert policy.decide("How long do refunds take?", [], _answer(abstained=True)).reason == "abstained"
-    assert policy.decide("How long do refunds take?", [], _answer(answerability=0.4)).reason == "low confidence"
+    assert policy.decide("get me an agent", [], False, 0.9).reason == "asks for a person"
+    assert policy.decide("this is ridiculous", [], True, 0.9).reason == "frustration"
+    assert policy.decide("How long do refunds take?", [], True, 0.9).reason == "abstained"
+    assert policy.decide("How long do refunds take?", [], False, 0.4).reason == "low confidence"
     earlier = [{"role": "user", "content": "x"}, {"role": "assistant", "content": ABSTENTION}]
-    assert policy.decide("How long do refunds take?", earlier, _answer()).reason == "repeated failure"
-    assert policy.decide("How long do refunds take?", [], _answer(), rated_unhelpful=True).reason == "repeated failure"
-    assert policy.decide("How long do refunds take?", [], _answer()).to_dict() == {"recommended": False, "reason": None}
-    assert policy.decide("How long do refunds take?", [], _answer(answerability=None)).recommended is False
+    assert policy.decide("How long do refunds take?", earlier, False, 0.9).reason == "repeated failure"
+    assert policy.decide("How long do refunds take?", [], False, 0.9, rated_unhelpful=True).reason == "repeated failure"
+    assert policy.decide("How long do refunds take?", [], False, 0.9).to_dict() == {"recommended": False, "reason": None}
+    assert policy.decide("How long do refunds take?", [], False, None).recommended is False
 
 
 def _client(tmp_path, encoder, **settings):
     settings = Settings(home=tmp_path / "home", min_relevance=0.1, **settings)
-    service = KbqaService(settings, encoder, ScriptedGenerator("Refunds are paid back within five days [1]."))
+    service = KbqaService(settings, encoder, answer_pipeline(settings, generator=ScriptedGenerator("Refunds are paid back within five days [1].")))
     service.ingest(make_kb(tmp_path / "kb"), "default")
     return local_client(create_app(settings, service)), service
 

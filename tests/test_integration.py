@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from retrieval.models import ALL_MODELS, verify
+from retrieval.models import ALL_MODELS
+from retrieval.model_store import verify
 from serve.app import create_app
 from serve.settings import Settings
 from tests.fakes import local_client
@@ -133,8 +134,10 @@ def test_train_generator_on_real_models_writes_a_current_adapter_that_loads(inge
     report = json.loads(done.stdout)
     assert report["version"] == "v0001" and report["examples"] == 2 and "FAQ pairs of default" in report["source"]
 
-    from retrieval.generation.generator import Generator, Passage, build_messages
-    from retrieval.generation.registry import resolve_adapter
+    from retrieval.answering.engines.local import Generator
+    from retrieval.answering.records import Passage
+    from retrieval.answering.prompt import build_messages
+    from retrieval.answering.registry import resolve_adapter
 
     adapter = resolve_adapter("auto", home / "models")
     assert adapter == home / "models" / "generator-adapters" / "v0001"
@@ -149,9 +152,9 @@ def test_shipped_adapter_on_the_cpu_engine_gives_a_resolved_citation_or_the_decl
     cites the passage it is drawn from, or is replaced by the quoted selection and says why."""
     from ingest.records import Chunk
     from retrieval.search import SearchHit
-    from retrieval.generation.backend import choose_precision
-    from retrieval.generation.ct2_generator import Ct2Generator, converted_dir
-    from serve.answer import Answerer
+    from retrieval.answering.engines.loading import choose_precision
+    from retrieval.answering.engines.ct2 import Ct2Generator, converted_dir
+    from tests.fakes import pipeline
 
     generator = Ct2Generator(converted_dir(tmp_path, MODELS / "generator-base", MODELS / "generator-adapter-shipped"),
                              max_new_tokens=40, abstain_threshold=0.8, compute_type=choose_precision("auto"))
@@ -159,7 +162,7 @@ def test_shipped_adapter_on_the_cpu_engine_gives_a_resolved_citation_or_the_decl
                             "Invoices are emailed on the first day of every month."), 0.9, 0.6),
             SearchHit(Chunk("privacy", "privacy.md", "Privacy", "", 0,
                             "Plausible does not use cookies and collects no personal data."), 0.8, 0.7)]
-    answer = Answerer(generator, 0.1, 3, mode="generate").answer("Does Plausible use cookies?", hits)
+    answer = pipeline(generator, min_relevance=0.1).run("Does Plausible use cookies?", lambda _: hits)
     assert not answer.abstained and answer.citations, answer
     if answer.grounding == "generated":
         assert answer.fallback_reason is None and answer.unsupported == []
@@ -183,9 +186,9 @@ def test_train_answerability_on_real_models_writes_a_current_scorer_that_loads(t
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["version"] == "v0001"
 
-    from retrieval.generation.answerability import AnswerabilityScorer
-    from retrieval.generation.generator import Passage
-    from retrieval.generation.registry import resolve_scorer
+    from retrieval.answering.answerability import AnswerabilityScorer
+    from retrieval.answering.records import Passage
+    from retrieval.answering.registry import resolve_scorer
 
     folder = resolve_scorer("auto", home / "models")
     assert folder == home / "models" / "answerability" / "v0001"

@@ -6,9 +6,11 @@ from pathlib import Path
 import pytest
 
 from benchs.llama_server import ALIAS, llama_available, llama_served
-from retrieval.generation.generator import build_messages, Passage
-from retrieval.generation.remote import RemoteGenerator
-from retrieval.models import ALL_MODELS, verify
+from retrieval.answering.prompt import build_messages
+from retrieval.answering.records import Passage
+from retrieval.answering.engines.remote import RemoteGenerator
+from retrieval.models import ALL_MODELS
+from retrieval.model_store import verify
 from serve.app import create_app
 from serve.service import KbqaService
 from serve.settings import Settings

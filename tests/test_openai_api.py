@@ -5,11 +5,12 @@ import pytest
 
 openai = pytest.importorskip("openai", reason="the OpenAI SDK comes with the test extra: pip install -e '.[test]'")
 
-from retrieval.generation.generator import ABSTENTION
-from retrieval.generation.remote import RemoteGenerator
+from retrieval.answering.prompt import ABSTENTION
+from retrieval.answering.engines.remote import RemoteGenerator
 from serve.app import create_app
 from serve.auth import KeyStore
 from serve.service import KbqaService
+from serve.wiring import answer_pipeline
 from serve.settings import Settings
 from tests.fakes import ScriptedGenerator, make_kb, serving
 from tests.openai_fault_server import FaultServer
@@ -20,7 +21,7 @@ ANSWER = "Refunds are paid back within five days [1]."
 
 def _service(tmp_path, encoder, generator, **settings):
     settings = Settings(home=tmp_path / "home", min_relevance=0.1, answer_mode="generate", **settings)
-    service = KbqaService(settings, encoder, generator)
+    service = KbqaService(settings, encoder, answer_pipeline(settings, generator=generator))
     service.ingest(make_kb(tmp_path / "kb"), "default")
     service.ingest(make_kb(tmp_path / "kb2"), "other")
     return settings, service

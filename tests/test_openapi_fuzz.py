@@ -8,6 +8,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from serve.app import create_app
 from serve.auth import KeyStore
 from serve.service import KbqaService
+from serve.wiring import answer_pipeline
 from serve.settings import Settings
 from tests.fakes import FakeEncoder
 from tests.fakes import ScriptedGenerator
@@ -17,7 +18,7 @@ from tests.fakes import make_kb
 def build_app(tmp):
     """The app with one admin key (schemathesis' client is not on loopback, so keyless mode would refuse it)."""
     settings_ = Settings(home=tmp / "home", min_relevance=0.1, rate_limit_per_minute=0)
-    service = KbqaService(settings_, FakeEncoder(), ScriptedGenerator("Refunds are paid back within five days [1]."))
+    service = KbqaService(settings_, FakeEncoder(), answer_pipeline(settings_, generator=ScriptedGenerator("Refunds are paid back within five days [1].")))
     service.ingest(make_kb(tmp / "kb"), "default")
     key = KeyStore(settings_.kbqa_home.root / "keys.sqlite").create("fuzz", "admin")
     return create_app(settings_, service), {"Authorization": f"Bearer {key}"}

@@ -4,10 +4,11 @@ import json
 
 import pytest
 
-from retrieval.generation.generator import build_messages
-from retrieval.generation.remote import GeneratorUnavailable, RemoteGenerator, chat_url
+from retrieval.answering.prompt import build_messages
+from retrieval.answering.engines.remote import GeneratorUnavailable, RemoteGenerator, chat_url
 from serve.app import create_app
 from serve.service import KbqaService
+from serve.wiring import answer_pipeline
 from serve.settings import Settings
 from tests.fakes import OverlapScorer, ScriptedGenerator, local_client, make_kb, overlap_selector
 from benchs.common import free_port
@@ -75,8 +76,7 @@ def _app(tmp_path, encoder, server_url, fallback, timeout_s=0.5, local=None):
                         generator_model="m", generator_fallback=fallback, generator_timeout_s=timeout_s)
     assert settings.resolved_answer_mode == "generate"   # a team that plugs a model in wants it to write
     remote = RemoteGenerator(server_url, "m", timeout_s=timeout_s)
-    service = KbqaService(settings, encoder, remote, selector=overlap_selector(0.5), sentence_scorer=OverlapScorer(),
-                          fallback_generator=local)
+    service = KbqaService(settings, encoder, answer_pipeline(settings, generator=remote, selector=overlap_selector(0.5), sentence_scorer=OverlapScorer(), fallback_generator=local))
     service.ingest(make_kb(tmp_path / "kb"), "default")
     return local_client(create_app(settings, service))
 

@@ -4,11 +4,12 @@ import json
 import numpy as np
 import pytest
 
-from retrieval.generation.abstention import SIGNALS, GapDetector, gap_signals
-from retrieval.generation.degeneration import degenerate_reason
-from retrieval.generation.selection import FEATURES, Selection, SentenceSelector, Unit, split_units
-from serve.answer import Answerer
-from tests.fakes import OverlapScorer, ScriptedGenerator, hit, overlap_selector
+from retrieval.answering.gap_detector import SIGNALS, GapDetector, gap_signals
+from retrieval.answering.degeneration import degenerate_reason
+from retrieval.answering.selection import FEATURES, Selection, SentenceSelector, Unit, split_units
+from retrieval.answering.pipeline import AnswerPipeline
+from retrieval.answering.gates import RelevanceGate
+from tests.fakes import OverlapScorer, ScriptedGenerator, hit, overlap_selector, pipeline
 
 PROCEDURE = ("To export your data, open the dashboard.\n"
              "1. Click Settings.\n2. Choose Export.\n3. Press Download CSV.\n"
@@ -45,10 +46,10 @@ def test_choose_keeps_budget_threshold_and_brings_the_whole_procedure():
 
 def test_select_mode_quotes_the_passages_and_cites_them():
     scorer = OverlapScorer()
-    answerer = Answerer(None, 0.1, 3, mode="select", selector=overlap_selector(0.5), sentence_scorer=scorer)
+    answerer = pipeline(selector=overlap_selector(0.5), sentence_scorer=scorer, min_relevance=0.1, answer_mode="select")
     hits = [hit("billing", "Refunds are paid within five days. Invoices are monthly.", 0.8),
             hit("export", PROCEDURE, 0.7)]
-    answer = answerer.answer("How do I export data with Download CSV?", hits)
+    answer = answerer.run("How do I export data with Download CSV?", lambda _: hits)
     assert answer.grounding == "extractive" and not answer.abstained
     assert answer.answer == ("To export your data, open the dashboard.\n1. Click Settings.\n2. Choose Export.\n"
                              "3. Press Download CSV. [2]")
@@ -60,13 +61,13 @@ def test_select_mode_quotes_the_passages_and_cites_them():
 def test_the_gap_detector_refuses_and_reports_its_probability():
     weights = [0.0] * len(SIGNALS)
     weights[SIGNALS.index("best_score_logit")] = -1.0   # p(gap) = sigmoid(-logit(best score)) = 1 - best
-    answerer = Answerer(None, 0.1, 3, mode="select", selector=overlap_selector(0.5), sentence_scorer=OverlapScorer(),
-                        gap_detector=GapDetector(weights, threshold=0.5))
+    answerer = pipeline(selector=overlap_selector(0.5), sentence_scorer=OverlapScorer(),
+                        gap_detector=GapDetector(weights, threshold=0.5), min_relevance=0.1, answer_mode="select")
     hits = [hit("billing", "Refunds are paid within five days.", 0.8)]
-    refused = answerer.answer("Which cookies does the tracker set?", hits)
+    refused = answerer.run("Which cookies does the tracker set?", lambda _: hits)
     assert refused.abstained and refused.grounding == "abstained" and refused.citations == []
     assert refused.answerability == pytest.approx(0.01, abs=1e-3)
-    answered = answerer.answer("When are refunds paid?", hits)
+    answered = answerer.run("When are refunds paid?", lambda _: hits)
     assert not answered.abstained and answered.answerability == pytest.approx(0.99, abs=1e-3)
 
 
@@ -95,10 +96,9 @@ def test_degeneration_reasons(text, budget, reason):
 
 def test_a_looping_generator_is_never_served_as_generated():
     generator = ScriptedGenerator("Click Chase Chase Chase Chase Chase Chase [1]")
-    answerer = Answerer(generator, 0.1, 3, mode="generate", selector=overlap_selector(0.5),
-                        sentence_scorer=OverlapScorer())
+    answerer = pipeline(generator, selector=overlap_selector(0.5), sentence_scorer=OverlapScorer(), min_relevance=0.1)
     hits = [hit("chase", "Click Chase to link your bank account. Chase accounts sync daily.", 0.8)]
-    answer = answerer.answer("How do I link my Chase bank account?", hits)
+    answer = answerer.run("How do I link my Chase bank account?", lambda _: hits)
     assert answer.grounding == "extractive" and answer.fallback_reason == "loop"
     assert "Chase Chase Chase" not in answer.answer and answer.answer.endswith("[1]")
     assert answer.unsupported == ["Click Chase Chase Chase Chase Chase Chase [1]"]
@@ -108,8 +108,9 @@ def test_a_generator_cut_by_its_budget_falls_back():
     class Budgeted(ScriptedGenerator):
         max_new_tokens = 10
 
-    answerer = Answerer(Budgeted("To link your account open the settings and then"), 0.1, 3, mode="generate")
-    answer = answerer.answer("How do I link my account?", [hit("link", "Open settings to link your account.", 0.8)])
+    answerer = pipeline(Budgeted("To link your account open the settings and then"), min_relevance=0.1)
+    link = [hit("link", "Open settings to link your account.", 0.8)]
+    answer = answerer.run("How do I link my account?", lambda _: link)
     assert answer.grounding == "extractive" and answer.fallback_reason == "truncated"
 
 
@@ -133,9 +134,9 @@ def test_the_shipped_selector_and_gap_detector_load():
 
 def test_select_mode_needs_its_parts():
     with pytest.raises(ValueError, match="selector"):
-        Answerer(None, 0.1, 3, mode="select")
+        AnswerPipeline(RelevanceGate(0.1), mode="select")
     with pytest.raises(ValueError, match="generator"):
-        Answerer(None, 0.1, 3, mode="generate")
+        AnswerPipeline(RelevanceGate(0.1), mode="generate")
 
 
 def test_fitting_learns_from_the_oracle_and_keeps_false_abstentions_under_the_limit():
@@ -162,8 +163,10 @@ def test_fitting_learns_from_the_oracle_and_keeps_false_abstentions_under_the_li
 
 
 def test_the_shipped_sentence_scorer_is_committed_whole_and_prepare_installs_it(tmp_path):
-    from retrieval.generation.registry import SHIPPED_SENTENCE_SCORER_SOURCE, resolve_sentence_scorer
-    from retrieval.models import SHIPPED_SENTENCE_SCORER, prepare, verify
+    from retrieval.answering.registry import SHIPPED_SENTENCE_SCORER_SOURCE, resolve_sentence_scorer
+    from retrieval.models import SHIPPED_SENTENCE_SCORER
+    from retrieval.prepare import prepare
+    from retrieval.model_store import verify
 
     verify(SHIPPED_SENTENCE_SCORER_SOURCE, full=True)   # every file present with its checksum
     models = tmp_path / "models"
@@ -176,7 +179,7 @@ def test_the_shipped_sentence_scorer_is_committed_whole_and_prepare_installs_it(
 
 
 def test_one_sentence_splitter_keeps_closing_marks_and_line_breaks():
-    from retrieval.generation.grounding import split_sentences
+    from retrieval.answering.grounding import split_sentences
 
     text = 'He said "Stop." Then he left. See (page 3.) Next!\nA new line e.g. this one. 3 items.'
     assert split_sentences(text) == ['He said "Stop."', "Then he left.", "See (page 3.)", "Next!",

@@ -1,7 +1,7 @@
 """Tiny models built inside the tests: a random 2-layer Llama with a word-level tokenizer and chat template."""
 from pathlib import Path
 
-from retrieval.models import write_manifest
+from retrieval.model_store import write_manifest
 
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"

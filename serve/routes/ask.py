@@ -5,7 +5,7 @@ from fastapi.responses import StreamingResponse
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
-from retrieval.generation.remote import GeneratorUnavailable
+from retrieval.answering.engines.remote import GeneratorUnavailable
 from serve.admission import admit
 from serve.deps import QueryKey, ServiceDep
 from serve.schemas import AskRequest, AskResponse, ErrorResponse

@@ -22,7 +22,7 @@ async def readyz(service: ServiceDep):
     """Ready to answer: models loaded and every collection's index open. It needs no key (probes), so failing
     collections are counted here and named in the server log."""
     problems = {}
-    if service.answerer is None:
+    if service.pipeline is None:
         problems["generator"] = "not loaded"
 
     def open_all() -> None:
@@ -42,7 +42,7 @@ async def readyz(service: ServiceDep):
     if remote is not None:
         # Unreachable with a fallback declared: still ready (answers come, degraded); without one: not ready.
         reachable, why = await run_in_threadpool(remote.probe)
-        fallback = service.answerer.fallback
+        fallback = service.pipeline.writer.fallback
         health = remote.health
         content["generator"] = {"remote": True, "reachable": reachable, "probe": why, "fallback": fallback,
                                 "last_call_ok": health.last_ok, "last_call_seconds": health.last_seconds,

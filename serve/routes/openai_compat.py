@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
-from retrieval.generation.remote import GeneratorUnavailable
+from retrieval.answering.engines.remote import GeneratorUnavailable
 from retrieval.home import UnknownCollection
 from serve.admission import admit
 from serve.deps import QueryKey, ServiceDep
