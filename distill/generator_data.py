@@ -133,3 +133,21 @@ def feedback_examples(collection, answers: list[dict], n_passages: int, seed: in
 
 def read_examples(path: Path) -> list[dict]:
     return read_jsonl(path, {"question", "passages", "target"})
+
+
+def training_examples(shipped: Path | None, extra: list[Path], collection=None, feedback_answers: list[dict] | None = None,
+                      n_passages: int = 3) -> tuple[list[dict], dict[str, int]]:
+    """Everything `kbqa train-generator` (and anything else training the generator) learns from: the ``shipped``
+    examples, ``extra`` JSONL files, the FAQ pairs mined from ``collection`` and, given ``feedback_answers``
+    (serve/feedback.py:training_answers), examples from its answer log. Returns (examples, count per source)."""
+    examples = read_examples(shipped) if shipped is not None else []
+    for path in extra:
+        examples += read_examples(path)
+    counts = {"given": len(examples), "mined": 0, "feedback": 0}
+    if collection is not None:
+        mined = mined_faq_examples(collection, n_passages)
+        from_feedback = feedback_examples(collection, feedback_answers, n_passages) if feedback_answers is not None \
+            else []
+        counts.update(mined=len(mined), feedback=len(from_feedback))
+        examples += mined + from_feedback
+    return examples, counts

@@ -10,6 +10,7 @@ import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Callable
 
 
@@ -29,13 +30,40 @@ class Job:
         return asdict(self)
 
 
-def distill_runner(service) -> Callable[[str, Callable[[str], None]], dict]:
-    """The job wiring: distil one collection of ``service`` (distill/run.py); a promotion serves at once."""
-    def run(collection: str, on_stage: Callable[[str], None]) -> dict:
-        from distill.run import distill_collection   # training code loads only when a job runs
+def eval_questions_file(service, collection: str) -> Path:
+    """Where `kbqa eval --remember` keeps a collection's questions; a distillation reports them before and after."""
+    from distill.team_eval import EVAL_QUESTIONS
 
-        return distill_collection(service.collection(collection), service.home.models_dir, on_stage=on_stage,
-                                  logged_questions=service.feedback.questions(collection)).to_dict()
+    return service.home.collection_dir(collection) / EVAL_QUESTIONS
+
+
+def run_distill(service, collection: str, config=None, show_progress: bool = False,
+                on_stage: Callable[[str], None] | None = None, include_logged: bool = True) -> dict:
+    """Distil one collection of ``service`` (distill/run.py; a promotion serves at once), with the team's remembered
+    questions (`kbqa eval --remember`) measured before and after: the report, ``eval`` holding {"before", "after"}
+    or None when no questions were remembered. The CLI and the HTTP job both run this."""
+    from distill.run import distill_collection   # training code loads only when a distillation runs
+    from distill.team_eval import evaluate, read_questions
+
+    stage = on_stage or (lambda name: None)
+    questions_file = eval_questions_file(service, collection)
+    questions = read_questions(questions_file) if questions_file.is_file() else None
+    if questions:
+        stage("evaluating")
+    before = evaluate(service, questions, collection) if questions else None
+    logged = service.feedback.questions(collection) if include_logged else []
+    report = distill_collection(service.collection(collection), service.home.models_dir, config,
+                                show_progress=show_progress, on_stage=on_stage, logged_questions=logged)
+    if questions:
+        stage("evaluating")
+    after = evaluate(service, questions, collection) if questions else None
+    return {**report.to_dict(), "eval": {"before": before, "after": after} if questions else None}
+
+
+def distill_runner(service) -> Callable[[str, Callable[[str], None]], dict]:
+    """The job wiring: ``run(collection, on_stage) -> report`` over ``service``."""
+    def run(collection: str, on_stage: Callable[[str], None]) -> dict:
+        return run_distill(service, collection, on_stage=on_stage)
     return run
 
 

@@ -1,0 +1,89 @@
+"""`kbqa ingest`, `search`, `ask`, `status`: a collection's documents and questions."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from serve.cli.common import service
+
+
+def cmd_ingest(args) -> int:
+    report = service(with_generator=False).ingest(Path(args.path), args.collection, show_progress=not args.json)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=1))
+    else:
+        print(f"collection {report.collection}: {len(report.added)} added, {len(report.changed)} changed, "
+              f"{len(report.removed)} removed, {len(report.unchanged)} unchanged; "
+              f"{report.chunks_embedded} chunks embedded, {report.chunks_total} in total ({report.seconds:.1f} s)")
+        for source, reason in sorted(report.errors.items()):
+            print(f"  skipped {source}: {reason}", file=sys.stderr)
+    return 0
+
+
+def cmd_search(args) -> int:
+    from serve.service import hit_to_dict
+
+    hits = service(with_generator=False).search(args.query, args.k, args.collection)
+    results = [hit_to_dict(h) for h in hits]
+    if args.json:
+        print(json.dumps({"query": args.query, "results": results}, indent=1))
+    else:
+        for rank, r in enumerate(results, start=1):
+            snippet = " ".join(r["text"].split())[:160]
+            print(f"{rank}. [{r['score']:.4f}] {r['source']} - {r['title']}\n   {snippet}")
+    return 0
+
+
+def cmd_ask(args) -> int:
+    answer = service(with_generator=True).ask(args.question, args.k, args.collection)
+    if args.json:
+        print(json.dumps(answer.to_dict(), indent=1))
+    else:
+        print(f"Q: {answer.question}\nA: {answer.answer}")
+        for c in answer.citations:
+            print(f"   [{c.n}] {c.source} - {c.title}")
+        gate = f"; answerability {answer.answerability:.2f}" if answer.answerability is not None else ""
+        print(f"   ({answer.timings_ms.get('total', 0) / 1000:.1f} s{gate})")
+    return 0
+
+
+def cmd_status(args) -> int:
+    from distill.run import freshness
+
+    running = service(with_generator=False)
+    names = [args.collection] if args.collection else running.collection_names()
+    rows = [freshness(running.collection(name)) for name in names]
+    if args.json:
+        print(json.dumps(rows, indent=1))
+    for row in rows if not args.json else []:
+        print(f"{row['collection']}: {row['chunks']} chunks, {row['chunks_newer_than_encoder']} "
+              f"({row['share_newer']:.0%}) newer than the serving encoder {row['encoder']}")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("ingest", help="ingest (or re-ingest, incrementally) a folder or file")
+    p.add_argument("path")
+    p.add_argument("--collection", default="default")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("search", help="retrieve passages")
+    p.add_argument("query")
+    p.add_argument("--k", type=int, default=5)
+    p.add_argument("--collection", default="default")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("ask", help="answer a question with citations")
+    p.add_argument("question")
+    p.add_argument("--k", type=int, default=5)
+    p.add_argument("--collection", default="default")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_ask)
+
+    p = sub.add_parser("status", help="collections and how much of each is newer than its encoder")
+    p.add_argument("--collection")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)

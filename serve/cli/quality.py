@@ -1,0 +1,55 @@
+"""`kbqa eval` and `kbqa gaps`: how well a collection answers its team's questions, and what its docs miss."""
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from serve.cli.common import service
+
+
+def cmd_eval(args) -> int:
+    from tqdm import tqdm
+
+    from distill.team_eval import evaluate, format_table, read_questions
+    from serve.jobs import eval_questions_file
+
+    questions = read_questions(Path(args.questions))
+    running = service(with_generator=args.ask)
+    running.collection(args.collection)   # an unknown collection fails here, before any work
+    report = evaluate(running, questions, args.collection, ask=args.ask,
+                      progress=lambda items: tqdm(items, desc="questions", disable=args.json, file=sys.stderr))
+    if args.remember:
+        shutil.copyfile(args.questions, eval_questions_file(running, args.collection))
+    print(json.dumps(report, indent=1) if args.json else format_table(report))
+    return 0
+
+
+def cmd_gaps(args) -> int:
+    from serve.gaps import format_report, gap_report
+
+    # The answering parts too: a cluster is "covered" once its questions are answered by the same gates as the API.
+    report = gap_report(service(with_generator=True), args.collection, args.since, args.threshold)
+    print(json.dumps(report, indent=1) if args.json else format_report(report))
+    return 0
+
+
+def register(sub) -> None:
+    from serve.gaps import DEFAULT_THRESHOLD
+
+    p = sub.add_parser("eval", help="quality on your own questions (JSONL: question, answer, gold_ids, answerable)")
+    p.add_argument("questions", help="JSONL, one {question, answer?, gold_ids?, answerable?} a line")
+    p.add_argument("--collection", default="default")
+    p.add_argument("--ask", action="store_true", help="also answer each question (answer quality, abstention)")
+    p.add_argument("--remember", action="store_true",
+                   help="keep this file as the collection's questions: `kbqa distill` reports them before and after")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("gaps", help="what the docs are missing: unanswered or unhelpful questions, clustered")
+    p.add_argument("--collection", default="default")
+    p.add_argument("--since", type=float, default=30.0, help="days of the answer log to read")
+    p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="cosine to a cluster's centre to join it")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_gaps)
