@@ -1,20 +1,92 @@
-"""Shared by the benchmark scripts: datasets in the normalised format, collections built the product's way."""
+"""The one helper module the benchmark scripts share (no script imports another): the dev sets in their normalised
+format, collections built the product's way, the cached retrieval rows of the answer benchmarks and the
+knowledge-gap protocol, the served product, and ``publish``, which heads every result file with the command, the
+commit and the CPU that produced it.
+
+Run every script from the repository root as a module: ``python -m benchs.quality.answer_trust --data ...``.
+"""
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import json
-import socket
+import os
+import random
+import shlex
+import shutil
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
+from ingest.records import Chunk
+from retrieval.answering.engines.cpu import describe
+from retrieval.answering.engines.llama_server import free_port, wait_until_up
+from retrieval.search import SearchHit
 
-DATASETS = ("emanualqa", "covid_faq_deepset", "techqa_dev", "plausible_docs")
-BENCH_HOME = Path(__file__).resolve().parents[1] / ".kbqa-bench"
+os.environ.setdefault("HF_HUB_OFFLINE", "1")   # weights only from the prepared folders, as `kbqa` itself
+REPO = Path(__file__).resolve().parents[1]
+BENCH_HOME = REPO / ".kbqa-bench"
+RESULTS = REPO / "benchs" / "results"
+# The dev sets: retrieval is measured on all four; the answer benchmarks and the data builders use the three with
+# reference answers and a licence to ship what is built from them (plausible_docs is kb/ itself).
+RETRIEVAL_DATASETS = ("emanualqa", "covid_faq_deepset", "techqa_dev", "plausible_docs")
+ANSWER_DATASETS = ("emanualqa", "covid_faq_deepset", "techqa_dev")
+HITS = 5
+MAX_QUESTION_WORDS = 120   # long TechQA questions are cut to this many words before they are asked
+
+# Questions of the demo knowledge base (kb/) for the speed benchmarks, and ones it cannot answer.
+ON_TOPIC = [
+    "How do I cancel my subscription?", "Does Plausible use cookies?", "How do I enable two-factor authentication?",
+    "How can I exclude my own visits from the stats?", "How do I add a new website?",
+    "Can I import my Google Analytics data?", "How do I track file downloads?", "How do I change my email address?",
+    "How are unique visitors counted?", "How do I set up a proxy with Cloudflare?",
+    "Can I share my dashboard publicly?", "How do I download my invoices?",
+]
+OFF_TOPIC = ["What is the boiling point of mercury in kelvin?", "Who won the 1998 football world cup?",
+             "Give me a recipe for banana bread."]
 
 
+# --- result files -------------------------------------------------------------------------------------------------
+
+def command_line() -> str:
+    """How this run was started, as a user would type it again."""
+    main = sys.modules["__main__"]
+    spec = getattr(main, "__spec__", None)
+    start = f"python -m {spec.name}" if spec is not None and spec.name else f"python {sys.argv[0]}"
+    return " ".join([start, *map(shlex.quote, sys.argv[1:])])
+
+
+def commit() -> str:
+    """The commit the run used, "+changes" when the work tree differed from it."""
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    head = git("rev-parse", "--short", "HEAD") or "unknown"
+    return head + (" +changes" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
+def result_header() -> list[str]:
+    return [f"Command: `{command_line()}`", f"Commit: {commit()}", f"CPU: {describe()}", ""]
+
+
+def publish(lines: list[str], out: Path) -> None:
+    """Write a benchmark's report (kept in the repo, benchs/results/), headed by the command, commit and CPU, and
+    print it."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    text = "\n".join(result_header() + lines) + "\n"
+    out.write_text(text)
+    print(text, end="")
+
+
+def publish_json(report: dict, out: Path) -> None:
+    """A JSON result, its first keys the command, commit and CPU."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"command": command_line(), "commit": commit(), "cpu": describe(), **report},
+                              indent=1) + "\n")
+
+
+# --- dev sets and collections -------------------------------------------------------------------------------------
 def dataset_files(data: Path, name: str) -> tuple[Path, Path]:
     folder = data / name / "normalized"
     if not folder.is_dir():
@@ -59,40 +131,135 @@ def ranked_docs(hits, depth: int = 10) -> list[str]:
     return seen[:depth]
 
 
-def publish(lines: list[str], out: Path) -> None:
-    """Write a benchmark's report (kept in the repo beside the script) and print it."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-
-
 def mean(rows: list[dict[str, float]]) -> dict[str, float]:
     return {k: sum(r[k] for r in rows) / len(rows) for k in rows[0]} if rows else {}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+
+# --- the answer benchmarks' retrieval rows ------------------------------------------------------------------
+# Retrieval rows for the answer benchmarks: every question of every dev set, its top hits, on the full knowledge
+# base and on the knowledge-gap version of it. Cached, so the answer systems are compared on the same retrieval.
+#
+# The knowledge-gap protocol: in file order, the gold documents of every 4th question are removed from the knowledge
+# base (collection ``<set>-gap``). A question whose gold documents are all gone is a *gap* question (it should be
+# refused); one that lost only some is dropped; the rest stay answerable.
+
+def is_answerable(question: dict) -> bool:
+    return bool(question.get("answerable", True) and question.get("gold_ids"))
 
 
-def wait_until_up(server: subprocess.Popen, url: str, wait_s: float, what: str) -> None:
-    """Poll ``url`` until it answers 200; fail with the server's last words if it exits or is not up in time."""
-    import httpx
+def gap_protocol(questions: list[dict]) -> tuple[set[str], dict[str, str]]:
+    """(removed document ids, question id -> "gap" | "answerable" | "dropped") for answerable questions."""
+    answerable = [q for q in questions if is_answerable(q)]
+    removed = {d for i, q in enumerate(answerable) if i % 4 == 3 for d in q["gold_ids"]}
+    status = {}
+    for q in answerable:
+        lost = set(q["gold_ids"]) & removed
+        status[q["id"]] = "answerable" if not lost else "gap" if lost == set(q["gold_ids"]) else "dropped"
+    return removed, status
 
-    deadline = time.monotonic() + wait_s
-    while True:
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        if server.poll() is not None:
-            raise RuntimeError(f"{what} exited: {server.stderr.read()[-2000:]}")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{what} not up after {wait_s:.0f} s")
-        time.sleep(0.25)
 
+def _hit(h) -> dict:
+    c = h.chunk
+    return {"doc_id": c.doc_id, "chunk_id": c.chunk_id, "title": c.title, "heading": c.heading,
+            "context": c.context, "text": c.text, "score": h.score, "dense": h.dense_score}
+
+
+def retrieval_rows(service, data: Path, name: str, split: str) -> list[dict]:
+    """One row per question of the split: its hits on the full KB, and (gap protocol) on the gap KB."""
+    cache = BENCH_HOME / "answer-rows" / f"{name}-{split}.jsonl"
+    if cache.exists():
+        return [json.loads(line) for line in cache.read_text().splitlines()]
+    kb_path, questions_path = dataset_files(data, name)
+    questions = load_questions(questions_path)
+    kb_rows = [line + "\n" for line in kb_path.read_text().splitlines() if line.strip()]
+    removed, status = gap_protocol(questions)
+    full = open_collection(service, data, name)   # the same collection the other answer benchmarks use
+    gap_name = name.replace("_", "-") + "-gap"
+    gap = ingest_records(service, "".join(r for r in kb_rows if json.loads(r)["id"] not in removed).encode(),
+                         gap_name, gap_name)
+    rows = []
+    for q in questions:
+        if split_of(q["id"]) != split:
+            continue
+        rows.append({"id": q["id"], "dataset": name, "question": q["question"], "reference": q.get("answer") or "",
+                     "gold_ids": q.get("gold_ids") or [], "answerable": is_answerable(q),
+                     "gap_status": status.get(q["id"], "unanswerable"),
+                     "hits": [_hit(h) for h in full.search(q["question"], HITS)],
+                     "gap_hits": [_hit(h) for h in gap.search(q["question"], HITS)]})
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    shutil.move(tmp, cache)
+    return rows
+
+
+def write_rows(out: Path, rows: list[dict], counts: Counter, noun: str) -> None:
+    """A data builder's file (one JSON object a line), and what went into it."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for key, value in sorted(counts.items()):
+        print(f"{key}: {value}")
+    print(f"{len(rows)} {noun} -> {out}")
+
+
+def passage_of(chunk) -> dict:
+    return {"title": chunk.context, "text": chunk.text}
+
+
+def tune_questions(service, data: Path):
+    """(dataset, its collection, chunks by document, question record, question text cut to size, gold ids)
+    for every tune-split question of the answer sets."""
+    for name in ANSWER_DATASETS:
+        collection = open_collection(service, data, name)
+        by_doc: dict[str, list] = {}
+        for chunk in collection.store.all_chunks():
+            by_doc.setdefault(chunk.doc_id, []).append(chunk)
+        for q in load_questions(dataset_files(data, name)[1]):
+            if split_of(q["id"]) == "tune":
+                question = " ".join(q["question"].split()[:MAX_QUESTION_WORDS])
+                yield name, collection, by_doc, q, question, set(q.get("gold_ids") or [])
+
+
+# --- answering over cached rows -----------------------------------------------------------------------------------
+
+def hits_of(row_hits: list[dict]) -> list[SearchHit]:
+    return [SearchHit(Chunk(h["doc_id"], h["doc_id"], h["title"], h["heading"], 0, h["text"]), h["score"], h["dense"])
+            for h in row_hits]
+
+
+def sample(rows: list[dict], keep, per_dataset: int) -> list[dict]:
+    chosen = [r for r in rows if keep(r)]
+    return random.Random(0).sample(chosen, min(per_dataset, len(chosen))) if per_dataset else chosen
+
+
+class Served:
+    """A service's answer pipeline over cached rows, answers cached by key (generation is the slow part)."""
+
+    def __init__(self, pipeline, cache: Path | None = None):
+        self.pipeline, self.cache, self.seconds = pipeline, cache, []
+        self.done = {}
+        if cache is not None and cache.exists():
+            self.done = {r["key"]: r for r in map(json.loads, cache.read_text().splitlines())}
+
+    def __call__(self, key: str, question: str, row_hits: list[dict]) -> dict:
+        if key in self.done:
+            return self.done[key]
+        start = time.perf_counter()
+        hits = hits_of(row_hits)
+        answer = self.pipeline.run(question, lambda _: hits)
+        self.seconds.append(time.perf_counter() - start)
+        result = {"key": key, "answer": answer.answer, "abstained": answer.abstained, "grounding": answer.grounding,
+                  "cited": [c.n for c in answer.citations], "fallback_reason": answer.fallback_reason,
+                  "unsupported": answer.unsupported}
+        if self.cache is not None:
+            with self.cache.open("a") as out:
+                out.write(json.dumps(result) + "\n")
+        self.done[key] = result
+        return result
+
+
+# --- the served product -------------------------------------------------------------------------------------------
 
 @contextlib.contextmanager
 def served(env: dict, port: int | None = None, wait_s: float = 300):

@@ -4,7 +4,7 @@ LoRA rather than full fine-tuning: the adapter is 20 MB, training touches 3.6% o
 memory, faster on CPU), and it is merged at load so serving costs nothing extra. The adapter is written
 under models/generator-adapters/.staging-*, given its manifest, then renamed to vNNNN; with
 ``activate`` it is named in CURRENT (replaced atomically) and served from the next start. An
-interrupted run changes nothing. Not activated by default: measure it first (benchs/answer_quality.py).
+interrupted run changes nothing. Not activated by default: measure it first (benchs/quality/answer_quality.py).
 """
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ scorers, each trained on the pairs of one half of the questions, score the examp
 selector and the gap detector learn from scores on questions their scorer never saw (as serving will meet them).
 The three trainings take about 30 min on 2 cores.
 
-Examples are built from the dev sets' tune halves by ``benchs/build_selector_data.py``; each is ``{"question",
+Examples are built from the dev sets' tune halves by ``benchs/builders/build_selector_data.py``; each is ``{"question",
 "reference", "dataset", "kind", "passages": [{"context", "text", "dense"}]}`` with the prompt passages as serving
 would pick them. ``kind`` is ``answerable`` (the reference answer is in the collection), or ``gap`` (its gold
 documents were removed, or TechQA marks it unanswerable).

@@ -1,6 +1,6 @@
 """Sentence encoder: texts in, L2-normalised float32 vectors out.
 
-On a GPU the model runs in float16 (benchs/half_precision.py measures what that changes) and a long encode is a
+On a GPU the model runs in float16 (benchs/quality/half_precision.py measures what that changes) and a long encode is a
 pipeline: threads tokenise batches ahead (in the tokenizer's Rust core, which releases the GIL; into pinned memory)
 while the GPU runs the previous ones, and the vectors come back to the host once at the end, not once a batch.
 sentence-transformers' own ``encode`` tokenises and copies in line, so the GPU waited on the host (issue 16: 2,069

@@ -16,7 +16,7 @@ from retrieval.vector_index import VectorIndex
 
 SearchMode = Literal["dense", "bm25", "hybrid"]
 SEARCH_MODES: tuple[str, ...] = get_args(SearchMode)
-DEFAULT_MODE = "hybrid"  # measured better than dense alone: see README and benchs/retrieval_quality.py
+DEFAULT_MODE = "hybrid"  # measured better than dense alone: see README and benchs/quality/retrieval_quality.py
 # BM25 needs no query vector: it runs here while the query is encoded and FAISS searched (README "Scale").
 _LEXICAL = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 1), thread_name_prefix="kbqa-bm25")
 

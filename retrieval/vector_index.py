@@ -1,6 +1,6 @@
 """FAISS index keyed by FAISS ids derived from chunk ids; inner product on normalised vectors.
 
-Below ``EXACT_LIMIT`` vectors the index is exact (flat); above, HNSW (benchs/bench_scale.py, README "Scale"):
+Below ``EXACT_LIMIT`` vectors the index is exact (flat); above, HNSW (benchs/speed/bench_scale.py, README "Scale"):
 MiniLM vectors are not clustered enough for IVF's few probes (recall@10 0.95 needed 512 of 4,000 lists at 1M
 chunks, 7.6 ms a query), where HNSW reaches it in about a millisecond. HNSW cannot delete, so a removed vector is
 a tombstone: its id becomes -1 in the id map (saved with the index) and searches skip ids below 0; a commit

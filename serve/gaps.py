@@ -16,7 +16,7 @@ from collections import Counter
 import numpy as np
 
 COVERAGE_SAMPLE = 5
-DEFAULT_THRESHOLD = 0.7   # cosine to a cluster's centroid; chosen on the tune split by benchs/gap_clusters.py (pairwise F1)
+DEFAULT_THRESHOLD = 0.7   # cosine to a cluster's centroid; chosen on the tune split by benchs/quality/gap_clusters.py (pairwise F1)
 
 
 def _normal(question: str) -> str:

@@ -18,7 +18,7 @@ class Settings(BaseSettings):
     home: Path = Field(Path(".kbqa"), description="all state: models, collections, indexes")
     search_mode: SearchMode = DEFAULT_MODE
     # Below this cosine between question and best passage, abstain without generating.
-    # Calibrated by benchs/calibrate_abstention.py (tune split); see README.
+    # Calibrated by benchs/quality/calibrate_abstention.py (tune split); see README.
     min_relevance: float = 0.38
     prompt_passages: int = Field(3, ge=1, le=10, description="passages shown to the generator")
     max_new_tokens: int = Field(96, ge=8, le=1024)
@@ -43,18 +43,18 @@ class Settings(BaseSettings):
     # Refuse when the gap detector (retrieval/answering/abstention.py) says the passages do not hold the answer.
     gap_detection: bool = True
     # An answer sentence needs this share of its content words in the passages it cites, else the
-    # answer is replaced (see retrieval/answering/grounding.py; chosen on the tune split by benchs/answer_quality.py).
+    # answer is replaced (see retrieval/answering/grounding.py; chosen on the tune split by benchs/quality/answer_quality.py).
     support_threshold: float = Field(0.6, ge=0.0, le=1.0)
     on_unsupported: Literal["extractive", "abstain"] = Field("extractive",
                                                               description="what replaces an unsupported answer")
     # auto: the adapter `kbqa train-generator --activate` made current, else the base model;
     # none: always the base model; or a path to an adapter folder.
     generator_adapter: str = "auto"
-    # auto: CTranslate2 on a CPU-only machine (measured in benchs/generator_speed.py), transformers on a GPU.
+    # auto: CTranslate2 on a CPU-only machine (measured in benchs/speed/generator_speed.py), transformers on a GPU.
     generator_backend: Literal["auto", "ctranslate2", "transformers"] = "auto"
     # CTranslate2 compute precision. auto: int8 where the CPU has VNNI/AMX, float32 elsewhere (retrieval/answering/cpu.py).
     generator_precision: Literal["auto", "int8", "float32"] = "auto"
-    # The transformers engine's weights. auto: float32; bfloat16 keeps the answers (benchs/half_precision.py) but was
+    # The transformers engine's weights. auto: float32; bfloat16 keeps the answers (benchs/quality/half_precision.py) but was
     # 3x slower for the 135M generator on an H200 (benchs/results/gpu_check.md).
     generator_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     # Answers written together in one batch by the transformers engine. unset: 8 on a GPU, 1 on the CPU (its cores
@@ -66,7 +66,7 @@ class Settings(BaseSettings):
     # Opt-in answerability gate. auto: the scorer `kbqa train-answerability --activate` made current, if any
     # (none ships: it trades answers for abstentions, README); none: off; or a path. Below the threshold
     # (best prompt passage's p(holds the answer)) kbqa abstains without generating; 0.355 was chosen on
-    # held-out tune questions by benchs/answerability_quality.py (<= 8% abstentions with gold in the prompt).
+    # held-out tune questions by benchs/quality/answerability_quality.py (<= 8% abstentions with gold in the prompt).
     answerability_scorer: str = "auto"
     answerability_threshold: float = Field(0.355, ge=0.0, le=1.0)
     # Where vectors live: faiss (files beside each collection's store; on the GPU when faiss-gpu sees one) or milvus

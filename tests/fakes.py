@@ -128,7 +128,7 @@ def serving(app):
 
     import uvicorn
 
-    from benchs.common import free_port
+    from retrieval.answering.engines.llama_server import free_port
 
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))

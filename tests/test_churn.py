@@ -1,6 +1,6 @@
 """Issue 13: searches and answers from 8 clients while documents are uploaded and deleted, a distillation promotes a
 new encoder and a collection is deleted. The only error allowed is the documented 404 for the deleted collection.
-(`benchs/churn.py` is the longer version against a real `kbqa serve`.)"""
+(`benchs/speed/churn.py` is the longer version against a real `kbqa serve`.)"""
 import threading
 import time
 from collections import Counter

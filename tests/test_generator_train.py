@@ -10,7 +10,8 @@ from retrieval.answering.engines.ct2 import Ct2Generator, converted_dir, ct2_ava
 from retrieval.answering.prompt import ABSTENTION, build_messages
 from retrieval.answering.engines.local import Generator
 from retrieval.answering.records import Passage
-from retrieval.answering.registry import CURRENT, current_adapter
+from retrieval.answering.registry import current_adapter
+from retrieval.model_store import CURRENT
 from retrieval.collection import Collection
 from tests.fakes import FakeEncoder
 from tests.tiny_models import build_tiny_generator

@@ -1,4 +1,4 @@
-"""Imports flow one way: serve, distill -> retrieval -> ingest (benchs/import_graph.py)."""
+"""Imports flow one way: serve, distill -> retrieval -> ingest (benchs/tools/import_graph.py)."""
 from benchs.import_graph import imports, violations
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from benchs.llama_server import ALIAS, llama_available, llama_served
+from retrieval.answering.engines.llama_server import ALIAS, llama_available, llama_served
 from retrieval.answering.prompt import build_messages
 from retrieval.answering.records import Passage
 from retrieval.answering.engines.remote import RemoteGenerator

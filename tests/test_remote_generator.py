@@ -11,7 +11,7 @@ from serve.service import KbqaService
 from serve.wiring import answer_pipeline
 from serve.settings import Settings
 from tests.fakes import OverlapScorer, ScriptedGenerator, local_client, make_kb, overlap_selector
-from benchs.common import free_port
+from retrieval.answering.engines.llama_server import free_port
 from tests.openai_fault_server import FaultServer
 
 QUESTION = "How are refunds paid back?"

@@ -3,7 +3,7 @@
 A cosine gate passes any question about the same product (issue 19: 3 of 27 gap questions refused). The signals
 that separate better come from reading the question with each sentence: the sentence scorer's best probability,
 how many sentences it finds, the selector's best, and the retrieval margin. A logistic model over them is fitted
-on the tune halves of the dev sets under the knowledge-gap protocol (benchs/answer_data.py) by
+on the tune halves of the dev sets under the knowledge-gap protocol (benchs/common.py) by
 ``distill/selector_train.py``; its threshold keeps false abstentions on answerable tune questions at or below
 10%. It ships in ``gap_detector.json`` beside this module.
 """

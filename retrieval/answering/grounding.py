@@ -3,7 +3,7 @@
 Support is lexical: the share of a sentence's content words (stemmed) found in the cited passages.
 It is cheap, needs no model, and catches the failure that matters most for a small generator:
 details (names, numbers, steps) that appear in no passage. Threshold chosen on the tune split by
-benchs/answer_quality.py.
+benchs/quality/answer_quality.py.
 """
 from __future__ import annotations
 

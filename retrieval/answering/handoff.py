@@ -3,7 +3,7 @@
 Reasons, the first that holds: the customer asks for a person; the customer shows frustration; kbqa abstained; the
 answer's confidence is low (answerability below ``min_answerability``: 1 - the gap detector's p(gap)); the same
 conversation already got an abstention or an unhelpful rating. The two customer signals come from a lexicon, read
-against the tune half of a labelled set and measured on the other half (benchs/handoff_quality.py): a support team
+against the tune half of a labelled set and measured on the other half (benchs/quality/handoff_quality.py): a support team
 can read and extend it, and it costs nothing per message.
 """
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The embedded generator on CTranslate2 with int8 weights: the same prompts and interface as engines/local.py, faster on CPU.
 
 Measured (README): on 2 cores int8 is 1.7x fp32 transformers on both first token and decode; answers cost about
-two token-F1 points once the support check is applied (benchs/generator_speed.py, benchs/answer_quality.py).
+two token-F1 points once the support check is applied (benchs/speed/generator_speed.py, benchs/quality/answer_quality.py).
 
 The int8 model is converted once from the fp32 checkpoint (plus the LoRA adapter, merged) and cached under
 ``models/generator-ct2/<key>``, where the key hashes the source manifests: a re-prepared base or a new

@@ -2,7 +2,7 @@
 int8 only where the CPU has int8 dot-product instructions (engines/cpu.py), float32 elsewhere.
 
 Both take the same prompts (retrieval/answering/prompt.py:build_messages) and stream the same way; see
-benchs/generator_speed.py for what each costs and benchs/answer_quality.py for what each answers.
+benchs/speed/generator_speed.py for what each costs and benchs/quality/answer_quality.py for what each answers.
 """
 from __future__ import annotations
 

@@ -32,7 +32,7 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 def resolve_dtype(requested: str, device: str) -> str:
     """auto: float32, on a GPU too. Measured on an H200 (benchs/results/gpu_check.md): the 135M generator writes one
     token at a time, bound by kernel launches, not arithmetic, and bfloat16 only adds casts (transformers' own
-    generate: 38 tokens/s in float32, 13 in bfloat16). Its answers hold in bfloat16 (benchs/half_precision.py:
+    generate: 38 tokens/s in float32, 13 in bfloat16). Its answers hold in bfloat16 (benchs/quality/half_precision.py:
     token-F1 -0.002 [-0.023, +0.017]), so a larger local model may want it: KBQA_GENERATOR_DTYPE."""
     if requested not in DTYPES:
         raise ValueError(f"generator dtype must be one of {DTYPES}, got {requested!r}")
