@@ -102,7 +102,7 @@ def run(args, stack: ExitStack) -> None:
         cache = BENCH_HOME / "answers" / f"adapter-{digest}-{args.split}.jsonl"
         systems[label] = Served(other.pipeline, cache)
     if args.llama:   # not cached: its answer times are part of the figure
-        from benchs.llama_server import ALIAS, llama_served
+        from retrieval.answering.engines.llama_server import ALIAS, llama_served
 
         url = stack.enter_context(llama_served())
         remote = KbqaService.load(Settings(home=BENCH_HOME, generator_url=url, generator_model=ALIAS,

@@ -66,7 +66,7 @@ def main() -> None:
         for backend in backends:
             env = {**base_env, "KBQA_ANSWER_MODE": "select" if backend == "select" else "generate"}
             if backend == "llama":
-                from benchs.llama_server import ALIAS, llama_served
+                from retrieval.answering.engines.llama_server import ALIAS, llama_served
 
                 env.update(KBQA_GENERATOR_URL=stack.enter_context(llama_served()), KBQA_GENERATOR_MODEL=ALIAS,
                            KBQA_GENERATOR_FALLBACK="error")
