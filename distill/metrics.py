@@ -97,12 +97,11 @@ def chunk_retrieval_metrics(query_vectors: np.ndarray, passage_vectors: np.ndarr
 
 def auc(scores: list[float], labels: list[int]) -> float:
     """Probability that a random positive outscores a random negative (ties count half); nan with one class."""
-    pos = [s for s, y in zip(scores, labels) if y]
-    neg = [s for s, y in zip(scores, labels) if not y]
-    if not pos or not neg:
-        return float("nan")
-    wins = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg)
-    return wins / (len(pos) * len(neg))
+    from sklearn.metrics import roc_auc_score
+
+    if len(set(bool(y) for y in labels)) < 2:
+        return float("nan")   # roc_auc_score raises instead
+    return float(roc_auc_score([bool(y) for y in labels], scores))
 
 
 def paired_interval(a: list[float], b: list[float], rounds: int = 2000, seed: int = 0) -> tuple[float, float, float]:

@@ -22,6 +22,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import limits
+import limits.storage
+import limits.strategies
+
 SCOPES = ("query", "admin")
 KEYLESS_REFUSAL = ("no API key has been created yet, so this server answers loopback clients only: on the server, "
                    "run `kbqa keys create --name NAME --scope admin` and send the key as 'Authorization: Bearer <key>'")
@@ -120,22 +124,15 @@ class KeyStore:
 
 
 class RateLimiter:
-    """Token bucket per principal: ``per_minute`` requests a minute, bursts up to the same number."""
+    """``per_minute`` requests in any 60 s per principal (a moving window, the ``limits`` library in memory: one
+    process serves, so one memory holds every count); 0 turns it off."""
 
     def __init__(self, per_minute: int):
-        self.rate = per_minute / 60.0
-        self.capacity = float(per_minute)
-        self._buckets: dict[str, tuple[float, float]] = {}
-        self._lock = threading.Lock()
+        self.item = limits.RateLimitItemPerMinute(per_minute) if per_minute > 0 else None
+        self._limiter = limits.strategies.MovingWindowRateLimiter(limits.storage.MemoryStorage())
 
     def take(self, who: str) -> None:
-        if self.rate <= 0:
+        if self.item is None or self._limiter.hit(self.item, who):
             return
-        now = time.monotonic()
-        with self._lock:
-            tokens, last = self._buckets.get(who, (self.capacity, now))
-            tokens = min(self.capacity, tokens + (now - last) * self.rate)
-            if tokens < 1:
-                self._buckets[who] = (tokens, now)
-                raise AuthError(429, "rate limit exceeded", retry_after=math.ceil((1 - tokens) / self.rate))
-            self._buckets[who] = (tokens - 1, now)
+        reset = self._limiter.get_window_stats(self.item, who).reset_time
+        raise AuthError(429, "rate limit exceeded", retry_after=max(1, math.ceil(reset - time.time())))

@@ -19,9 +19,14 @@ import uuid
 from collections import Counter
 
 import httpx
+import tenacity
 
 log = logging.getLogger("kbqa.handoff")
 _STOP = object()
+
+
+class _Retryable(Exception):
+    """A network error, a timeout, 408, 429 or 5xx: worth another attempt."""
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
@@ -79,30 +84,36 @@ class HandoffWebhook:
 
     def _deliver(self, payload: dict) -> None:
         body = json.dumps(payload).encode()
-        for attempt in range(self.attempts):
-            timestamp = str(int(time.time()))
-            headers = {"Content-Type": "application/json", "X-Kbqa-Timestamp": timestamp,
-                       "X-Kbqa-Signature": sign(self._secret, timestamp, body),
-                       "X-Kbqa-Delivery": payload["delivery_id"]}
-            try:
-                response = self.client.post(self.url, content=body, headers=headers)
-                if response.status_code < 300:
-                    self.counts["delivered"] += 1
-                    return
-                if response.status_code < 500 and response.status_code not in (408, 429):
-                    self.counts["failed"] += 1
-                    log.warning("hand-off webhook refused delivery %s: HTTP %d", payload["delivery_id"],
-                                response.status_code)
-                    return
-                why = f"HTTP {response.status_code}"
-            except httpx.HTTPError as exc:
-                why = type(exc).__name__
-            if attempt + 1 < self.attempts:
-                self.counts["retried"] += 1
-                time.sleep(self.backoff_s * 2 ** attempt)
-        self.counts["failed"] += 1
-        log.warning("hand-off webhook gave up on delivery %s after %d attempts (%s)", payload["delivery_id"],
-                    self.attempts, why)
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(self.attempts),
+            wait=tenacity.wait_exponential(multiplier=self.backoff_s, max=60),
+            retry=tenacity.retry_if_exception_type(_Retryable), before_sleep=lambda _: self.counts.update(["retried"]),
+            reraise=True)
+        try:
+            status = retrying(self._post, body, payload["delivery_id"])
+        except _Retryable as exc:
+            self.counts["failed"] += 1
+            log.warning("hand-off webhook gave up on delivery %s after %d attempts (%s)", payload["delivery_id"],
+                        self.attempts, exc)
+            return
+        if status < 300:
+            self.counts["delivered"] += 1
+        else:   # a 4xx other than 408 and 429: the receiver refuses it, and would again
+            self.counts["failed"] += 1
+            log.warning("hand-off webhook refused delivery %s: HTTP %d", payload["delivery_id"], status)
+
+    def _post(self, body: bytes, delivery_id: str) -> int:
+        """One signed POST (signed now: the timestamp is fresh on every attempt); the status, or _Retryable."""
+        timestamp = str(int(time.time()))
+        headers = {"Content-Type": "application/json", "X-Kbqa-Timestamp": timestamp,
+                   "X-Kbqa-Signature": sign(self._secret, timestamp, body), "X-Kbqa-Delivery": delivery_id}
+        try:
+            response = self.client.post(self.url, content=body, headers=headers)
+        except httpx.HTTPError as exc:
+            raise _Retryable(type(exc).__name__) from exc
+        if response.status_code >= 500 or response.status_code in (408, 429):
+            raise _Retryable(f"HTTP {response.status_code}")
+        return response.status_code
 
     def drain(self, timeout_s: float = 10.0) -> bool:
         """Wait until the queue is empty and the last delivery finished (tests, shutdown); True if it did."""

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 
 import httpx
+from httpx_sse import EventSource, SSEError
 
 from retrieval.answering.engines.base import GeneratorEngine
 
@@ -142,24 +143,14 @@ def _events(response: httpx.Response):
                    for c in whole.get("choices") or [] if isinstance(c, dict)]
         yield {"choices": choices, "usage": whole.get("usage")}
         return
-    for data in _sse_data(response.iter_lines()):
-        if data == "[DONE]":
-            return
-        yield _parse_event(data)
-
-
-def _sse_data(lines):
-    """The data fields of a Server-Sent Events stream, one per event (multi-line data joined, comments skipped)."""
-    buffered: list[str] = []
-    for line in lines:
-        if not line:
-            if buffered:
-                yield "\n".join(buffered)
-                buffered = []
-        elif line.startswith("data:"):
-            buffered.append(line[5:].lstrip())
-    if buffered:
-        yield "\n".join(buffered)
+    try:
+        for sse in EventSource(response).iter_sse():
+            if sse.data == "[DONE]":
+                return
+            if sse.data:
+                yield _parse_event(sse.data)
+    except SSEError as exc:   # neither JSON nor an event stream (httpx-sse checks the content type)
+        raise GeneratorUnavailable(f"generator sent no event stream: {exc}", 502, "malformed") from exc
 
 
 def _parse_event(data: str) -> dict:
