@@ -1,7 +1,7 @@
 """`kbqa train-answerability`: fine-tune the answerability cross-encoder (retrieval/answering/answerability.py).
 
 Pairs are (question, passage, label 1 if the passage holds the answer). The whole model is fine-tuned: LoRA
-(3 MB instead of 45 MB) collapsed to a constant score on the shipped pairs (README) and left the code in stop 11.
+(3 MB instead of 45 MB) collapsed to a constant score on the shipped pairs (README) so only full fine-tuning is offered.
 Questions, not pairs, are split for validation, so no question is seen on both sides. Written like every model folder: staging, manifest last, rename to vNNNN; with
 ``activate`` it is named in CURRENT and served from the next start. An interrupted run changes nothing.
 """

@@ -1,7 +1,7 @@
 """Training examples for the grounded generator: question + shuffled passages -> cited answer or abstention.
 
 An example is {"question", "passages": [{"title", "text"}], "target"}; the prompt is built at training
-time with retrieval.generation.generator.build_messages, so training and serving always share one prompt format.
+time with retrieval.answering.generator.build_messages, so training and serving always share one prompt format.
 Passages are the gold passage among distractors retrieved by kbqa itself; for a share of examples the
 gold passage is left out and the target becomes the abstention sentence.
 """

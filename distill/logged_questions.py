@@ -1,10 +1,10 @@
-"""Customers' logged questions as distillation queries (issue 17, 3): pseudo-queries (titles, headings, sentences)
+"""Customers' logged questions as distillation queries: pseudo-queries (titles, headings, sentences)
 do not look like "how do I ... when ..." questions, the questions customers really asked do. They need no labels:
 the teacher ranks the collection's passages for each, and its top passage is the positive.
 
 Before a logged question is trained on or stored in a model folder, what a lexicon recognises as personal data is
 replaced by a placeholder: e-mail addresses, phone and card numbers, IBANs, URLs and long key-like tokens. A lexicon
-misses names and free-text addresses; the note on issue 17 says so.
+misses names and free-text addresses; the README says so.
 """
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from ingest.records import Chunk, strip_markup
 
 # Not grounding.split_sentences: this looser cut defines the distillation data, and the shared splitter changes 883
-# of kb/'s 1,843 pseudo-queries; it moves when distill_quality.py is rerun to measure it (README, issue 12).
+# of kb/'s 1,843 pseudo-queries; it moves when distill_quality.py is rerun to measure it (README).
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 
 

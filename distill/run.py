@@ -50,7 +50,7 @@ class DistillReport:
     teacher_texts_encoded: int = 0
     serving: dict = field(default_factory=dict)
     student: dict = field(default_factory=dict)
-    logged_questions: int = 0       # customers' questions trained on or held out (issue 17)
+    logged_questions: int = 0       # customers' questions trained on or held out
     logged_held_out: int = 0
     serving_logged: dict = field(default_factory=dict)
     student_logged: dict = field(default_factory=dict)
@@ -158,7 +158,7 @@ def distill_collection(collection: Collection, models_dir: Path, config: Distill
         start_dir = str(current)
         student = SentenceTransformer(start_dir, device=device, local_files_only=True)
     else:
-        # MiniLM: a layer-pruned teacher was measured worse and slower (README) and left the code in stop 11.
+        # MiniLM: a layer-pruned teacher was measured worse and slower (README), so it is not offered.
         start_dir = "minilm"
         student = SentenceTransformer(str(model_path(models_dir, STUDENT_START)), device=device, local_files_only=True)
     stage("training")

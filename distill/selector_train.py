@@ -1,4 +1,4 @@
-"""Fit the answer-sentence selector and the knowledge-gap detector (retrieval/answering/selection.py, abstention.py).
+"""Fit the answer-sentence selector and the knowledge-gap detector (retrieval/answering/selection.py, gap_detector.py).
 
     python -m distill.selector_train --examples distill/data/selector_examples.jsonl --scorer FOLDER
     python -m distill.selector_train --examples ... --train-scorer distill/data/sentence_pairs.jsonl   # scorer too

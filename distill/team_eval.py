@@ -1,4 +1,4 @@
-"""`kbqa eval`: quality on the team's own questions (issue 17, 4), before and after a change (a re-distillation,
+"""`kbqa eval`: quality on the team's own questions, before and after a change (a re-distillation,
 new docs, a setting).
 
 Questions are JSONL in the dev sets' format, ``{"question", "answer"?, "gold_ids"?, "answerable"?}``. Retrieval

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-# bm25s runs jax.lax.top_k at import when JAX is installed, and JAX then takes 75% of a GPU's memory (issue 16):
+# bm25s runs jax.lax.top_k at import when JAX is installed, and JAX then takes 75% of a GPU's memory (measured on an H200):
 # a second kbqa process on that GPU died out of memory. BM25 selection is cheap on the CPU; a user's own setting wins.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 

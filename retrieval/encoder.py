@@ -3,7 +3,7 @@
 On a GPU the model runs in float16 (benchs/quality/half_precision.py measures what that changes) and a long encode is a
 pipeline: threads tokenise batches ahead (in the tokenizer's Rust core, which releases the GIL; into pinned memory)
 while the GPU runs the previous ones, and the vectors come back to the host once at the end, not once a batch.
-sentence-transformers' own ``encode`` tokenises and copies in line, so the GPU waited on the host (issue 16: 2,069
+sentence-transformers' own ``encode`` tokenises and copies in line, so the GPU waited on the host (on an H200: 2,069
 passages/s where the float16 forward alone does 31,219).
 """
 from __future__ import annotations

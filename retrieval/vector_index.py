@@ -4,7 +4,8 @@ Below ``EXACT_LIMIT`` vectors the index is exact (flat); above, HNSW (benchs/spe
 MiniLM vectors are not clustered enough for IVF's few probes (recall@10 0.95 needed 512 of 4,000 lists at 1M
 chunks, 7.6 ms a query), where HNSW reaches it in about a millisecond. HNSW cannot delete, so a removed vector is
 a tombstone: its id becomes -1 in the id map (saved with the index) and searches skip ids below 0; a commit
-rebuilds the index once tombstones pass ``HNSW_REBUILD_SHARE``. IVF files written before still load and update.
+rebuilds the index once tombstones pass ``HNSW_REBUILD_SHARE``. IVF files written before still load (searched
+with ``ivf_nprobe``); the next commit rebuilds them as the kind their size calls for.
 """
 from __future__ import annotations
 

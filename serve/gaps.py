@@ -1,4 +1,4 @@
-"""What the docs are missing (issue 17, 2): the questions kbqa abstained on or that customers rated unhelpful,
+"""What the docs are missing: the questions kbqa abstained on or that customers rated unhelpful,
 clustered with the collection's own encoder, largest cluster first: what the docs team should write next.
 
 Clustering is one greedy pass (a question joins the most similar cluster whose centroid is within ``threshold``

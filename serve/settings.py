@@ -23,7 +23,7 @@ class Settings(BaseSettings):
     prompt_passages: int = Field(3, ge=1, le=10, description="passages shown to the generator")
     max_new_tokens: int = Field(96, ge=8, le=1024)
     # select: the answer is the passages' sentences the selector chooses, each cited (retrieval/answering/
-    # selection.py; above the 135M generator on every dev set and under 1.5 s on 2 cores, README issue 19);
+    # selection.py; above the 135M generator on every dev set and under 1.5 s on 2 cores, README "Answers");
     # generate: the generator writes, and the selection replaces what fails the support or degeneration check;
     # auto: generate when a remote generator is configured (a team that plugs one in wants it to write), else select.
     answer_mode: Literal["auto", "select", "generate"] = "auto"
@@ -40,14 +40,14 @@ class Settings(BaseSettings):
     # auto: a sentence scorer trained and made current, else the shipped one; none: no selection (generate mode
     # falls back to the old best-matching sentences); or a path.
     sentence_scorer: str = "auto"
-    # Refuse when the gap detector (retrieval/answering/abstention.py) says the passages do not hold the answer.
+    # Refuse when the gap detector (retrieval/answering/gap_detector.py) says the passages do not hold the answer.
     gap_detection: bool = True
     # An answer sentence needs this share of its content words in the passages it cites, else the
     # answer is replaced (see retrieval/answering/grounding.py; chosen on the tune split by benchs/quality/answer_quality.py).
     support_threshold: float = Field(0.6, ge=0.0, le=1.0)
     on_unsupported: Literal["extractive", "abstain"] = Field("extractive",
                                                               description="what replaces an unsupported answer")
-    # auto: the adapter `kbqa train-generator --activate` made current, else the base model;
+    # auto: the adapter `kbqa train-generator --activate` made current, else the shipped adapter (`kbqa prepare`);
     # none: always the base model; or a path to an adapter folder.
     generator_adapter: str = "auto"
     # auto: CTranslate2 on a CPU-only machine (measured in benchs/speed/generator_speed.py), transformers on a GPU.
@@ -81,7 +81,7 @@ class Settings(BaseSettings):
     rate_limit_per_minute: int = Field(120, ge=0, description="requests a minute per API key; 0 turns it off")
     auth_failures_per_minute: int = Field(
         20, ge=0, description="requests with a missing or wrong key a minute per client address, then 429; 0 = off")
-    # Hand-off (serve/handoff.py): recommend a person below this answerability (1 - the gap detector's p(gap)).
+    # Hand-off (retrieval/answering/handoff.py): recommend a person below this answerability (1 - the gap detector's p(gap)).
     handoff_min_answerability: float = Field(0.5, ge=0.0, le=1.0)
     # When hand-off is recommended, POST the conversation here (serve/handoff_webhook.py), signed with the secret.
     handoff_webhook: str | None = Field(None, description="help-desk URL that receives recommended hand-offs")

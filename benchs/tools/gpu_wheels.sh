@@ -23,4 +23,4 @@ python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 -
 .venv/bin/python -m benchs.speed.gpu_check --make-assets .gpu-assets
 du -sh .whl .gpu-assets
 echo "Before the run, move the tracked weights over the carry limit aside (and back after):"
-echo "  retrieval/generation/shipped-sentence-scorer/model.safetensors, retrieval/generation/shipped-adapter/adapter_model.safetensors, distill/data/*.jsonl"
+echo "  retrieval/answering/shipped-sentence-scorer/model.safetensors, retrieval/answering/shipped-adapter/adapter_model.safetensors, distill/data/*.jsonl"

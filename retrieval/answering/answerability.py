@@ -1,13 +1,13 @@
 """Does a passage hold the answer to the question? A small cross-encoder says, before anything is generated.
 
 The generator's own abstention is weak evidence: its first-token probability of abstaining barely
-differs between prompts that hold the answer and prompts that do not (README, issue 4). A cross-encoder
+differs between prompts that hold the answer and prompts that do not (README). A cross-encoder
 reads question and passage together and is trained for exactly this call (distill/answerability_train.py),
 so the answerer asks it first and abstains without generating when no prompt passage scores high enough.
 It is all-MiniLM-L6-v2 (the student's start) with a one-logit head, fully fine-tuned (stored in fp16). The same class
 serves the answer-sentence scorer (retrieval/answering/selection.py), trained on (question, sentence) pairs.
 None ships: it is opt-in (`kbqa train-answerability --activate`), because it buys recall on unanswerable
-questions with abstentions on answerable ones (README, issue 4).
+questions with abstentions on answerable ones (README).
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Is a generated answer unfit to serve whatever its support? A loop, a repeated phrase, a half sentence cut by the
 token budget, or a bare title.
 
-The support check cannot see these: "Click Chase Chase Chase ..." has every word in the passage (issue 19 found 2
+The support check cannot see these: "Click Chase Chase Chase ..." has every word in the passage (the dev sets held 2
 of 160 such answers served as `generated`). Detected answers are replaced by the extractive selection.
 """
 from __future__ import annotations

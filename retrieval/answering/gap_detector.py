@@ -1,6 +1,6 @@
 """Do the prompt passages hold the answer at all? The knowledge-gap detector, asked after the sentences are scored.
 
-A cosine gate passes any question about the same product (issue 19: 3 of 27 gap questions refused). The signals
+A cosine gate passes any question about the same product (on the dev sets: 3 of 27 gap questions refused). The signals
 that separate better come from reading the question with each sentence: the sentence scorer's best probability,
 how many sentences it finds, the selector's best, and the retrieval margin. A logistic model over them is fitted
 on the tune halves of the dev sets under the knowledge-gap protocol (benchs/common.py) by

@@ -121,7 +121,7 @@ def question_and_history(messages: list[ChatMessage]) -> tuple[str, list[dict]]:
         raise OpenAIRequestError("the last user message is empty")
     if len(question) > MAX_QUESTION_CHARS:
         raise OpenAIRequestError(f"the question is over {MAX_QUESTION_CHARS} characters")
-    # Earlier turns only steer the follow-up rewrite (serve/followup.py): the recent ones, cut to the same size.
+    # Earlier turns only steer the follow-up rewrite (retrieval/answering/followup.py): the recent ones, cut to the same size.
     history = [{"role": m.role, "content": m.text()[:MAX_QUESTION_CHARS]} for m in messages[:-1]
                if m.role in ("user", "assistant")]
     return question, history[-MAX_HISTORY_TURNS:]

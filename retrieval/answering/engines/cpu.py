@@ -2,7 +2,7 @@
 
 int8 kernels are only fast (and only match the figures measured on a Xeon) where the CPU has int8 dot-product
 instructions: AVX-512 VNNI, AVX-VNNI or AMX. On an AVX2-only CPU (seen: AMD EPYC here) CTranslate2 int8 took
-3-9 s an answer and gave different text, so there the engine computes in float32 (issue 19).
+3-9 s an answer and gave different text, so there the engine computes in float32.
 """
 from __future__ import annotations
 
