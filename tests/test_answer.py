@@ -131,3 +131,29 @@ def test_followup_detection():
     history = [{"role": "user", "content": "How do I upgrade my subscription?"}]
     assert standalone_question("Can I cancel it?", history) == "Can I cancel it? (upgrade subscription)"
     assert standalone_question("Can I cancel it?", []) == "Can I cancel it?"
+
+
+def test_the_pipeline_builds_the_whole_answer_once():
+    import dataclasses
+
+    hits_asked = []
+    answer = pipeline(ScriptedGenerator("Refunds are paid within five days [1].")).run(
+        "refunds? I want to talk to a person", lambda q: hits_asked.append(q) or HITS, answer_id="a-1")
+    assert hits_asked == ["refunds? I want to talk to a person"]   # no history: the question is its own standalone
+    assert answer.answer_id == "a-1" and answer.handoff.recommended and answer.handoff.reason == "asks for a person"
+    assert {"retrieve", "generate", "prompt_tokens", "new_tokens", "total"} <= set(answer.timings_ms)
+    assert answer.timings_ms["prompt_tokens"] == 100
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        answer.answer = "changed afterwards"
+
+
+def test_every_engine_implements_the_one_protocol(tmp_path):
+    from retrieval.answering.engines.base import GeneratorEngine
+    from retrieval.answering.engines.remote import RemoteGenerator
+
+    local = Generator(build_tiny_generator(tmp_path / "gen"), device="cpu", max_new_tokens=4)
+    remote = RemoteGenerator("http://127.0.0.1:9", "m", None, 1.0, 8)
+    try:
+        assert isinstance(local, GeneratorEngine) and isinstance(remote, GeneratorEngine)
+    finally:
+        remote.close()

@@ -138,3 +138,29 @@ def test_logged_customer_questions_are_scrubbed_trained_on_and_decide_promotion(
         again = distill_collection(collection, models, config(), device="cpu",
                                    logged_questions=asked + ["what about refunds for yearly plans"])
         assert again.mode == "incremental"
+
+
+def test_cli_and_http_job_share_one_distill_flow_with_the_team_questions_before_and_after(tmp_path):
+    from distill.team_eval import EVAL_QUESTIONS
+    from serve.jobs import distill_runner
+    from serve.service import KbqaService
+    from serve.settings import Settings
+
+    settings = Settings(home=tmp_path / "home")
+    models = settings.kbqa_home.models_dir
+    build_tiny_sentence_encoder(models / TEACHER, hidden=48, seed=1)
+    build_tiny_sentence_encoder(models / STUDENT_START, hidden=32, seed=2)
+    service = KbqaService(settings, SentenceEncoder(models / STUDENT_START, device="cpu"),
+                          encoder_loader=SentenceEncoder)
+    service.ingest(make_kb(tmp_path / "kb", DOCS), "default")
+    questions = [{"question": "How are refunds paid?", "gold_ids": ["doc0.md"]},
+                 {"question": "How do I reset my password?", "gold_ids": ["doc4.md"]}]
+    (service.home.collection_dir("default") / EVAL_QUESTIONS).write_text(
+        "".join(json.dumps(q) + "\n" for q in questions))
+    stages = []
+    # What POST /v1/collections/{name}/distill runs; `kbqa distill` calls the same serve.jobs.run_distill.
+    report = distill_runner(service)("default", stages.append)
+    assert report["collection"] == "default" and report["mode"] == "full"
+    assert set(report["eval"]) == {"before", "after"} and report["eval"]["before"]["questions"] == 2
+    assert stages[0] == "evaluating" and stages[-1] == "evaluating" and "training" in stages
+    service.close()
