@@ -28,7 +28,7 @@ class Settings(BaseSettings):
     # auto: generate when a remote generator is configured (a team that plugs one in wants it to write), else select.
     answer_mode: Literal["auto", "select", "generate"] = "auto"
     # Bring your own generator: any OpenAI-compatible server (vLLM, llama.cpp's server, Ollama, TGI) gets the same
-    # grounded prompt; kbqa's checks apply to its text unchanged (retrieval/answering/remote.py).
+    # grounded prompt; kbqa's checks apply to its text unchanged (retrieval/answering/engines/remote.py).
     generator_url: str | None = Field(None, description="base URL of an OpenAI-compatible server, e.g. "
                                       "http://gpu-box:8000/v1; unset: the embedded SmolLM2")
     generator_model: str | None = Field(None, description="the model name that server serves (required with the URL)")
@@ -52,7 +52,7 @@ class Settings(BaseSettings):
     generator_adapter: str = "auto"
     # auto: CTranslate2 on a CPU-only machine (measured in benchs/speed/generator_speed.py), transformers on a GPU.
     generator_backend: Literal["auto", "ctranslate2", "transformers"] = "auto"
-    # CTranslate2 compute precision. auto: int8 where the CPU has VNNI/AMX, float32 elsewhere (retrieval/answering/cpu.py).
+    # CTranslate2 compute precision. auto: int8 where the CPU has VNNI/AMX, float32 elsewhere (retrieval/answering/engines/cpu.py).
     generator_precision: Literal["auto", "int8", "float32"] = "auto"
     # The transformers engine's weights. auto: float32; bfloat16 keeps the answers (benchs/quality/half_precision.py) but was
     # 3x slower for the 135M generator on an H200 (benchs/results/gpu_check.md).
@@ -61,7 +61,7 @@ class Settings(BaseSettings):
     # are busy with one answer). With batching, unset answer_slots follows it.
     generator_batch: int | None = Field(None, ge=1, le=64, description="answers generated in one batch; unset: auto")
     # With a fine-tuned adapter: it may abstain only when the abstention's first token is this likely
-    # (retrieval/answering/generator.py:AbstentionGate). 0.8 from a probe of 20 questions; see README.
+    # (retrieval/answering/engines/local.py:AbstentionGate). 0.8 from a probe of 20 questions; see README.
     abstain_threshold: float = Field(0.8, ge=0.0, le=1.0)
     # Opt-in answerability gate. auto: the scorer `kbqa train-answerability --activate` made current, if any
     # (none ships: it trades answers for abstentions, README); none: off; or a path. Below the threshold

@@ -1,6 +1,6 @@
 """A small OpenAI-compatible chat server on a loopback port that answers, or misbehaves, on purpose.
 
-The fault cases of the remote generator (retrieval/answering/remote.py) run against a real socket: a refused
+The fault cases of the remote generator (retrieval/answering/engines/remote.py) run against a real socket: a refused
 connection, a stall past the timeout, a 500, malformed JSON, a broken stream, an empty answer, an error mid-stream.
 ``server.behaviour`` picks what the next request gets; ``server.requests`` keeps what it was sent.
 """

@@ -134,7 +134,7 @@ def main() -> None:
     parser.add_argument("--adapter", default="none", help="a fine-tuned LoRA adapter folder, or none (the base model)")
     parser.add_argument("--label", help="name of the generator in the table")
     parser.add_argument("--backend", default="transformers", choices=BACKENDS[1:],
-                        help="the generator's engine (retrieval/answering/backend.py)")
+                        help="the generator's engine (retrieval/answering/engines/loading.py)")
     parser.add_argument("--ct2-compute-type", default="int8", choices=("int8", "float32"),
                         help="with --backend ctranslate2: float32 separates quantization from the engine")
     parser.add_argument("--abstain-threshold", type=float, help="the generator's abstention gate (default: none)")

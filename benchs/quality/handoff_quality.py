@@ -1,4 +1,4 @@
-"""Hand-off classifier (retrieval/answering/handoff.py:customer_signal) on its labelled set's held-out half (issue 17, 1).
+"""Hand-off classifier (retrieval/answering/handoff.py:customer_signal) on its labelled set's held-out half.
 
     python -m benchs.quality.handoff_quality [--split report]
 

@@ -58,7 +58,7 @@ class TransformersEngine(Engine):
         from transformers import RepetitionPenaltyLogitsProcessor
 
         inputs = self.torch.tensor([ids])
-        penalty = [RepetitionPenaltyLogitsProcessor(REPETITION_PENALTY, len(ids))]  # as retrieval/answering/generator.py does
+        penalty = [RepetitionPenaltyLogitsProcessor(REPETITION_PENALTY, len(ids))]  # as retrieval/answering/engines/local.py does
         with self.torch.inference_mode():
             out = self.model.generate(inputs, attention_mask=self.torch.ones_like(inputs), max_new_tokens=new_tokens,
                                       min_new_tokens=new_tokens if forced else 0, do_sample=False,
