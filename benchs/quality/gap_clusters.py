@@ -1,9 +1,9 @@
-"""Content-gap report (serve/gaps.py) on the dev sets' knowledge-gap protocol (issue 17, 2).
+"""Content-gap report (serve/gaps.py) on the dev sets' knowledge-gap protocol.
 
     python -m benchs.quality.gap_clusters --data PATH/TO/shared/data [--split report] [--thresholds 0.5,0.6,0.7]
 
 Per set: a collection holding the knowledge base minus the gold documents of every 4th question (benchs/
-answer_data.py:gap_protocol). Every question of the split is asked through the service as served (select mode, gap
+common.py:gap_protocol). Every question of the split is asked through the service as served (select mode, gap
 detector; answers logged as customers' would be), and rated the way a customer might: unhelpful when the answer
 shares under 20% of its words with the reference (token-F1 < 0.2). Then:
 - logged: share of gap questions (their documents removed) that reach the report (abstained or rated unhelpful);
