@@ -93,6 +93,12 @@ class Settings(BaseSettings):
     answer_slots: int | None = Field(None, ge=1, le=64, description="answers computed at once; unset: auto")
     answer_queue: int = Field(16, ge=0, le=32, description="answers waiting for a slot before 503")
     answer_max_wait_s: float = Field(2.0, gt=0, le=120, description="longest wait in the queue before 503")
+    # The teacher LLM that writes each collection's synthetic customer questions (distill/teacher_questions.py):
+    # any OpenAI-compatible endpoint (llama.cpp's server over a GGUF, vLLM, Ollama); offline work, never in a request.
+    teacher_url: str | None = Field(None, description="base URL of the teacher's OpenAI-compatible server")
+    teacher_model: str | None = Field(None, description="the model name that server serves (required with the URL)")
+    teacher_api_key: SecretStr | None = Field(None, description="sent as Bearer; read from KBQA_TEACHER_API_KEY")
+    teacher_timeout_s: float = Field(120.0, gt=0, le=1200, description="per chunk's questions")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
 
@@ -102,6 +108,8 @@ class Settings(BaseSettings):
             raise ValueError("KBQA_GENERATOR_URL needs KBQA_GENERATOR_MODEL: the model name that server serves")
         if self.generator_url and not self.generator_url.startswith(("http://", "https://")):
             raise ValueError(f"KBQA_GENERATOR_URL must start with http:// or https://, got {self.generator_url!r}")
+        if self.teacher_url and not self.teacher_model:
+            raise ValueError("KBQA_TEACHER_URL needs KBQA_TEACHER_MODEL: the model name that server serves")
         if self.handoff_webhook and not self.handoff_secret:
             raise ValueError("KBQA_HANDOFF_WEBHOOK needs KBQA_HANDOFF_SECRET: deliveries are signed")
         if self.handoff_webhook and not self.handoff_webhook.startswith(("http://", "https://")):

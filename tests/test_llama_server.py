@@ -87,3 +87,22 @@ def test_openai_sdk_to_kbqa_to_llama_cpp(llama, home):
                                                      messages=[{"role": "user", "content": QUESTION}]))
         assert "".join(c.choices[0].delta.content or "" for c in chunks).strip()
         assert chunks[-1].choices[0].finish_reason == "stop" and "grounding" in chunks[-1].model_extra["kbqa"]
+
+
+def test_the_teacher_writes_questions_through_llama_cpp(llama, tmp_path):
+    # The teacher path on a real server: the bundled SmolLM2 here, the 1.5B teacher GGUF or a team's endpoint in use.
+    from distill.teacher_questions import QuestionCache, write_questions
+    from ingest.records import Chunk
+
+    chunk = Chunk("2fa.md", "2fa.md", "Two-factor authentication", "Enable it", 0,
+                  "Open Settings > Security and click Enable 2FA, then scan the QR code with an authenticator app.")
+    teacher = RemoteGenerator(llama, ALIAS, max_new_tokens=64)
+    cache = QuestionCache(tmp_path / "questions.sqlite")
+    questions, report = write_questions([chunk], teacher, cache)
+    assert report.asked == 1 and report.failed == 0 and report.written >= 1 and report.teacher_seconds > 0
+    assert report.kept + sum(report.dropped.values()) == report.written
+    assert all(q.question.endswith("?") and q.chunk_id == chunk.chunk_id for q in questions)
+    _, again = write_questions([chunk], teacher, cache)
+    assert again.cached == 1 and again.asked == 0
+    cache.close()
+    teacher.close()

@@ -85,6 +85,38 @@ def cmd_train_answerability(args) -> int:
                           "KBQA_ANSWERABILITY_SCORER")
 
 
+def cmd_teacher_questions(args) -> int:
+    from distill.teacher_questions import Budget, QuestionCache, write_questions
+    from retrieval.answering.engines.remote import RemoteGenerator
+
+    running = service(with_generator=False)
+    settings = running.settings
+    if not settings.teacher_url:
+        raise ValueError("no teacher: set KBQA_TEACHER_URL and KBQA_TEACHER_MODEL (any OpenAI-compatible server)")
+    collection = running.collection(args.collection)
+    key = settings.teacher_api_key
+    teacher = RemoteGenerator(settings.teacher_url, settings.teacher_model, key.get_secret_value() if key else None,
+                              settings.teacher_timeout_s, max_new_tokens=160)
+    cache = QuestionCache(collection.directory / "teacher-questions.sqlite")
+    budget = Budget(args.max_chunks, args.max_minutes * 60 if args.max_minutes is not None else None)
+    try:
+        questions, report = write_questions(collection.store.all_chunks(), teacher, cache, budget,
+                                            show_progress=not args.json)
+    finally:
+        cache.close()
+        teacher.close()
+    if args.json:
+        print(json.dumps({**report.to_dict(), "questions": [q.__dict__ for q in questions]}, indent=1))
+        return 0
+    drops = ", ".join(f"{reason} {n}" for reason, n in report.dropped.items()) or "none"
+    print(f"collection {args.collection}: {report.chunks} chunks ({report.asked} asked, {report.cached} cached, "
+          f"{report.skipped_by_time} left for time, {report.failed} failed); {report.written} lines written, "
+          f"{report.kept} questions kept; dropped: {drops}; teacher {report.teacher_seconds:.0f} s")
+    for sample in report.samples:
+        print(f"  - {sample}")
+    return 0
+
+
 def register(sub) -> None:
     p = sub.add_parser("distill", help="distil the teacher into this collection's encoder; promote it if better")
     p.add_argument("--collection", default="default")
@@ -94,6 +126,14 @@ def register(sub) -> None:
     p.add_argument("--no-logged", action="store_true", help="leave the customers' logged questions out")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_distill)
+
+    p = sub.add_parser("teacher-questions",
+                       help="the teacher LLM (KBQA_TEACHER_URL) writes customer questions for the collection's chunks")
+    p.add_argument("--collection", default="default")
+    p.add_argument("--max-chunks", type=int, help="a seeded sample of this many chunks (default: all)")
+    p.add_argument("--max-minutes", type=float, help="stop asking after this much teacher time; rerun to go on")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_teacher_questions)
 
     p = sub.add_parser("train-generator", help="fine-tune the generator (LoRA) on grounded, cited answers")
     p.add_argument("--collection", default="default", help="also learn from this collection's FAQ headings")

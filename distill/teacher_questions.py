@@ -1,0 +1,187 @@
+"""A teacher LLM writes the questions customers would ask of each chunk, and which of the chunk's sentences answer
+them: training queries that read like a customer's, not like a title or a heading (distill/pseudo_queries.py).
+
+The teacher is any ``GeneratorEngine`` (retrieval/answering/engines/): an OpenAI-compatible endpoint through
+``RemoteGenerator``, which is also how a local GGUF is served (llama.cpp's server, engines/llama_server.py). Every
+chunk's reply is cached in SQLite, keyed by the chunk's text, the teacher's name and ``PROMPT_VERSION``, and committed
+as soon as it is written: re-running after a docs change asks only about new or changed chunks, and a kill loses at
+most the chunk in flight. ``Budget`` bounds a run by a seeded sample of chunks and by wall time.
+
+Replies are filtered before use; what is dropped is counted by reason (``DROP_REASONS``), so a team can see what the
+teacher wrote that was not a usable question.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+import sqlite3
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from retrieval.answering.grounding import content_words, split_sentences
+
+PROMPT_VERSION = "q1"   # change it whenever PROMPT changes: cached replies of another prompt are not reused
+QUESTIONS_PER_CHUNK = 3
+PROMPT = ("You write the questions customers ask a support team. Read the help-center passage and write up to {n} "
+          "different questions a customer could ask that this passage answers. Write them as a customer would, in "
+          "their own words, not the passage's title. One question a line, each ending with a question mark, "
+          "nothing else.")
+MAX_QUESTION_WORDS = 30
+MIN_QUESTION_WORDS = 3
+DROP_REASONS = ("not a question", "too short", "too long", "copies the title or a heading", "duplicate",
+                "no answer in the chunk")
+_BULLET = re.compile(r"^\s*(?:[-*\u2022]|\d{1,2}[.)]|q\d*[:.)]|question\s*\d*[:.)])\s*", re.IGNORECASE)
+_NORMAL = re.compile(r"[^a-z0-9]+")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """At most ``max_chunks`` chunks (a seeded sample; None: all) and ``max_seconds`` of teacher time (None: no
+    limit). Chunks already in the cache cost nothing and are always used."""
+    max_chunks: int | None = None
+    max_seconds: float | None = None
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class SyntheticQuestion:
+    question: str
+    chunk_id: str
+    answer: str   # the chunk's sentence sharing the most content words with the question
+
+
+@dataclass
+class QuestionReport:
+    chunks: int = 0            # chunks in scope (after the budget's sample)
+    asked: int = 0             # chunks sent to the teacher in this run
+    cached: int = 0            # chunks answered from the cache
+    skipped_by_time: int = 0   # chunks left out when max_seconds ran out
+    failed: int = 0            # teacher calls that raised (left out of the cache: asked again next run)
+    written: int = 0           # question lines the teacher wrote, over all used chunks
+    kept: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+    teacher_seconds: float = 0.0
+    samples: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _normal(text: str) -> str:
+    return _NORMAL.sub(" ", text.lower()).strip()
+
+
+def filter_questions(lines: list[str], chunk, seen: set[str]) -> tuple[list[SyntheticQuestion], Counter]:
+    """The usable questions among the teacher's ``lines`` for ``chunk``, each with its answering sentence, and what
+    was dropped by reason. ``seen``: normalised questions kept so far in this collection (updated)."""
+    dropped: Counter = Counter()
+    headings = {_normal(part) for part in [chunk.context, chunk.title, *chunk.heading.split(" > ")] if part}
+    sentences = split_sentences(chunk.text)
+    kept = []
+    for line in lines:
+        question = _BULLET.sub("", line.strip()).strip().strip("\"'").strip()
+        words = question.split()
+        normal = _normal(question)
+        if not question.endswith("?"):
+            reason = "not a question"
+        elif len(words) < MIN_QUESTION_WORDS:
+            reason = "too short"
+        elif len(words) > MAX_QUESTION_WORDS:
+            reason = "too long"
+        elif normal in headings:
+            reason = "copies the title or a heading"
+        elif normal in seen:
+            reason = "duplicate"
+        else:
+            asked = content_words(question)
+            overlaps = [len(asked & content_words(s)) for s in sentences]
+            if not overlaps or max(overlaps) == 0:
+                reason = "no answer in the chunk"
+            else:
+                seen.add(normal)
+                kept.append(SyntheticQuestion(question, chunk.chunk_id, sentences[overlaps.index(max(overlaps))]))
+                continue
+        dropped[reason] += 1
+    return kept, dropped
+
+
+def chunk_key(chunk, teacher: str) -> str:
+    return hashlib.sha256("\x1f".join((teacher, PROMPT_VERSION, chunk.context, chunk.text)).encode()).hexdigest()
+
+
+class QuestionCache:
+    """Teacher replies by chunk key, one committed row per chunk (WAL: a reader never sees half a write)."""
+
+    def __init__(self, path: Path):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, lines TEXT NOT NULL, "
+                         "seconds REAL NOT NULL, created REAL NOT NULL)")
+
+    def get(self, key: str) -> list[str] | None:
+        row = self._db.execute("SELECT lines FROM replies WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def put(self, key: str, lines: list[str], seconds: float) -> None:
+        self._db.execute("INSERT OR REPLACE INTO replies VALUES (?, ?, ?, ?)",
+                         (key, json.dumps(lines), seconds, time.time()))
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def teacher_messages(chunk, n: int = QUESTIONS_PER_CHUNK) -> list[dict]:
+    return [{"role": "system", "content": PROMPT.format(n=n)},
+            {"role": "user", "content": f"{chunk.context}\n\n{chunk.text}"}]
+
+
+def write_questions(chunks: list, teacher, cache: QuestionCache, budget: Budget = Budget(),
+                    show_progress: bool = False, samples: int = 5) -> tuple[list[SyntheticQuestion], QuestionReport]:
+    """Synthetic questions for ``chunks`` (ingest/records.Chunk) from ``teacher`` (a GeneratorEngine with a
+    ``name``), cached; the report says what was asked, reused, kept and dropped."""
+    chunks = sorted(chunks, key=lambda c: c.chunk_id)   # the sample does not depend on the store's order
+    if budget.max_chunks is not None and len(chunks) > budget.max_chunks:
+        chunks = random.Random(budget.seed).sample(chunks, budget.max_chunks)
+    report = QuestionReport(chunks=len(chunks))
+    keys = {c.chunk_id: chunk_key(c, teacher.name) for c in chunks}
+    replies = {c.chunk_id: cache.get(keys[c.chunk_id]) for c in chunks}
+    report.cached = sum(lines is not None for lines in replies.values())
+    todo = [c for c in chunks if replies[c.chunk_id] is None]
+    started = time.monotonic()
+    for chunk in tqdm(todo, desc="teacher questions", unit="chunk", disable=not show_progress):
+        if budget.max_seconds is not None and time.monotonic() - started >= budget.max_seconds:
+            report.skipped_by_time = len(todo) - report.asked - report.failed
+            break
+        start = time.perf_counter()
+        try:
+            text = teacher.generate(teacher_messages(chunk))[0]
+        except Exception:   # one chunk's failure (a remote timeout) must not end the run; it is asked next time
+            report.failed += 1
+            continue
+        seconds = time.perf_counter() - start
+        lines = [line for line in text.splitlines() if line.strip()]
+        cache.put(keys[chunk.chunk_id], lines, seconds)
+        replies[chunk.chunk_id] = lines
+        report.asked += 1
+        report.teacher_seconds += seconds
+    questions, dropped, seen = [], Counter(), set()
+    for chunk in chunks:
+        lines = replies[chunk.chunk_id]
+        if lines is None:
+            continue
+        report.written += len(lines)
+        kept, why = filter_questions(lines, chunk, seen)
+        questions += kept
+        dropped.update(why)
+    report.kept = len(questions)
+    report.dropped = {reason: dropped[reason] for reason in DROP_REASONS if dropped[reason]}
+    report.teacher_seconds = round(report.teacher_seconds, 2)
+    report.samples = [q.question for q in random.Random(budget.seed).sample(questions, min(samples, len(questions)))]
+    return questions, report
