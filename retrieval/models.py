@@ -15,6 +15,10 @@ GENERATOR_BASE = "generator-base"  # SmolLM2-135M-Instruct, fp32 from the Q4_1 G
 SHIPPED_ADAPTER = "generator-adapter-shipped"   # retrieval/answering/registry.py serves it when no adapter is current
 SHIPPED_SENTENCE_SCORER = "sentence-scorer-shipped"   # the answer-sentence cross-encoder (answering/selection.py)
 ALL_MODELS = (TEACHER, STUDENT_START, GENERATOR_BASE, SHIPPED_ADAPTER, SHIPPED_SENTENCE_SCORER)
+# The teacher LLM that writes synthetic customer questions (distill/teacher_questions.py): Qwen2.5-Coder-1.5B-Instruct,
+# Q4_K_M GGUF, 1.1 GB. Opt-in (`kbqa prepare --teacher`): serving, `make run` and `make test` never need it.
+TEACHER_LLM = "teacher-llm"
+TEACHER_LLM_GGUF = "model.gguf"
 
 
 def model_path(models_dir: Path, name: str) -> Path:

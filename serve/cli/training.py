@@ -87,24 +87,18 @@ def cmd_train_answerability(args) -> int:
 
 def cmd_teacher_questions(args) -> int:
     from distill.teacher_questions import Budget, QuestionCache, write_questions
-    from retrieval.answering.engines.remote import RemoteGenerator
+    from serve.wiring import teacher_llm
 
     running = service(with_generator=False)
-    settings = running.settings
-    if not settings.teacher_url:
-        raise ValueError("no teacher: set KBQA_TEACHER_URL and KBQA_TEACHER_MODEL (any OpenAI-compatible server)")
-    collection = running.collection(args.collection)
-    key = settings.teacher_api_key
-    teacher = RemoteGenerator(settings.teacher_url, settings.teacher_model, key.get_secret_value() if key else None,
-                              settings.teacher_timeout_s, max_new_tokens=160)
-    cache = QuestionCache(collection.directory / "teacher-questions.sqlite")
+    collection = running.collection(args.collection)   # an unknown collection fails before the teacher starts
     budget = Budget(args.max_chunks, args.max_minutes * 60 if args.max_minutes is not None else None)
+    cache = QuestionCache(collection.directory / "teacher-questions.sqlite")
     try:
-        questions, report = write_questions(collection.store.all_chunks(), teacher, cache, budget,
-                                            show_progress=not args.json)
+        with teacher_llm(running.settings) as teacher:
+            questions, report = write_questions(collection.store.all_chunks(), teacher, cache, budget,
+                                                show_progress=not args.json)
     finally:
         cache.close()
-        teacher.close()
     if args.json:
         print(json.dumps({**report.to_dict(), "questions": [q.__dict__ for q in questions]}, indent=1))
         return 0
@@ -128,7 +122,8 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_distill)
 
     p = sub.add_parser("teacher-questions",
-                       help="the teacher LLM (KBQA_TEACHER_URL) writes customer questions for the collection's chunks")
+                       help="the teacher LLM (KBQA_TEACHER_URL, or `kbqa prepare --teacher`) writes customer questions "
+                            "for the collection's chunks")
     p.add_argument("--collection", default="default")
     p.add_argument("--max-chunks", type=int, help="a seeded sample of this many chunks (default: all)")
     p.add_argument("--max-minutes", type=float, help="stop asking after this much teacher time; rerun to go on")
