@@ -25,6 +25,10 @@ class DistillConfig:
     replay_ratio: float = 0.5      # incremental runs: old chunks replayed per new chunk
     replay_min: int = 200
     full: bool = False             # ignore the current student and start over from `student`
+    # The teacher LLM's synthetic questions (distill/teacher_questions.py), when a teacher is there: chunks are asked
+    # in a seeded order until this much teacher time is spent (cached chunks are free, so each run goes further).
+    teacher_max_minutes: float | None = 30.0
+    teacher_max_chunks: int | None = None
     seed: int = 0
 
     def to_dict(self) -> dict:

@@ -22,7 +22,7 @@ from distill.config import DistillConfig
 from distill.logged_questions import MIN_FOR_VALIDATION, teacher_labelled, usable_questions
 from distill.metrics import chunk_retrieval_metrics
 from distill.mining import mine_triples
-from distill.pseudo_queries import make_pseudo_queries, split_holdout
+from distill.pseudo_queries import PseudoQuery, make_pseudo_queries, split_holdout
 from distill.teacher_cache import TeacherCache
 from distill.trainer import train_student
 from retrieval.collection import Collection
@@ -54,6 +54,11 @@ class DistillReport:
     logged_held_out: int = 0
     serving_logged: dict = field(default_factory=dict)
     student_logged: dict = field(default_factory=dict)
+    synthetic: dict = field(default_factory=dict)   # the teacher LLM's run: written, kept, dropped (QuestionReport)
+    synthetic_questions: int = 0    # kept synthetic questions of the trained chunks: trained on or held out
+    synthetic_held_out: int = 0
+    serving_synthetic: dict = field(default_factory=dict)
+    student_synthetic: dict = field(default_factory=dict)
     seconds: dict = field(default_factory=dict)
     device: str = "cpu"
 
@@ -79,10 +84,13 @@ KEEP_STUDENTS = 2   # unpromoted students kept on disk besides the serving one
 def distill_collection(collection: Collection, models_dir: Path, config: DistillConfig | None = None,
                        device: str | None = None, show_progress: bool = False,
                        on_stage: Callable[[str], None] | None = None,
-                       logged_questions: list[str] | None = None) -> DistillReport:
+                       logged_questions: list[str] | None = None,
+                       synthetic_questions: list | None = None) -> DistillReport:
     """``on_stage`` hears each step's name as it starts (the API's job progress). ``logged_questions``: what
     customers asked (the answer log): scrubbed, teacher-labelled and trained on beside the pseudo-queries; with at
-    least MIN_FOR_VALIDATION of them, a share is held out and decides promotion beside the held-out pseudo-queries."""
+    least MIN_FOR_VALIDATION of them, a share is held out and decides promotion beside the held-out pseudo-queries.
+    ``synthetic_questions``: the teacher LLM's (distill/teacher_questions.SyntheticQuestion), trained on with their
+    source chunk as the positive; with at least MIN_FOR_VALIDATION, a share is held out and weighs in promotion too."""
     from sentence_transformers import SentenceTransformer
 
     stage = on_stage or (lambda name: None)
@@ -119,6 +127,14 @@ def distill_collection(collection: Collection, models_dir: Path, config: Distill
     clock["questions"] = time.perf_counter()
     train_queries, held_out = split_holdout(queries, config.holdout_ratio, config.seed)
     report.pseudo_queries, report.held_out = len(queries), len(held_out)
+    trained_ids, doc_of = {c.chunk_id for c in train_chunks}, {c.chunk_id: c.doc_id for c in chunks}
+    synthetic = [PseudoQuery(q.question, q.chunk_id, doc_of[q.chunk_id], "synthetic")
+                 for q in synthetic_questions or [] if q.chunk_id in trained_ids]
+    synthetic_held: list[PseudoQuery] = []
+    if len(synthetic) >= MIN_FOR_VALIDATION:
+        synthetic, synthetic_held = split_holdout(synthetic, config.holdout_ratio, config.seed)
+    train_queries = train_queries + synthetic   # mined and trained like the pseudo-queries: hard negatives, margins
+    report.synthetic_questions, report.synthetic_held_out = len(synthetic) + len(synthetic_held), len(synthetic_held)
     passages = [c.embedding_text() for c in chunks]
     ids, docs = [c.chunk_id for c in chunks], [c.doc_id for c in chunks]
     position = {cid: i for i, cid in enumerate(ids)}
@@ -196,9 +212,23 @@ def distill_collection(collection: Collection, models_dir: Path, config: Distill
         report.serving_logged = chunk_retrieval_metrics(collection.encoder.encode(logged_texts), serving_passages,
                                                         logged_gold)
         report.student_logged = chunk_retrieval_metrics(candidate.encode(logged_texts), student_passages, logged_gold)
-        student_score = (student_score + report.student_logged["mrr@10"]) / 2
-        serving_score = (serving_score + report.serving_logged["mrr@10"]) / 2
-        on_what += f" and {len(logged_held)} held-out logged questions (mean)"
+    student_scores, serving_scores = [student_score], [serving_score]
+    if logged_held:
+        student_scores.append(report.student_logged["mrr@10"])
+        serving_scores.append(report.serving_logged["mrr@10"])
+        on_what += f", {len(logged_held)} held-out logged questions"
+    if synthetic_held:
+        synthetic_gold, synthetic_texts = [position[q.chunk_id] for q in synthetic_held], [q.text for q in synthetic_held]
+        report.serving_synthetic = chunk_retrieval_metrics(collection.encoder.encode(synthetic_texts),
+                                                           serving_passages, synthetic_gold)
+        report.student_synthetic = chunk_retrieval_metrics(candidate.encode(synthetic_texts), student_passages,
+                                                           synthetic_gold)
+        student_scores.append(report.student_synthetic["mrr@10"])
+        serving_scores.append(report.serving_synthetic["mrr@10"])
+        on_what += f", {len(synthetic_held)} held-out synthetic questions"
+    if len(student_scores) > 1:   # each kind of held-out question weighs the same in the decision
+        student_score, serving_score = float(np.mean(student_scores)), float(np.mean(serving_scores))
+        on_what += " (mean)"
     clock["evaluate"] = time.perf_counter()
 
     if student_score > serving_score:

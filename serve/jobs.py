@@ -37,13 +37,39 @@ def eval_questions_file(service, collection: str) -> Path:
     return service.home.collection_dir(collection) / EVAL_QUESTIONS
 
 
+def synthetic_questions(service, collection: str, config, show_progress: bool = False,
+                        on_stage: Callable[[str], None] | None = None) -> tuple[list, dict]:
+    """The teacher LLM's questions for ``collection`` within the config's budget (cached per chunk), and its report;
+    ([], {"skipped": why}) when there is no teacher (serve/wiring.py)."""
+    from distill.teacher_questions import Budget, QuestionCache, write_questions
+    from serve.wiring import teacher_llm, teacher_unavailable
+
+    why = teacher_unavailable(service.settings)
+    if why is not None:
+        return [], {"skipped": why}
+    (on_stage or (lambda name: None))("questions")
+    target = service.collection(collection)
+    minutes = config.teacher_max_minutes
+    budget = Budget(config.teacher_max_chunks, minutes * 60 if minutes is not None else None, config.seed)
+    cache = QuestionCache(target.directory / "teacher-questions.sqlite")
+    try:
+        with teacher_llm(service.settings) as teacher:
+            questions, report = write_questions(target.store.all_chunks(), teacher, cache, budget, show_progress)
+    finally:
+        cache.close()
+    return questions, report.to_dict()
+
+
 def run_distill(service, collection: str, config=None, show_progress: bool = False,
                 on_stage: Callable[[str], None] | None = None, include_logged: bool = True) -> dict:
     """Distil one collection of ``service`` (distill/run.py; a promotion serves at once), with the team's remembered
     questions (`kbqa eval --remember`) measured before and after: the report, ``eval`` holding {"before", "after"}
     or None when no questions were remembered. The CLI and the HTTP job both run this."""
+    from distill.config import DistillConfig
     from distill.run import distill_collection   # training code loads only when a distillation runs
     from distill.team_eval import evaluate, read_questions
+
+    config = config or DistillConfig()
 
     stage = on_stage or (lambda name: None)
     questions_file = eval_questions_file(service, collection)
@@ -52,8 +78,11 @@ def run_distill(service, collection: str, config=None, show_progress: bool = Fal
         stage("evaluating")
     before = evaluate(service, questions, collection) if questions else None
     logged = service.feedback.questions(collection) if include_logged else []
+    synthetic, synthetic_report = synthetic_questions(service, collection, config, show_progress, on_stage)
     report = distill_collection(service.collection(collection), service.home.models_dir, config,
-                                show_progress=show_progress, on_stage=on_stage, logged_questions=logged)
+                                show_progress=show_progress, on_stage=on_stage, logged_questions=logged,
+                                synthetic_questions=synthetic)
+    report.synthetic = synthetic_report
     if questions:
         stage("evaluating")
     after = evaluate(service, questions, collection) if questions else None

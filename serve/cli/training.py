@@ -28,6 +28,14 @@ def cmd_distill(args) -> int:
         print(f"  {report['logged_questions']} logged customer questions ({report['logged_held_out']} held out), "
               f"{report['pseudo_queries']} pseudo-queries ({report['held_out']} held out), {report['triples']} "
               f"triples, {report['teacher_texts_encoded']} texts encoded by the teacher; seconds {report['seconds']}")
+    synthetic = report["synthetic"]
+    if "skipped" in synthetic:
+        print(f"  no synthetic questions: {synthetic['skipped']}")
+    elif synthetic:
+        print(f"  teacher LLM: {synthetic['asked']} chunks asked, {synthetic['cached']} cached, "
+              f"{synthetic['skipped_by_time']} left for the next run; {synthetic['kept']} of {synthetic['written']} "
+              f"questions kept; {report['synthetic_questions']} on trained chunks "
+              f"({report['synthetic_held_out']} held out)")
     return 0
 
 
