@@ -122,16 +122,21 @@ class QuestionCache:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, lines TEXT NOT NULL, "
-                         "seconds REAL NOT NULL, created REAL NOT NULL)")
+        self._db.execute("CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, teacher TEXT NOT NULL, "
+                         "lines TEXT NOT NULL, seconds REAL NOT NULL, created REAL NOT NULL)")
 
     def get(self, key: str) -> list[str] | None:
         row = self._db.execute("SELECT lines FROM replies WHERE key = ?", (key,)).fetchone()
         return json.loads(row[0]) if row else None
 
-    def put(self, key: str, lines: list[str], seconds: float) -> None:
-        self._db.execute("INSERT OR REPLACE INTO replies VALUES (?, ?, ?, ?)",
-                         (key, json.dumps(lines), seconds, time.time()))
+    def put(self, key: str, teacher: str, lines: list[str], seconds: float) -> None:
+        self._db.execute("INSERT OR REPLACE INTO replies (key, teacher, lines, seconds, created) VALUES (?, ?, ?, ?, ?)",
+                         (key, teacher, json.dumps(lines), seconds, time.time()))
+
+    def teachers(self) -> list[str]:
+        """The teachers whose replies are kept, most replies first."""
+        return [row[0] for row in self._db.execute(
+            "SELECT teacher FROM replies GROUP BY teacher ORDER BY COUNT(*) DESC")]
 
     def close(self) -> None:
         self._db.close()
@@ -167,7 +172,7 @@ def write_questions(chunks: list, teacher, cache: QuestionCache, budget: Budget 
             continue
         seconds = time.perf_counter() - start
         lines = [line for line in text.splitlines() if line.strip()]
-        cache.put(keys[chunk.chunk_id], lines, seconds)
+        cache.put(keys[chunk.chunk_id], teacher.name, lines, seconds)
         replies[chunk.chunk_id] = lines
         report.asked += 1
         report.teacher_seconds += seconds
@@ -185,3 +190,13 @@ def write_questions(chunks: list, teacher, cache: QuestionCache, budget: Budget 
     report.teacher_seconds = round(report.teacher_seconds, 2)
     report.samples = [q.question for q in random.Random(budget.seed).sample(questions, min(samples, len(questions)))]
     return questions, report
+
+
+def held_out_questions(questions: list[SyntheticQuestion], ratio: float = 0.1, seed: int = 0) -> list[SyntheticQuestion]:
+    """The share a full distillation holds out of training (the same seeded split as distill/run.py): what a
+    label-free health check may ask (`kbqa eval --synthetic`)."""
+    if len(questions) < 2:
+        return questions
+    shuffled = questions[:]
+    random.Random(seed).shuffle(shuffled)
+    return shuffled[:max(1, int(len(shuffled) * ratio))]

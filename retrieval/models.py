@@ -19,6 +19,7 @@ ALL_MODELS = (TEACHER, STUDENT_START, GENERATOR_BASE, SHIPPED_ADAPTER, SHIPPED_S
 # Q4_K_M GGUF, 1.1 GB. Opt-in (`kbqa prepare --teacher`): serving, `make run` and `make test` never need it.
 TEACHER_LLM = "teacher-llm"
 TEACHER_LLM_GGUF = "model.gguf"
+TEACHER_LLM_ALIAS = "qwen2.5-coder-1.5b-instruct-q4_k_m"   # the name it is served under (and cached by)
 
 
 def model_path(models_dir: Path, name: str) -> Path:

@@ -138,12 +138,12 @@ def teacher_llm(settings: Settings):
         finally:
             remote.close()
         return
-    from retrieval.answering.engines.llama_server import ALIAS, llama_served
-    from retrieval.models import TEACHER_LLM, TEACHER_LLM_GGUF
+    from retrieval.answering.engines.llama_server import llama_served
+    from retrieval.models import TEACHER_LLM, TEACHER_LLM_ALIAS, TEACHER_LLM_GGUF
 
     folder = model_path(settings.kbqa_home.models_dir, TEACHER_LLM)
-    with llama_served(folder / TEACHER_LLM_GGUF, n_ctx=2048, wait_s=300) as url:
-        remote = engine(url, ALIAS, None)
+    with llama_served(folder / TEACHER_LLM_GGUF, n_ctx=2048, wait_s=300, alias=TEACHER_LLM_ALIAS) as url:
+        remote = engine(url, TEACHER_LLM_ALIAS, None)
         try:
             yield remote
         finally:

@@ -145,6 +145,15 @@ def test_kbqa_teacher_questions_runs_against_the_configured_endpoint(tmp_path, m
         assert report["kept"] + sum(report["dropped"].values()) == 6 and len(server.requests) == 2
         assert main(["teacher-questions", "--max-chunks", "2"]) == 0   # the same sample: all from the cache
         assert "2 cached" in capsys.readouterr().out and len(server.requests) == 2
+        assert main(["teacher-questions", "--json"]) == 0   # every chunk: only the others are asked
+        everything = json.loads(capsys.readouterr().out)
+        assert everything["cached"] == 2 and len(server.requests) == everything["chunks"] > 2
+    # The label-free health check reads the cache: no teacher runs (the server is gone).
+    assert main(["eval", "--synthetic", "--json"]) == 0
+    health = json.loads(capsys.readouterr().out)
+    assert health["questions"] >= 1 and health["metrics"]["hit@1"]["n"] == health["questions"]
+    assert 0.0 <= health["metrics"]["MRR@10"]["value"] <= 1.0
+    assert main(["eval"]) == 2 and "--synthetic" in capsys.readouterr().err
 
 
 def test_the_teacher_gguf_is_joined_from_its_parts_and_refused_on_a_wrong_hash(tmp_path):

@@ -15,15 +15,48 @@ def cmd_eval(args) -> int:
     from distill.team_eval import evaluate, format_table, read_questions
     from serve.jobs import eval_questions_file
 
-    questions = read_questions(Path(args.questions))
+    if bool(args.questions) == args.synthetic:
+        raise ValueError("give a questions file, or --synthetic for the teacher LLM's held-out questions")
     running = service(with_generator=args.ask)
-    running.collection(args.collection)   # an unknown collection fails here, before any work
+    target = running.collection(args.collection)   # an unknown collection fails here, before any work
+    questions = read_questions(Path(args.questions)) if args.questions else _synthetic(target)
     report = evaluate(running, questions, args.collection, ask=args.ask,
                       progress=lambda items: tqdm(items, desc="questions", disable=args.json, file=sys.stderr))
-    if args.remember:
+    if args.remember and args.questions:
         shutil.copyfile(args.questions, eval_questions_file(running, args.collection))
     print(json.dumps(report, indent=1) if args.json else format_table(report))
     return 0
+
+
+def _synthetic(collection) -> list:
+    """The teacher LLM's held-out questions of ``collection`` as eval questions (their chunk's document the gold),
+    from the cache `kbqa distill` / `kbqa teacher-questions` filled: no teacher runs here."""
+    from distill.config import DistillConfig
+    from distill.team_eval import EvalQuestion
+    from distill.teacher_questions import Budget, QuestionCache, held_out_questions, write_questions
+
+    class CacheOnly:   # never asked: a zero time budget reads the cache and asks nothing
+        name = None
+
+    path = collection.directory / "teacher-questions.sqlite"
+    if not path.is_file():
+        raise ValueError(f"collection {collection.name!r} has no synthetic questions yet: run `kbqa teacher-questions` "
+                         "or `kbqa distill` with a teacher (KBQA_TEACHER_URL, or `kbqa prepare --teacher`)")
+    cache = QuestionCache(path)
+    try:
+        chunks = collection.store.all_chunks()
+        questions = []
+        for teacher in cache.teachers():
+            CacheOnly.name = teacher
+            questions += write_questions(chunks, CacheOnly(), cache, Budget(max_seconds=0))[0]
+    finally:
+        cache.close()
+    doc_of = {c.chunk_id: c.doc_id for c in chunks}
+    config = DistillConfig()
+    held = held_out_questions(questions, config.holdout_ratio, config.seed)
+    if not held:
+        raise ValueError(f"collection {collection.name!r}: no kept synthetic questions for its current chunks")
+    return [EvalQuestion(q.question, q.answer, [doc_of[q.chunk_id]]) for q in held]
 
 
 def cmd_gaps(args) -> int:
@@ -39,7 +72,9 @@ def register(sub) -> None:
     from serve.gaps import DEFAULT_THRESHOLD
 
     p = sub.add_parser("eval", help="quality on your own questions (JSONL: question, answer, gold_ids, answerable)")
-    p.add_argument("questions", help="JSONL, one {question, answer?, gold_ids?, answerable?} a line")
+    p.add_argument("questions", nargs="?", help="JSONL, one {question, answer?, gold_ids?, answerable?} a line")
+    p.add_argument("--synthetic", action="store_true",
+                   help="instead of a file: the teacher LLM's held-out questions of the collection (no labels needed)")
     p.add_argument("--collection", default="default")
     p.add_argument("--ask", action="store_true", help="also answer each question (answer quality, abstention)")
     p.add_argument("--remember", action="store_true",

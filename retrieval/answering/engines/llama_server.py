@@ -54,11 +54,12 @@ def llama_available() -> bool:
 
 
 @contextmanager
-def llama_served(gguf: Path | None = None, threads: int = 2, n_ctx: int = 4096, wait_s: float = 120):
+def llama_served(gguf: Path | None = None, threads: int = 2, n_ctx: int = 4096, wait_s: float = 120,
+                 alias: str = ALIAS):
     """Yields the server's /v1 base URL once GET /v1/models answers; stops it at the end."""
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", __name__, "--model", str(gguf or bundled_gguf()),
-                               "--model_alias", ALIAS, "--host", "127.0.0.1", "--port", str(port),
+                               "--model_alias", alias, "--host", "127.0.0.1", "--port", str(port),
                                "--n_ctx", str(n_ctx), "--n_threads", str(threads), "--verbose", "False"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}/v1"
