@@ -35,13 +35,14 @@ REPLIES = {"Billing": "1. How long until my refund reaches my card?\n2. Refunds\
 def test_filters_keep_customer_questions_and_count_every_drop():
     seen = set()
     kept, dropped = filter_questions(REPLIES["Billing"].splitlines() + ["Refunds?", "Billing > Refunds?",
-                                                                        "Why " + "very " * 40 + "slow?"],
+                                                                        "Why " + "very " * 40 + "slow?",
+                                                                        "What are the refunds mentioned in the passage?"],
                                      REFUNDS, seen)
     assert [q.question for q in kept] == ["How long until my refund reaches my card?", "When do I get my invoice?"]
     assert kept[0].answer == "Refunds are paid back to the original card within five days."
     assert kept[1].answer == "Invoices are emailed monthly." and kept[0].chunk_id == REFUNDS.chunk_id
     assert dropped == {"not a question": 2, "duplicate": 1, "too short": 1, "copies the title or a heading": 1,
-                       "too long": 1}
+                       "too long": 1, "refers to the passage": 1}
     kept, dropped = filter_questions(REPLIES["Exports"].splitlines(), EXPORT, seen)
     assert [q.question for q in kept] == ["How can I download my stats as a CSV file?"]
     assert dropped == {"no answer in the chunk": 1}
