@@ -24,8 +24,8 @@ import numpy as np
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from benchs.common import (BENCH_HOME, dataset_files, load_questions, mean, open_collection,
-                           ranked_docs, split_of)
+from benchs.common import (BENCH_HOME, dataset_files, load_questions, mean, open_collection, publish, ranked_docs,
+                           split_of)
 from distill.metrics import paired_interval, ranking_metrics
 from distill.config import DistillConfig
 from distill.run import distill_collection
@@ -137,8 +137,7 @@ def main() -> None:
               f"| 256 passages of {name} | {t_rate:.1f} | {s_rate:.1f} | {s_rate / t_rate:.1f}x |",
               f"| 256 questions of {name} | {tq_rate:.1f} | {sq_rate:.1f} | {sq_rate / tq_rate:.1f}x |",
               "", f"Distillation runs (config overrides {args.config}):", *notes]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines) + "\n")
+    publish(lines, args.out)
     print("\n".join(lines[-(len(notes) + 7):]))
 
 

@@ -27,7 +27,8 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from benchs.common import ANSWER_DATASETS, BENCH_HOME, REPO, open_collection, retrieval_rows
+from benchs.common import (ANSWER_DATASETS, BENCH_HOME, REPO, RESULTS, open_collection, publish,
+                           retrieval_rows)
 from distill.generator_data import feedback_examples, mined_faq_examples, read_examples
 from distill.generator_train import SHIPPED_EXAMPLES, GeneratorTrainConfig, train_generator
 from distill.metrics import paired_interval, token_f1
@@ -83,8 +84,9 @@ def paired(data: Path, per_dataset: int = 60) -> None:
                   for a in (feedback, shipped)]
             diffs.append(f1[0] - f1[1])
     mean, low, high = paired_interval(diffs, [0.0] * len(diffs), rounds=5000)
-    print(f"feedback adapter - shipped adapter, token-F1 over {len(diffs)} answerable report questions: "
-          f"{mean:+.3f} (95% paired bootstrap interval {low:+.3f} .. {high:+.3f})")
+    publish([f"feedback adapter - shipped adapter, token-F1 over {len(diffs)} answerable report questions: "
+             f"{mean:+.3f} (95% paired bootstrap interval {low:+.3f} .. {high:+.3f})"],
+            RESULTS / "feedback_loop_paired.md")
 
 
 def main() -> None:

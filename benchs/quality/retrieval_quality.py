@@ -14,7 +14,8 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from benchs.common import BENCH_HOME, RETRIEVAL_DATASETS, dataset_files, load_questions, mean, open_collection, ranked_docs, split_of
+from benchs.common import (BENCH_HOME, RETRIEVAL_DATASETS, dataset_files, load_questions, mean, open_collection,
+                           publish, ranked_docs, split_of)
 from distill.metrics import ranking_metrics
 from serve.service import KbqaService
 from serve.settings import Settings
@@ -51,8 +52,7 @@ def main() -> None:
         lines.append(f"| {split} | {mode} | {sum(values) / len(values):.3f} |")
     best = max(MODES, key=lambda m: sum(summary[("tune", m)]))
     lines.append(f"\nBest mode on the tune split: **{best}** (encoder {service.encoder.encoder_id}).")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines) + "\n")
+    publish(lines, args.out)
     print("\n".join(lines[-8:]))
 
 

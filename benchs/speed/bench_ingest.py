@@ -13,6 +13,7 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from benchs.common import publish
 from serve.service import KbqaService
 from serve.settings import Settings
 
@@ -21,6 +22,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--path", type=Path, default=Path("kb/docs"))
     parser.add_argument("--models", type=Path, default=Path(".kbqa/models"))
+    parser.add_argument("--out", type=Path, default=Path("benchs/results/bench_ingest.md"))
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         home, kb = Path(tmp) / "home", Path(tmp) / "kb"
@@ -44,13 +46,15 @@ def main() -> None:
         assert not fresh.errors and len(fresh.added) == len(list(kb.rglob("*.md")))
         assert again.chunks_embedded == 0 and len(again.unchanged) == len(fresh.added)
         assert changed.changed == [target.relative_to(kb).as_posix()] and changed.chunks_embedded >= 1
-        print(f"encoder {service.encoder.encoder_id}, {os.cpu_count()} CPUs")
-        print("| run | files | chunks embedded | chunks total | seconds | chunks embedded/s |")
-        print("|---|---|---|---|---|---|")
+        lines = [f"encoder {service.encoder.encoder_id}, {os.cpu_count()} CPUs", "",
+                 "| run | files | chunks embedded | chunks total | seconds | chunks embedded/s |",
+                 "|---|---|---|---|---|---|"]
         for label, report, seconds in rows:
             files = len(report.added) + len(report.changed) + len(report.unchanged)
             rate = f"{report.chunks_embedded / seconds:.1f}" if report.chunks_embedded else "-"
-            print(f"| {label} | {files} | {report.chunks_embedded} | {report.chunks_total} | {seconds:.2f} | {rate} |")
+            lines.append(f"| {label} | {files} | {report.chunks_embedded} | {report.chunks_total} | {seconds:.2f} | "
+                         f"{rate} |")
+        publish(lines, args.out)
 
 
 if __name__ == "__main__":

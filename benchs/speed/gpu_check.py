@@ -274,8 +274,14 @@ def main() -> None:
     work = Path(os.environ.get("TMPDIR", "/tmp")) / "kbqa-gpu-check"
     encoder, generator = random_models(args.assets, work)
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU (CPU dry run)"
-    lines = ["# kbqa on a GPU (benchs/speed/gpu_check.py)", "",
-             f"GPU: {device}; torch {torch.__version__}; CPU: {describe()}", ""]
+    # The header benchs/common.publish writes, made here: the device machine has this tree's files but no git, and
+    # this script imports nothing of benchs (only the product's packages travel there as wheels).
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout \
+        if shutil.which("git") else ""
+    lines = [f"Command: `python -m benchs.speed.gpu_check {' '.join(sys.argv[1:])}`",
+             f"Commit: {head.strip() or os.environ.get('KBQA_COMMIT', 'not recorded (no git here)')}",
+             f"CPU: {describe()}", "", "# kbqa on a GPU (benchs/speed/gpu_check.py)", "",
+             f"GPU: {device}; torch {torch.__version__}", ""]
     parts = {"memory": memory_check,
              "encoder": lambda: encoder_check(encoder, args.passages),
              "generator": lambda: generator_check(generator, args.new_tokens, args.clients)}
