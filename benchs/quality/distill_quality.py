@@ -10,6 +10,10 @@ Also: query/passage encoding throughput of the student vs the teacher (same text
 With --log-tune (issue 17, 3), a second student per set is distilled, in the same run, with the tune half of the
 set's questions logged as if customers had asked them (`kbqa distill`'s logged questions: teacher-labelled, never
 the gold ids); its rows, ``student + logged``, are scored on the report half it never saw.
+With --synthetic, another student per set is distilled, in the same run, with the teacher LLM's synthetic questions
+of the set's chunks (distill/teacher_questions.py; the teacher `kbqa distill` would use: KBQA_TEACHER_URL or the GGUF
+of `kbqa prepare --teacher`; cached in the set's collection, so a rerun asks nothing); its rows are
+``student + synthetic``. ``--teacher-minutes`` bounds the teacher per set (a seeded order of chunks).
 """
 from __future__ import annotations
 
@@ -61,6 +65,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchs/results/distill_quality.md"))
     parser.add_argument("--config", default="{}", help='DistillConfig overrides as JSON, e.g. \'{"sentences_per_chunk": 0}\'')
     parser.add_argument("--log-tune", action="store_true", help="also distil with the tune questions as the answer log")
+    parser.add_argument("--synthetic", action="store_true", help="also distil with the teacher LLM's questions")
+    parser.add_argument("--teacher-minutes", type=float, help="with --synthetic: teacher time per set (default: all)")
     args = parser.parse_args()
     service = KbqaService.load(Settings(home=BENCH_HOME), with_generator=False)
     teacher = SentenceEncoder(model_path(BENCH_HOME / "models", TEACHER))
@@ -89,6 +95,28 @@ def main() -> None:
                                                logged_questions=asked)
             notes.append(f"- {name} + logged: {logged_report.reason}; {logged_report.logged_questions} logged tune "
                          f"questions ({logged_report.logged_held_out} held out), seconds {logged_report.seconds}")
+        synthetic_collection = None
+        if args.synthetic:
+            from distill.teacher_questions import Budget, QuestionCache, write_questions
+            from serve.wiring import teacher_llm
+
+            question_cache = QuestionCache(base.directory / "teacher-questions.sqlite")
+            budget = Budget(max_seconds=args.teacher_minutes * 60 if args.teacher_minutes is not None else None)
+            with teacher_llm(service.settings) as llm:
+                synthetic, written = write_questions(base.store.all_chunks(), llm, question_cache, budget,
+                                                     show_progress=True)
+            question_cache.close()
+            synthetic_dir = base.directory.with_name(base.directory.name + "-synthetic")
+            shutil.rmtree(synthetic_dir, ignore_errors=True)
+            shutil.copytree(base.directory, synthetic_dir, ignore=shutil.ignore_patterns("encoders"))
+            synthetic_collection = Collection(synthetic_dir, service.encoder, encoder_loader=SentenceEncoder)
+            synthetic_report = distill_collection(synthetic_collection, BENCH_HOME / "models", config,
+                                                  show_progress=True, synthetic_questions=synthetic)
+            notes.append(f"- {name} + synthetic: {synthetic_report.reason}; teacher on {written.asked + written.cached} "
+                         f"of {written.chunks} chunks ({written.teacher_seconds:.0f} s this run), "
+                         f"{written.kept} of {written.written} questions kept (dropped {written.dropped}), "
+                         f"{synthetic_report.synthetic_questions} trained or held out "
+                         f"({synthetic_report.synthetic_held_out} held out); seconds {synthetic_report.seconds}")
         questions = [q for q in all_questions if q.get("gold_ids")]
         cache = TeacherCache(base.directory / "teacher_cache.sqlite", teacher)
         teacher_ranked = teacher_rankings(base, cache, questions)
@@ -105,6 +133,11 @@ def main() -> None:
             systems["student + logged"] = lambda q, i: ranked_docs(logged_collection.search(q["question"], 40, "dense"))
             systems["student + logged + BM25"] = lambda q, i: ranked_docs(
                 logged_collection.search(q["question"], 40, "hybrid"))
+        if synthetic_collection is not None:
+            systems["student + synthetic"] = lambda q, i: ranked_docs(
+                synthetic_collection.search(q["question"], 40, "dense"))
+            systems["student + synthetic + BM25"] = lambda q, i: ranked_docs(
+                synthetic_collection.search(q["question"], 40, "hybrid"))
         for split in ("tune", "report"):
             picked = [(i, q) for i, q in enumerate(questions) if split_of(q["id"]) == split]
             per_question = {}
@@ -118,6 +151,11 @@ def main() -> None:
                 diff, low, high = paired_interval(*([m["nDCG@10"] for m in per_question[s]] for s in (label, "mpnet teacher")))
                 notes.append(f"- {name}, {split}: {label} - teacher nDCG@10 {diff:+.3f}, 95% paired bootstrap "
                              f"interval [{low:+.3f}, {high:+.3f}]")
+            if synthetic_collection is not None:   # the synthetic questions never saw the set's real questions
+                diff, low, high = paired_interval(*([m["nDCG@10"] for m in per_question[s]]
+                                                    for s in ("student + synthetic + BM25", "student + BM25")))
+                notes.append(f"- {name}, {split}: student + synthetic + BM25 - student + BM25 nDCG@10 {diff:+.3f}, "
+                             f"95% paired bootstrap interval [{low:+.3f}, {high:+.3f}]")
             if logged_collection is not None and split == "report":   # the logged questions were the tune half
                 diff, low, high = paired_interval(*([m["nDCG@10"] for m in per_question[s]]
                                                     for s in ("student + logged", "student")))
@@ -127,6 +165,8 @@ def main() -> None:
         student_collection.close()
         if logged_collection is not None:
             logged_collection.close()
+        if synthetic_collection is not None:
+            synthetic_collection.close()
     texts = [c.embedding_text() for c in base.store.all_chunks()[:256]]
     student = SentenceEncoder(student_dir) if student_dir else service.encoder
     t_rate, s_rate = throughput(teacher, texts), throughput(student, texts)
