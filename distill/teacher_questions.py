@@ -181,15 +181,7 @@ def write_questions(chunks: list, teacher, cache: QuestionCache, budget: Budget 
         replies[chunk.chunk_id] = lines
         report.asked += 1
         report.teacher_seconds += seconds
-    questions, dropped, seen = [], Counter(), set()
-    for chunk in chunks:
-        lines = replies[chunk.chunk_id]
-        if lines is None:
-            continue
-        report.written += len(lines)
-        kept, why = filter_questions(lines, chunk, seen)
-        questions += kept
-        dropped.update(why)
+    questions, dropped, report.written = _filtered(chunks, replies)
     report.kept = len(questions)
     report.dropped = {reason: dropped[reason] for reason in DROP_REASONS if dropped[reason]}
     report.teacher_seconds = round(report.teacher_seconds, 2)
@@ -197,11 +189,36 @@ def write_questions(chunks: list, teacher, cache: QuestionCache, budget: Budget 
     return questions, report
 
 
+def _filtered(chunks: list, replies: dict) -> tuple[list[SyntheticQuestion], Counter, int]:
+    """(kept questions, drops by reason, lines written) over the chunks that have a reply."""
+    questions, dropped, seen, written = [], Counter(), set(), 0
+    for chunk in chunks:
+        lines = replies.get(chunk.chunk_id)
+        if lines is None:
+            continue
+        written += len(lines)
+        kept, why = filter_questions(lines, chunk, seen)
+        questions += kept
+        dropped.update(why)
+    return questions, dropped, written
+
+
+def cached_questions(chunks: list, cache: QuestionCache) -> list[SyntheticQuestion]:
+    """The kept questions the cache already holds for ``chunks``, from whichever teacher wrote each chunk's (the one
+    with the most replies first); no teacher is asked."""
+    replies: dict = {}
+    for teacher in cache.teachers():
+        for chunk in chunks:
+            if chunk.chunk_id not in replies:
+                lines = cache.get(chunk_key(chunk, teacher))
+                if lines is not None:
+                    replies[chunk.chunk_id] = lines
+    return _filtered(chunks, replies)[0]
+
+
 def held_out_questions(questions: list[SyntheticQuestion], ratio: float = 0.1, seed: int = 0) -> list[SyntheticQuestion]:
-    """The share a full distillation holds out of training (the same seeded split as distill/run.py): what a
-    label-free health check may ask (`kbqa eval --synthetic`)."""
-    if len(questions) < 2:
-        return questions
-    shuffled = questions[:]
-    random.Random(seed).shuffle(shuffled)
-    return shuffled[:max(1, int(len(shuffled) * ratio))]
+    """The share a full distillation holds out of training (distill/run.py makes the same split): what a label-free
+    health check may ask (`kbqa eval --synthetic`)."""
+    from distill.pseudo_queries import split_holdout
+
+    return split_holdout(questions, ratio, seed)[1] if len(questions) > 1 else questions

@@ -33,10 +33,7 @@ def _synthetic(collection) -> list:
     from the cache `kbqa distill` / `kbqa teacher-questions` filled: no teacher runs here."""
     from distill.config import DistillConfig
     from distill.team_eval import EvalQuestion
-    from distill.teacher_questions import Budget, QuestionCache, held_out_questions, write_questions
-
-    class CacheOnly:   # never asked: a zero time budget reads the cache and asks nothing
-        name = None
+    from distill.teacher_questions import QuestionCache, cached_questions, held_out_questions
 
     path = collection.directory / "teacher-questions.sqlite"
     if not path.is_file():
@@ -45,10 +42,7 @@ def _synthetic(collection) -> list:
     cache = QuestionCache(path)
     try:
         chunks = collection.store.all_chunks()
-        questions = []
-        for teacher in cache.teachers():
-            CacheOnly.name = teacher
-            questions += write_questions(chunks, CacheOnly(), cache, Budget(max_seconds=0))[0]
+        questions = cached_questions(chunks, cache)
     finally:
         cache.close()
     doc_of = {c.chunk_id: c.doc_id for c in chunks}
