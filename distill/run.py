@@ -19,11 +19,13 @@ from typing import Callable
 import numpy as np
 
 from distill.config import DistillConfig
+from distill.fusion_fit import fit_dense_weight
 from distill.logged_questions import MIN_FOR_VALIDATION, teacher_labelled, usable_questions
 from distill.metrics import chunk_retrieval_metrics
 from distill.mining import mine_triples
 from distill.pseudo_queries import PseudoQuery, make_pseudo_queries, split_holdout
 from distill.teacher_cache import TeacherCache
+from distill.teacher_questions import is_held_out
 from distill.trainer import train_student
 from retrieval.collection import Collection
 from retrieval.encoder import SentenceEncoder, pick_device
@@ -59,6 +61,7 @@ class DistillReport:
     synthetic_held_out: int = 0
     serving_synthetic: dict = field(default_factory=dict)
     student_synthetic: dict = field(default_factory=dict)
+    fusion: dict = field(default_factory=dict)   # the hybrid weight fitted on held-out synthetic questions (FusionFit)
     seconds: dict = field(default_factory=dict)
     device: str = "cpu"
 
@@ -74,7 +77,7 @@ def freshness(collection: Collection) -> dict:
     newer = sum(1 for c in chunk_ids if c not in distilled)
     return {"collection": collection.name, "chunks": len(chunk_ids), "chunks_newer_than_encoder": newer,
             "share_newer": round(newer / len(chunk_ids), 4) if chunk_ids else 0.0,
-            "encoder": collection.encoder.encoder_id,
+            "encoder": collection.encoder.encoder_id, "hybrid_dense_weight": collection.dense_weight,
             "encoder_dir": str(collection.encoder_dir) if collection.encoder_dir else None}
 
 
@@ -132,7 +135,8 @@ def distill_collection(collection: Collection, models_dir: Path, config: Distill
                  for q in synthetic_questions or [] if q.chunk_id in trained_ids]
     synthetic_held: list[PseudoQuery] = []
     if len(synthetic) >= MIN_FOR_VALIDATION:
-        synthetic, synthetic_held = split_holdout(synthetic, config.holdout_ratio, config.seed)
+        synthetic_held = [q for q in synthetic if is_held_out(q.text, config.holdout_ratio)]
+        synthetic = [q for q in synthetic if not is_held_out(q.text, config.holdout_ratio)]
     train_queries = train_queries + synthetic   # mined and trained like the pseudo-queries: hard negatives, margins
     report.synthetic_questions, report.synthetic_held_out = len(synthetic) + len(synthetic_held), len(synthetic_held)
     passages = [c.embedding_text() for c in chunks]
@@ -240,6 +244,9 @@ def distill_collection(collection: Collection, models_dir: Path, config: Distill
     else:
         report.reason = (f"kept {collection.encoder.encoder_id}: student MRR@10 {student_score:.3f} "
                          f"<= serving {serving_score:.3f} on {on_what}")
+    if synthetic_held:   # for whichever encoder serves now: neither was trained on these questions
+        stage("fitting fusion")
+        report.fusion = fit_dense_weight(collection, synthetic_held).to_dict()
     clock["end"] = time.perf_counter()
     report.seconds = {"questions": round(clock["questions"] - clock["start"], 1),
                       "teacher": round(clock["teacher"] - clock["questions"], 1),

@@ -13,6 +13,7 @@ generation.
 """
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 import threading
 import time
@@ -26,6 +27,7 @@ from ingest.pipeline import IngestPlan, IngestReport, plan_ingest
 from ingest.store import ChunkStore
 from retrieval.collection_encoder import CollectionEncoder, EncoderMismatch
 from retrieval.encoder import TextEncoder
+from retrieval.fusion import EQUAL_WEIGHT, FUSION_META, fusion_record, stored_dense_weight
 from retrieval.home import UnknownCollection
 from retrieval.index_generations import IndexGenerations
 from retrieval.search import DEFAULT_MODE, SearchHit, SearchSnapshot, SnapshotMoved
@@ -50,6 +52,7 @@ class Collection:
         self._lock = threading.RLock()
         self._generation = -1
         self._snapshot: SearchSnapshot | None = None
+        self._fusion: tuple[str | None, str, float] = (None, "", EQUAL_WEIGHT)   # (record, encoder id, weight)
         self._closed = False
 
     def close(self) -> None:
@@ -88,7 +91,25 @@ class Collection:
             if self._closed:
                 raise self._gone()
             self.refresh()
-            return self._snapshot
+            weight = self.dense_weight
+            return self._snapshot if weight == self._snapshot.dense_weight else dataclasses.replace(
+                self._snapshot, dense_weight=weight)
+
+    @property
+    def dense_weight(self) -> float:
+        """The hybrid fusion weight fitted for the serving encoder (read each time: another process may fit it)."""
+        with self._lock:
+            record, encoder_id = self.store.get_meta(FUSION_META), self.encoder.encoder_id
+            if self._fusion[:2] != (record, encoder_id):
+                self._fusion = (record, encoder_id, stored_dense_weight(record, encoder_id))
+            return self._fusion[2]
+
+    def set_dense_weight(self, weight: float, **fitted) -> None:
+        """Serve hybrid search with this dense weight, for the serving encoder only; ``fitted``: how it was chosen."""
+        if not 0.0 <= weight <= 1.0:
+            raise ValueError(f"dense weight {weight} is not in [0, 1]")
+        with self._lock, self.store.transaction():
+            self.store.set_meta(FUSION_META, fusion_record(weight, self.encoder.encoder_id, **fitted))
 
     @property
     def index(self) -> VectorIndex:
@@ -97,7 +118,8 @@ class Collection:
     def stats(self) -> dict:
         index = self.snapshot().index
         return {"collection": self.name, **self.store.counts(), "generation": self._generation,
-                "index": index.kind, "index_on_gpu": index.on_gpu, "encoder": self.store.get_meta("encoder")}
+                "index": index.kind, "index_on_gpu": index.on_gpu, "encoder": self.store.get_meta("encoder"),
+                "hybrid_dense_weight": self.dense_weight}
 
     def search(self, query: str, k: int = 5, mode: str = DEFAULT_MODE) -> list[SearchHit]:
         """Search the committed generation; if a commit lands mid-search and removes ranked chunks, search again

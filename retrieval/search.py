@@ -11,7 +11,7 @@ from ingest.records import Chunk
 from ingest.store import ChunkStore
 from retrieval.bm25 import BM25Index
 from retrieval.encoder import TextEncoder
-from retrieval.fusion import reciprocal_rank_fusion
+from retrieval.fusion import EQUAL_WEIGHT, hybrid_weights, reciprocal_rank_fusion
 from retrieval.vector_index import VectorIndex
 
 SearchMode = Literal["dense", "bm25", "hybrid"]
@@ -38,6 +38,7 @@ class SearchSnapshot:
     encoder: TextEncoder
     index: VectorIndex
     bm25: BM25Index
+    dense_weight: float = EQUAL_WEIGHT   # the dense ranking's share in hybrid fusion (retrieval/fusion.py)
 
     def search(self, query: str, k: int, mode: str, store: ChunkStore, store_lock: threading.RLock,
                strict: bool = True) -> list[SearchHit]:
@@ -57,7 +58,8 @@ class SearchSnapshot:
         elif mode == "bm25":
             ranked = lexical.result()
         else:
-            ranked = reciprocal_rank_fusion([list(dense), [key for key, _ in lexical.result()]])[:k]
+            ranked = reciprocal_rank_fusion([list(dense), [key for key, _ in lexical.result()]],
+                                            weights=hybrid_weights(self.dense_weight))[:k]
         with store_lock:  # the store is shared with writers
             chunks = store.chunks_by_faiss_ids([key for key, _ in ranked])
             missing = [chunks[key].chunk_id for key, _ in ranked if key not in dense and key in chunks]

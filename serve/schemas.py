@@ -107,6 +107,8 @@ class CollectionOut(BaseModel):
     generation: int
     index: str
     encoder: str | None
+    hybrid_dense_weight: float = Field(0.5, description="the dense ranking's share in hybrid search, fitted by "
+                                                        "`kbqa distill` on the teacher LLM's questions")
 
 
 class FeedbackRequest(BaseModel):

@@ -183,3 +183,7 @@ def test_synthetic_questions_are_trained_on_and_held_out_questions_weigh_in_prom
     assert report.synthetic_questions == len(synthetic) - 1 and report.synthetic_held_out > 0
     assert "mrr@10" in report.student_synthetic and "mrr@10" in report.serving_synthetic
     assert "held-out synthetic questions (mean)" in report.reason
+    # The held-out questions also decide the hybrid weight (fitted in tests/test_fusion_fit.py); 23 are too few here.
+    assert report.fusion["questions"] == report.synthetic_held_out == 23 and not report.fusion["fitted"]
+    assert "(< 30)" in report.fusion["reason"]
+    assert collection.dense_weight == report.fusion["dense_weight"]

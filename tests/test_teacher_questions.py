@@ -137,7 +137,8 @@ def test_kbqa_teacher_questions_runs_against_the_configured_endpoint(tmp_path, m
     assert main(["teacher-questions"]) == 2   # no teacher configured: both fixes are named
     err = capsys.readouterr().err
     assert "KBQA_TEACHER_URL" in err and "kbqa prepare --teacher" in err
-    with FaultServer(answer="How fast do refunds come back?\nRefunds\nHow do I get a refund?") as server:
+    # "How soon will my refunds be paid back?" is one that distillation holds out (by its hash): what eval asks.
+    with FaultServer(answer="How fast do refunds come back?\nRefunds\nHow soon will my refunds be paid back?") as server:
         monkeypatch.setenv("KBQA_TEACHER_URL", server.url)
         monkeypatch.setenv("KBQA_TEACHER_MODEL", "teacher")
         assert main(["teacher-questions", "--max-chunks", "2", "--json"]) == 0
@@ -152,7 +153,7 @@ def test_kbqa_teacher_questions_runs_against_the_configured_endpoint(tmp_path, m
     # The label-free health check reads the cache: no teacher runs (the server is gone).
     assert main(["eval", "--synthetic", "--json"]) == 0
     health = json.loads(capsys.readouterr().out)
-    assert health["questions"] >= 1 and health["metrics"]["hit@1"]["n"] == health["questions"]
+    assert health["questions"] == 1 and health["metrics"]["hit@1"]["n"] == health["questions"]
     assert 0.0 <= health["metrics"]["MRR@10"]["value"] <= 1.0
     assert main(["eval"]) == 2 and "--synthetic" in capsys.readouterr().err
 
@@ -173,3 +174,10 @@ def test_the_teacher_gguf_is_joined_from_its_parts_and_refused_on_a_wrong_hash(t
     with pytest.raises(ModelNotReady, match="reinstall"):
         join_verified(parts[::-1], tmp_path / "bad.gguf", hashlib.sha256(whole).hexdigest())   # parts out of order
     assert not (tmp_path / "bad.gguf").exists()
+
+
+def test_a_question_written_with_its_answer_on_one_line_keeps_the_question():
+    kept, dropped = filter_questions(["Customer: Can I get a refund on my card? Yes. Refunds are paid back within five days.",
+                                      "Refunds are paid back to the original card within five days."], REFUNDS, set())
+    assert [q.question for q in kept] == ["Can I get a refund on my card?"]
+    assert dropped == {"not a question": 1}

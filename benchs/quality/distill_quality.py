@@ -18,9 +18,11 @@ of `kbqa prepare --teacher`; cached in the set's collection, so a rerun asks not
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
+import threading
 import time
 from pathlib import Path
 
@@ -36,6 +38,7 @@ from distill.run import distill_collection
 from distill.teacher_cache import TeacherCache
 from retrieval.collection import Collection
 from retrieval.encoder import SentenceEncoder
+from retrieval.fusion import EQUAL_WEIGHT
 from retrieval.models import TEACHER, model_path
 from serve.service import KbqaService
 from serve.settings import Settings
@@ -116,7 +119,9 @@ def main() -> None:
                          f"of {written.chunks} chunks ({written.teacher_seconds:.0f} s this run), "
                          f"{written.kept} of {written.written} questions kept (dropped {written.dropped}), "
                          f"{synthetic_report.synthetic_questions} trained or held out "
-                         f"({synthetic_report.synthetic_held_out} held out); seconds {synthetic_report.seconds}")
+                         f"({synthetic_report.synthetic_held_out} held out); hybrid: "
+                         f"{synthetic_report.fusion.get('reason', 'no held-out synthetic questions')}; "
+                         f"seconds {synthetic_report.seconds}")
         questions = [q for q in all_questions if q.get("gold_ids")]
         cache = TeacherCache(base.directory / "teacher_cache.sqlite", teacher)
         teacher_ranked = teacher_rankings(base, cache, questions)
@@ -138,6 +143,10 @@ def main() -> None:
                 synthetic_collection.search(q["question"], 40, "dense"))
             systems["student + synthetic + BM25"] = lambda q, i: ranked_docs(
                 synthetic_collection.search(q["question"], 40, "hybrid"))
+            # The same student with today's equal fusion weights: what the fitted weight adds, apart.
+            equal = dataclasses.replace(synthetic_collection.snapshot(), dense_weight=EQUAL_WEIGHT)
+            systems["student + synthetic + BM25, equal weights"] = lambda q, i: ranked_docs(equal.search(
+                q["question"], 40, "hybrid", synthetic_collection.store, threading.RLock()))
         for split in ("tune", "report"):
             picked = [(i, q) for i, q in enumerate(questions) if split_of(q["id"]) == split]
             per_question = {}
@@ -152,10 +161,11 @@ def main() -> None:
                 notes.append(f"- {name}, {split}: {label} - teacher nDCG@10 {diff:+.3f}, 95% paired bootstrap "
                              f"interval [{low:+.3f}, {high:+.3f}]")
             if synthetic_collection is not None:   # the synthetic questions never saw the set's real questions
-                diff, low, high = paired_interval(*([m["nDCG@10"] for m in per_question[s]]
-                                                    for s in ("student + synthetic + BM25", "student + BM25")))
-                notes.append(f"- {name}, {split}: student + synthetic + BM25 - student + BM25 nDCG@10 {diff:+.3f}, "
-                             f"95% paired bootstrap interval [{low:+.3f}, {high:+.3f}]")
+                for label in ("student + synthetic + BM25", "student + synthetic + BM25, equal weights"):
+                    diff, low, high = paired_interval(*([m["nDCG@10"] for m in per_question[s]]
+                                                        for s in (label, "student + BM25")))
+                    notes.append(f"- {name}, {split}: {label} - student + BM25 nDCG@10 {diff:+.3f}, "
+                                 f"95% paired bootstrap interval [{low:+.3f}, {high:+.3f}]")
             if logged_collection is not None and split == "report":   # the logged questions were the tune half
                 diff, low, high = paired_interval(*([m["nDCG@10"] for m in per_question[s]]
                                                     for s in ("student + logged", "student")))

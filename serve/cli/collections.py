@@ -58,7 +58,8 @@ def cmd_status(args) -> int:
         print(json.dumps(rows, indent=1))
     for row in rows if not args.json else []:
         print(f"{row['collection']}: {row['chunks']} chunks, {row['chunks_newer_than_encoder']} "
-              f"({row['share_newer']:.0%}) newer than the serving encoder {row['encoder']}")
+              f"({row['share_newer']:.0%}) newer than the serving encoder {row['encoder']}; "
+              f"hybrid search weighs dense {row['hybrid_dense_weight']:.2f}, BM25 {1 - row['hybrid_dense_weight']:.2f}")
     return 0
 
 

@@ -46,10 +46,9 @@ def _synthetic(collection) -> list:
     finally:
         cache.close()
     doc_of = {c.chunk_id: c.doc_id for c in chunks}
-    config = DistillConfig()
-    held = held_out_questions(questions, config.holdout_ratio, config.seed)
+    held = held_out_questions(questions, DistillConfig().holdout_ratio)
     if not held:
-        raise ValueError(f"collection {collection.name!r}: no kept synthetic questions for its current chunks")
+        raise ValueError(f"collection {collection.name!r}: no held-out synthetic questions for its current chunks (one in ten is held out)")
     return [EvalQuestion(q.question, q.answer, [doc_of[q.chunk_id]]) for q in held]
 
 

@@ -36,6 +36,8 @@ def cmd_distill(args) -> int:
               f"{synthetic['skipped_by_time']} left for the next run; {synthetic['kept']} of {synthetic['written']} "
               f"questions kept; {report['synthetic_questions']} on trained chunks "
               f"({report['synthetic_held_out']} held out)")
+    if report.get("fusion"):
+        print(f"  hybrid search: {report['fusion']['reason']}")
     return 0
 
 

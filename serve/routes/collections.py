@@ -11,7 +11,8 @@ router = APIRouter(prefix="/v1/collections", tags=["collections"])
 def _out(collection) -> CollectionOut:
     stats = collection.stats()
     return CollectionOut(collection=stats["collection"], documents=stats["documents"], chunks=stats["chunks"],
-                         generation=stats["generation"], index=stats["index"], encoder=stats["encoder"])
+                         generation=stats["generation"], index=stats["index"], encoder=stats["encoder"],
+                         hybrid_dense_weight=stats["hybrid_dense_weight"])
 
 
 @router.get("", response_model=list[CollectionOut])

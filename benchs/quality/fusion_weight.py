@@ -1,0 +1,90 @@
+"""Hybrid search's dense weight: what the real questions of each dev set would choose, against what the teacher LLM's
+held-out questions choose label-free (distill/fusion_fit.py, as `kbqa distill` fits it).
+
+For each set, the collection searched is the student that `distill_quality --synthetic` distilled with synthetic
+questions (``<set>-synthetic`` in .kbqa-bench; the base collection with the default encoder when that is missing).
+Rows: nDCG@10 of the served hybrid search (the gold document ranked where its best chunk ranks) at every grid weight,
+on the tune and report halves of the real questions, then MRR@10 of the synthetic held-out questions (chunk as
+gold); the ``fitted`` column is the weight the synthetic questions pick.
+
+    .venv/bin/python -m benchs.quality.fusion_weight --data ../shared/data
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import threading
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from benchs.common import BENCH_HOME, dataset_files, load_questions, publish, ranked_docs, split_of
+from distill.fusion_fit import GRID, MIN_QUESTIONS, smoothed, weight_table
+from distill.metrics import ranking_metrics
+from distill.pseudo_queries import PseudoQuery
+from distill.teacher_questions import QuestionCache, cached_questions, held_out_questions
+from retrieval.collection import Collection
+from retrieval.encoder import SentenceEncoder
+from serve.service import KbqaService
+from serve.settings import Settings
+
+
+def real_table(collection: Collection, questions: list[dict]) -> dict[float, float]:
+    snapshot, lock = collection.snapshot(), threading.RLock()
+    table = {}
+    for weight in GRID:
+        weighted = dataclasses.replace(snapshot, dense_weight=weight)
+        scores = [ranking_metrics(ranked_docs(weighted.search(q["question"], 40, "hybrid", collection.store, lock)),
+                                  set(q["gold_ids"]))["nDCG@10"] for q in questions]
+        table[weight] = sum(scores) / len(scores)
+    return table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--datasets", nargs="*", default=["emanualqa", "covid_faq_deepset", "techqa_dev"])
+    parser.add_argument("--out", type=Path, default=Path("benchs/results/fusion_weight.md"))
+    args = parser.parse_args()
+    service = KbqaService.load(Settings(home=BENCH_HOME), with_generator=False)
+    head = " | ".join(f"{w:.1f}" for w in GRID)
+    lines = [f"| dataset | collection | questions | n | {head} | best | fitted (synthetic) | at fitted | at 0.5 |",
+             "|---|---|---|---|" + "---|" * (len(GRID) + 4)]
+    for name in args.datasets:
+        base = BENCH_HOME / "collections" / name.replace("_", "-")
+        folder = base.with_name(base.name + "-synthetic")
+        folder = folder if folder.is_dir() else base
+        collection = Collection(folder, service.encoder, encoder_loader=SentenceEncoder)
+        cache = QuestionCache(base / "teacher-questions.sqlite")
+        chunks = collection.store.all_chunks()
+        doc_of = {c.chunk_id: c.doc_id for c in chunks}
+        held = [PseudoQuery(q.question, q.chunk_id, doc_of[q.chunk_id], "synthetic")
+                for q in held_out_questions(cached_questions(chunks, cache))]
+        cache.close()
+        synthetic = weight_table(collection, held) if len(held) >= MIN_QUESTIONS else {}
+        fitted = max(GRID, key=lambda w: (round(smoothed(synthetic)[w], 9), -abs(w - 0.5))) if synthetic else 0.5
+        questions = [q for q in load_questions(dataset_files(args.data, name)[1]) if q.get("gold_ids")]
+        tables = [(split, real_table(collection, [q for q in questions if split_of(q["id"]) == split]),
+                   sum(split_of(q["id"]) == split for q in questions)) for split in ("tune", "report")]
+        tables.append(("synthetic held-out (MRR@10)", synthetic, len(held)))
+        for label, table, n in tables:
+            if not table:
+                lines.append(f"| {name} | {folder.name} | {label} | {n} | " + " | ".join("-" for _ in GRID)
+                             + f" | - | - | - | - |")
+                continue
+            best = max(GRID, key=lambda w: table[w])
+            lines.append(f"| {name} | {folder.name} | {label} | {n} | " + " | ".join(f"{table[w]:.3f}" for w in GRID)
+                         + f" | {best:.1f} | {fitted:.1f} | {table[fitted]:.3f} | {table[0.5]:.3f} |")
+            print(lines[-1], flush=True)
+        collection.close()
+    lines += ["", "Real questions: nDCG@10 of the served hybrid search (retrieval/search.py) at each dense weight; "
+              "0.5 is the equal-weight fusion served before fitting. Synthetic: the teacher LLM's held-out questions "
+              "(the 10% `kbqa distill` holds out), chunk MRR@10; `fitted` is what distill/fusion_fit.py chooses from "
+              "them (smoothed over grid neighbours; ties nearest 0.5)."]
+    publish(lines, args.out)
+    service.close()
+
+
+if __name__ == "__main__":
+    main()
