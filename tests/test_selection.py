@@ -184,3 +184,46 @@ def test_one_sentence_splitter_keeps_closing_marks_and_line_breaks():
     text = 'He said "Stop." Then he left. See (page 3.) Next!\nA new line e.g. this one. 3 items.'
     assert split_sentences(text) == ['He said "Stop."', "Then he left.", "See (page 3.)", "Next!",
                                      "A new line e.g. this one.", "3 items."]
+
+
+UPGRADE = ("To upgrade your email marketing plan: Go to Email Marketing in your site's dashboard. Under Monthly Balance "
+           "click Upgrade. Choose a plan that works best for you and checkout.\nPlans renew every month.")
+
+
+def test_a_colon_intro_and_its_steps_are_one_procedure_that_comes_back_whole():
+    units = split_units(UPGRADE)
+    assert [u.procedure for u in units] == [1, 1, 1, None] and [u.block for u in units] == [None] * 4
+    probs = np.array([0.9, 0.1, 0.8, 0.2])   # the intro and the last step chosen, the middle step not (issue 27)
+    chosen = overlap_selector(threshold=0.5, budget_words=100).choose(units, probs)
+    assert sorted(u.index for u in chosen) == [0, 1, 2]
+    text, _ = Selection(chosen, [], []).text()
+    assert "Under Monthly Balance click Upgrade." in text and "renew" not in text
+    # A line ending with the colon announces the rest of its paragraph, list items included.
+    units = split_units("To reset the remote:\nPress and hold Back.\n- Wait five seconds.\n\nIt pairs by itself.")
+    assert [u.procedure for u in units] == [1, 1, 1, None] and [u.block for u in units] == [None, None, 1, None]
+    # A callout label, a clock time and a URL announce nothing.
+    for text in ("Important:\nKeep the receipt. Refunds take five days.", "Open at 10:30 daily. Ask us.",
+                 "See https://kbqa.io now. Then sign in."):
+        assert all(u.procedure is None for u in split_units(text)), text
+
+
+def test_glued_sentences_are_split_and_abbreviations_and_domains_are_not():
+    from retrieval.answering.grounding import split_sentences
+
+    assert split_sentences("It is free for all users.You can start now.") == ["It is free for all users.",
+                                                                              "You can start now."]
+    for text in ("Use a short name, e.g.Kbqa works.", "Visit kbqa.io today.", "Made in the U.S.A for you."):
+        assert split_sentences(text) == [text]
+
+
+def test_a_unit_repeating_the_title_or_a_heading_is_never_a_candidate():
+    from retrieval.answering.selection import scored_units
+
+    text = "When is someone infectious?\nThe onset of viral shedding is not yet known. Ask your doctor."
+    units, scores, features = scored_units("When is someone infectious?",
+                                           [("When is someone infectious?", text, 0.8)], OverlapScorer())
+    assert [u.text for u in units] == ["The onset of viral shedding is not yet known.", "Ask your doctor."]
+    assert len(scores) == len(features) == 2
+    units, _, _ = scored_units("refunds", [("Billing > Refunds", "Refunds\nRefunds are paid in five days.", 0.8)],
+                               OverlapScorer())
+    assert [u.text for u in units] == ["Refunds are paid in five days."]

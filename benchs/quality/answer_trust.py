@@ -45,6 +45,21 @@ from serve.settings import Settings
 BASELINES = ("first 3 sentences", "best 2 sentences", "110 words of top 3")
 
 
+def procedures_whole(answer: str, passages: list[dict]) -> list[float]:
+    """One value per procedure of a cited passage the answer draws on (quotes a unit of): 1.0 when it quotes
+    every unit of it. Procedures: lists and colon-introduced steps, as retrieval/answering/selection.py cuts them."""
+    values = []
+    for hit in passages:
+        units = split_units(hit["text"], 0, hit.get("context", ""))
+        for key in ("block", "procedure"):
+            for group in {getattr(u, key) for u in units} - {None}:
+                members = [u.text for u in units if getattr(u, key) == group]
+                quoted = [text in answer for text in members]
+                if len(members) > 1 and any(quoted):
+                    values.append(float(all(quoted)))
+    return values
+
+
 def prompt_hits(row_hits: list[dict], settings: Settings) -> list[dict]:
     """The hits the pipeline numbers [1]..[k]: those passing the relevance gate, in retrieval order."""
     return [h for h in row_hits if (h["dense"] if h["dense"] is not None else -1.0) >= settings.min_relevance][
@@ -135,6 +150,8 @@ def run(args, stack: ExitStack) -> None:
                 table[system]["false abstention (full KB)"].append(float(result["abstained"]))
                 table[system]["served as generated"].append(float(result["grounding"] == "generated"))
                 per_set[name][system]["false abstention (full KB)"].append(float(result["abstained"]))
+            per_set[name]["retrieval"]["gold@1"].append(float(bool(row["hits"]) and row["hits"][0]["doc_id"] in gold))
+            per_set[name]["reference"]["words"].append(len(row["reference"].split()))
             for system, (text, cited) in outputs.items():
                 f1, rl = token_f1(text, row["reference"]), rouge_l(text, row["reference"])
                 # Baselines number the top hits; served systems number the passages that passed the gate.
@@ -144,6 +161,8 @@ def run(args, stack: ExitStack) -> None:
                     target["ROUGE-L"].append(rl)
                     if text:
                         target["citation precision"] += [float(numbered[n - 1]["doc_id"] in gold) for n in cited]
+                        target["procedures whole"] += procedures_whole(text, [numbered[n - 1] for n in cited])
+                        target["answer words"].append(len(text.split()))
         for system, served in systems.items():
             for row in gaps:
                 refused = float(served(row["id"] + ":gap", row["question"], row["gap_hits"])["abstained"])
@@ -161,7 +180,7 @@ def run(args, stack: ExitStack) -> None:
     order = list(BASELINES) + ["oracle"] + list(systems)[::-1]
     columns = ["token-F1", "gap closed", "ROUGE-L", "citation precision", "gap recall", "gap false abstention",
                "false abstention (full KB)", "TechQA unanswerable recall", "degenerate or unsupported",
-               "served as generated"]
+               "served as generated", "procedures whole", "answer words (median)"]
     best_base = {name: max(np.mean(per_set[name][b]["token-F1"]) for b in BASELINES) for name in ANSWER_DATASETS}
     oracle = {name: np.mean(per_set[name]["oracle"]["token-F1"]) for name in ANSWER_DATASETS}
 
@@ -169,8 +188,10 @@ def run(args, stack: ExitStack) -> None:
         return float(np.mean([(np.mean(per_set[n][system]["token-F1"]) - best_base[n]) / (oracle[n] - best_base[n])
                               for n in names]))
 
-    def cell(values: list[float]) -> str:
-        return f"{np.mean(values):.3f}" if values else "-"
+    def cell(values: list[float], column: str = "") -> str:
+        if not values:
+            return "-"
+        return f"{np.median(values):.0f}" if column.endswith("(median)") else f"{np.mean(values):.3f}"
 
     timing = {s: np.array(v.seconds) for s, v in systems.items() if v.seconds}
     lines = [f"Answer trust, {args.split} split, one run. CPU: {describe()}.",
@@ -182,18 +203,21 @@ def run(args, stack: ExitStack) -> None:
     for system in order:
         values = dict(table[system])
         row = [cell(values.get("token-F1", [])), f"{closed(system):+.2f}" if system not in BASELINES else "-"]
-        row += [cell(values.get(c, [])) for c in columns[2:]]
+        row += [cell(values.get(c.replace(" (median)", ""), []), c) for c in columns[2:]]
         lines.append(f"| {system} | " + " | ".join(row) + " |")
-    lines += ["", "Per set (token-F1 / gap closed / citation precision / gap recall / gap false abstention):", "",
-              "| set | best baseline | oracle | " + " | ".join(list(systems)[::-1]) + " |",
-              "|---" * (3 + len(systems)) + "|"]
+    lines += ["", "Per set (token-F1 / gap closed / citation precision / gap recall / gap false abstention); gold@1: "
+              "retrieval's rank-1 passage is a gold one; reference words: the reference answers' median length:", "",
+              "| set | best baseline | oracle | gold@1 | reference words | " + " | ".join(list(systems)[::-1]) + " |",
+              "|---" * (5 + len(systems)) + "|"]
     for name in ANSWER_DATASETS:
         cells = []
         for system in list(systems)[::-1]:
             v = per_set[name][system]
             cells.append(f"{np.mean(v['token-F1']):.3f} / {closed(system, [name]):+.2f} / "
                          f"{cell(v['citation precision'])} / {cell(v['gap recall'])} / {cell(v['gap false abstention'])}")
-        lines.append(f"| {name} | {best_base[name]:.3f} | {oracle[name]:.3f} | " + " | ".join(cells) + " |")
+        lines.append(f"| {name} | {best_base[name]:.3f} | {oracle[name]:.3f} | "
+                     f"{cell(per_set[name]['retrieval']['gold@1'])} | "
+                     f"{np.median(per_set[name]['reference']['words']):.0f} | " + " | ".join(cells) + " |")
     if timing:
         lines += ["", "Answer time per question after retrieval (this run, seconds): "
                   + "; ".join(f"{s}: p50 {np.percentile(t, 50):.2f}, p95 {np.percentile(t, 95):.2f} (n={len(t)})"

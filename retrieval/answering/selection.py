@@ -8,8 +8,11 @@ fitted on the dev sets' tune halves against the extractive oracle (``distill/sel
 threshold and word budget ship in ``selector.json`` beside this module, with the figures they were chosen on.
 
 The answer is the chosen units in passage order, each passage's run followed by its citation ``[n]``: every
-sentence cites the passage it was taken from. A numbered or bulleted procedure one of whose steps is chosen comes
-back whole (up to ``max_list_items``), since a support answer with step 3 of 7 is worse than none.
+sentence cites the passage it was taken from. A procedure one of whose steps is chosen comes back whole (up to
+``max_list_items``), since a support answer with step 3 of 7 is worse than none: a numbered or bulleted list, and the
+steps an intro ending in a colon announces ("To upgrade your plan: Go to ... Under Monthly Balance click Upgrade.
+Choose a plan ...", the rest of its line or paragraph). A unit that repeats the passage's title or a heading is no
+answer and is never chosen.
 """
 from __future__ import annotations
 
@@ -28,6 +31,11 @@ SHIPPED_SELECTOR = Path(__file__).resolve().parent / "selector.json"
 _LIST_ITEM = re.compile(r"^\s*(?:[-*•▪◦]|\d{1,2}[.)]|\(?[a-z]\)|step \d+[:.])\s+", re.IGNORECASE)
 _SENTENCE_END = re.compile(r"[.!?:;][\"')\]]*$")
 _PAGE_NUMBER = re.compile(r"^-\s*\d+\s*-$")   # "- 7 -" footers of PDF manuals
+# An intro announcing steps: a colon at the end of the unit or before the first step ("Important:" alone is a callout
+# label, "10:30" and "https://" are no intros).
+_INTRO = re.compile(r":(?:\s|$)")
+_LABEL = re.compile(r"^\W*\w+(?:\s\w+)?\s*:\s*$")
+_NORMAL = re.compile(r"[^a-z0-9]+")
 FEATURES = ("bias", "score_logit", "gap_to_passage_best", "gap_to_best", "passage_best", "q_recall", "u_precision",
             "passage_rank_1", "passage_rank_2", "passage_dense", "dense_gap_to_top", "first_unit", "log_position",
             "log_words", "list_item", "after_passage_best", "before_passage_best", "context_recall")
@@ -39,39 +47,72 @@ class Unit:
     passage: int          # 0-based index of the prompt passage it comes from
     index: int            # order inside the passage
     block: int | None     # id of the list it belongs to, None for prose
+    procedure: int | None = None   # id of the colon-introduced procedure it belongs to (intro and steps)
 
 
-def _lines(text: str) -> list[tuple[str, bool]]:
-    """Logical lines, (text, is_list_item): hard-wrapped prose lines (PDF manuals) joined back together."""
+def _normal(text: str) -> str:
+    return _NORMAL.sub(" ", text.lower()).strip()
+
+
+def _lines(text: str, breaks: bool = False, headings: frozenset = frozenset()) -> list[tuple[str, bool]]:
+    """Logical lines, (text, is_list_item): hard-wrapped prose lines (PDF manuals) joined back together;
+    ``breaks``: paragraph breaks kept as ("", False); a line in ``headings`` (normalised) is a break, not text:
+    joined to the next line it would open the answer with the article's title."""
     merged: list[tuple[str, bool]] = []
     for raw in text.splitlines():
         line = raw.strip()
-        if not line or _PAGE_NUMBER.match(line):
-            if merged and not merged[-1][1]:
-                merged.append(("", False))   # a paragraph break ends the run of joined lines
+        if not line or _PAGE_NUMBER.match(line) or _normal(line) in headings:
+            if merged and merged[-1][0]:
+                merged.append(("", False))   # a paragraph break ends the run of joined lines (and a procedure)
             continue
         item = bool(_LIST_ITEM.match(line))
         if merged and merged[-1][0] and not item and not merged[-1][1] and not _SENTENCE_END.search(merged[-1][0]):
             merged[-1] = (merged[-1][0] + " " + line, False)
         else:
             merged.append((line, item))
-    return [(t, item) for t, item in merged if t]
+    return [(t, item) for t, item in merged if t or breaks]
 
 
-def split_units(text: str, passage: int = 0) -> list[Unit]:
-    """Sentences of prose and whole list items, in order; consecutive items share a block id."""
+def _is_intro(sentence: str) -> bool:
+    return bool(_INTRO.search(sentence)) and not _LABEL.match(sentence)
+
+
+def split_units(text: str, passage: int = 0, context: str = "") -> list[Unit]:
+    """Sentences of prose and whole list items, in order; consecutive items share a block id, and an intro with
+    its steps a procedure id: a prose sentence with a colon opens one that runs to the end of its line, or, when
+    the line ends with the colon, to the end of the paragraph. Lines repeating a part of ``context`` (the title,
+    a heading) are left out."""
     units: list[Unit] = []
-    block, previous_item = 0, False
-    for line, item in _lines(text):
+    block = procedure = 0
+    previous_item, open_procedure = False, None   # open_procedure: the id a paragraph-long procedure runs under
+    for line, item in _lines(text, breaks=True, headings=_headings(context)):
+        if not line:
+            open_procedure = None
+            continue
         if item:
             if not previous_item:
                 block += 1
-            units.append(Unit(line, passage, len(units), block))
+            units.append(Unit(line, passage, len(units), block, open_procedure))
         else:
-            for sentence in split_sentences(line):
-                units.append(Unit(sentence, passage, len(units), None))
+            in_line = open_procedure
+            sentences = split_sentences(line)
+            for n, sentence in enumerate(sentences):
+                if in_line is None and _is_intro(sentence) and (n < len(sentences) - 1 or sentence.endswith(":")):
+                    procedure += 1
+                    in_line = procedure
+                units.append(Unit(sentence, passage, len(units), None, in_line))
+            open_procedure = in_line if line.endswith(":") and in_line is not None else open_procedure
         previous_item = item
     return units
+
+
+def _headings(context: str) -> frozenset:
+    return frozenset(_normal(part) for part in context.split(" > ") if _normal(part))
+
+
+def is_heading(unit: Unit, context: str) -> bool:
+    """The unit only repeats the passage's title or one of its headings (FAQ chunks open with their question)."""
+    return _normal(unit.text) in _headings(context)
 
 
 @dataclass
@@ -139,7 +180,8 @@ def scored_units(question: str, passages: list[tuple[str, str, float]], scorer
                  ) -> tuple[list[Unit], np.ndarray, np.ndarray]:
     """The passages' units, the scorer's p(answer) for each (U,), and their selector features (U, F): what both
     serving (SentenceSelector.select) and fitting (distill/selector_train.py) start from."""
-    units = [u for n, (_, text, _) in enumerate(passages) for u in split_units(text, n)]
+    units = [u for n, (context, text, _) in enumerate(passages) for u in split_units(text, n, context)
+             if not is_heading(u, context)]
     scores = unit_scores(question, passages, units, scorer)
     return units, scores, unit_features(question, passages, units, scores) if units else np.zeros((0, len(FEATURES)))
 
@@ -203,11 +245,11 @@ class SentenceSelector:
                 break
             chosen.append(unit)
             words += len(unit.text.split())
-        blocks = {(u.passage, u.block) for u in chosen if u.block is not None}
-        for passage, block in blocks:
-            items = [u for u in units if u.passage == passage and u.block == block]
-            if len(items) <= self.max_list_items:
-                chosen += [u for u in items if u not in chosen]
+        for key in ("block", "procedure"):
+            for passage, group in {(u.passage, getattr(u, key)) for u in chosen if getattr(u, key) is not None}:
+                items = [u for u in units if u.passage == passage and getattr(u, key) == group]
+                if len(items) <= self.max_list_items:
+                    chosen += [u for u in items if u not in chosen]
         return chosen
 
 
