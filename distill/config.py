@@ -27,7 +27,9 @@ class DistillConfig:
     full: bool = False             # ignore the current student and start over from `student`
     # The teacher LLM's synthetic questions (distill/teacher_questions.py), when a teacher is there: chunks are asked
     # in a seeded order until this much teacher time is spent (cached chunks are free, so each run goes further).
-    teacher_max_minutes: float | None = 30.0
+    # 15 minutes keep a first `kbqa distill` of kb/ under half an hour on 2 cores (README); `kbqa teacher-questions`
+    # without a budget fills the rest beforehand.
+    teacher_max_minutes: float | None = 15.0
     teacher_max_chunks: int | None = None
     seed: int = 0
 
