@@ -179,6 +179,8 @@ def test_the_teacher_gguf_is_joined_from_its_parts_and_refused_on_a_wrong_hash(t
 def test_a_question_written_with_its_answer_on_one_line_keeps_the_question():
     kept, dropped = filter_questions(["Customer: Can I get a refund on my card? Yes. Refunds are paid back within five days.",
                                       "Refunds are paid back to the original card within five days.",
-                                      "Do you have any questions about refunds to your card?"], REFUNDS, set())
+                                      "Do you have any questions about refunds to your card?",
+                                      "Is there a card you would like to get the refund on?",
+                                      "Could you send the invoice so I can help you with the refund?"], REFUNDS, set())
     assert [q.question for q in kept] == ["Can I get a refund on my card?"]
-    assert dropped == {"not a question": 1, "asks the customer": 1}
+    assert dropped == {"not a question": 1, "asks the customer": 3}
