@@ -71,7 +71,7 @@ def main() -> None:
         for label, table, n in tables:
             if not table:
                 lines.append(f"| {name} | {folder.name} | {label} | {n} | " + " | ".join("-" for _ in GRID)
-                             + f" | - | - | - | - |")
+                             + " | - | - | - | - |")
                 continue
             best = max(GRID, key=lambda w: table[w])
             lines.append(f"| {name} | {folder.name} | {label} | {n} | " + " | ".join(f"{table[w]:.3f}" for w in GRID)
