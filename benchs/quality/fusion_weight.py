@@ -104,7 +104,7 @@ def main() -> None:
         collection.close()
     lines += ["", "Real questions: nDCG@10 of the served hybrid search (retrieval/search.py) at each dense weight; "
               "0.5 is the equal-weight fusion served before fitting. Synthetic: the teacher LLM's held-out questions "
-              "(the 10% `kbqa distill` holds out), chunk MRR@10; `fitted` is what distill/fusion_fit.py chooses from "
+              "(the 10-30% `kbqa distill` holds out, by question hash), chunk MRR@10; `fitted` is what distill/fusion_fit.py chooses from "
               "them (smoothed over grid neighbours; ties nearest 0.5)."]
     publish(lines, args.out)
     service.close()
