@@ -27,7 +27,7 @@ class DistillConfig:
     full: bool = False             # ignore the current student and start over from `student`
     # The teacher LLM's synthetic questions (distill/teacher_questions.py), when a teacher is there: chunks are asked
     # in a seeded order until this much teacher time is spent (cached chunks are free, so each run goes further).
-    # 15 minutes keep a first `kbqa distill` of kb/ under half an hour on 2 cores (README); `kbqa teacher-questions`
+    # 15 minutes is 150-300 chunks a run at the 3-6 s a chunk measured here (README); `kbqa teacher-questions`
     # without a budget fills the rest beforehand.
     teacher_max_minutes: float | None = 15.0
     teacher_max_chunks: int | None = None
