@@ -7,7 +7,7 @@ Rows: nDCG@10 of the served hybrid search (the gold document ranked where its be
 on the tune and report halves of the real questions, then MRR@10 of the synthetic held-out questions (chunk as
 gold); the ``fitted`` column is the weight the synthetic questions pick.
 
-    .venv/bin/python -m benchs.quality.fusion_weight --data ../shared/data
+    .venv/bin/python -m benchs.quality.fusion_weight --data PATH/TO/shared/data
 """
 from __future__ import annotations
 
