@@ -25,7 +25,7 @@ from distill.metrics import chunk_retrieval_metrics
 from distill.mining import mine_triples
 from distill.pseudo_queries import PseudoQuery, make_pseudo_queries, split_holdout
 from distill.teacher_cache import TeacherCache
-from distill.teacher_questions import holdout_ratio, is_held_out
+from distill.teacher_questions import split_held_out
 from distill.trainer import train_student
 from retrieval.collection import Collection
 from retrieval.encoder import SentenceEncoder, pick_device
@@ -135,9 +135,7 @@ def distill_collection(collection: Collection, models_dir: Path, config: Distill
                  for q in synthetic_questions or [] if q.chunk_id in trained_ids]
     synthetic_held: list[PseudoQuery] = []
     if len(synthetic) >= MIN_FOR_VALIDATION:
-        share = holdout_ratio(len(synthetic), config.holdout_ratio)
-        synthetic_held = [q for q in synthetic if is_held_out(q.text, share)]
-        synthetic = [q for q in synthetic if not is_held_out(q.text, share)]
+        synthetic, synthetic_held = split_held_out(synthetic, config.holdout_ratio, text=lambda q: q.text)
     train_queries = train_queries + synthetic   # mined and trained like the pseudo-queries: hard negatives, margins
     report.synthetic_questions, report.synthetic_held_out = len(synthetic) + len(synthetic_held), len(synthetic_held)
     passages = [c.embedding_text() for c in chunks]

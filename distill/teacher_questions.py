@@ -249,8 +249,15 @@ def is_held_out(question: str, ratio: float = 0.1) -> bool:
     return int(hashlib.sha256(_normal(question).encode()).hexdigest()[:8], 16) < ratio * 16 ** 8
 
 
+def split_held_out(questions: list, ratio: float = 0.1, text=lambda q: q.question) -> tuple[list, list]:
+    """(trained on, held out): the one split of synthetic questions, by ``is_held_out`` at ``holdout_ratio``;
+    ``text`` reads a question's text (SyntheticQuestion.question, PseudoQuery.text)."""
+    share = holdout_ratio(len(questions), ratio)
+    held = [is_held_out(text(q), share) for q in questions]
+    return [q for q, h in zip(questions, held) if not h], [q for q, h in zip(questions, held) if h]
+
+
 def held_out_questions(questions: list[SyntheticQuestion], ratio: float = 0.1) -> list[SyntheticQuestion]:
     """The questions distillation holds out of training (distill/run.py): what a label-free health check may ask
     (`kbqa eval --synthetic`)."""
-    share = holdout_ratio(len(questions), ratio)
-    return [q for q in questions if is_held_out(q.question, share)]
+    return split_held_out(questions, ratio)[1]
