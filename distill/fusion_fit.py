@@ -33,21 +33,31 @@ def _reciprocal_rank(ranked: list[str], gold: str, depth: int = 10) -> float:
     return next((1.0 / (i + 1) for i, chunk_id in enumerate(ranked[:depth]) if chunk_id == gold), 0.0)
 
 
+def rankings(collection: Collection, texts: list[str], depth: int = DEPTH) -> tuple[list, list, dict]:
+    """Each text's dense and BM25 rankings (FAISS ids), taken once so every weight fuses the same two lists, and
+    the chunks they name by FAISS id."""
+    snapshot = collection.snapshot()
+    _, ids = snapshot.index.search(snapshot.encoder.encode(texts), depth)
+    dense = [[int(i) for i in row if i >= 0] for row in ids]
+    lexical = [[key for key, _ in snapshot.bm25.search(text, depth)] for text in texts]
+    keys = sorted({key for rows in (dense, lexical) for row in rows for key in row})
+    return dense, lexical, collection.store.chunks_by_faiss_ids(keys)
+
+
+def fused(dense_row: list, lexical_row: list, weight: float, k: int) -> list:
+    """The top ``k`` FAISS ids of hybrid search at ``weight`` (retrieval/search.py fuses the same way)."""
+    return [key for key, _ in reciprocal_rank_fusion([dense_row, lexical_row], RRF_K, hybrid_weights(weight))[:k]]
+
+
 def weight_table(collection: Collection, questions: list) -> dict[float, float]:
     """MRR@10 of hybrid search at every weight of GRID, for ``questions`` (``.text``, ``.chunk_id``)."""
-    snapshot = collection.snapshot()
-    texts = [q.text for q in questions]
-    _, ids = snapshot.index.search(snapshot.encoder.encode(texts), DEPTH)
-    dense = [[int(i) for i in row if i >= 0] for row in ids]
-    lexical = [[key for key, _ in snapshot.bm25.search(text, DEPTH)] for text in texts]
-    keys = sorted({key for rows in (dense, lexical) for row in rows for key in row})
-    chunk_of = {key: chunk.chunk_id for key, chunk in collection.store.chunks_by_faiss_ids(keys).items()}
+    dense, lexical, chunks = rankings(collection, [q.text for q in questions])
     table = {}
     for weight in GRID:
         total = 0.0
         for question, dense_row, lexical_row in zip(questions, dense, lexical):
-            fused = reciprocal_rank_fusion([dense_row, lexical_row], RRF_K, hybrid_weights(weight))[:10]
-            total += _reciprocal_rank([chunk_of.get(key, "") for key, _ in fused], question.chunk_id)
+            ranked = [chunks[key].chunk_id for key in fused(dense_row, lexical_row, weight, 10) if key in chunks]
+            total += _reciprocal_rank(ranked, question.chunk_id)
         table[weight] = total / len(questions)
     return table
 
@@ -58,6 +68,13 @@ def smoothed(table: dict[float, float]) -> dict[float, float]:
             for i, w in enumerate(weights)}
 
 
+def choose_weight(table: dict[float, float]) -> float:
+    """The best weight of ``table`` after smoothing; ties go to the weight nearest equal fusion, what was measured
+    before any fitting."""
+    scores = smoothed(table)
+    return max(table, key=lambda w: (round(scores[w], 9), -abs(w - 0.5)))
+
+
 def fit_dense_weight(collection: Collection, questions: list, min_questions: int = MIN_QUESTIONS) -> FusionFit:
     """Choose and store the serving encoder's fusion weight from ``questions``; too few: keep the current one."""
     current = collection.dense_weight
@@ -65,9 +82,7 @@ def fit_dense_weight(collection: Collection, questions: list, min_questions: int
         return FusionFit(current, False, len(questions),
                          f"{len(questions)} held-out questions (< {min_questions}): kept dense weight {current:.2f}")
     table = weight_table(collection, questions)
-    scores = smoothed(table)
-    # Ties go to the weight nearest equal fusion: it is what was measured before any fitting.
-    best = max(GRID, key=lambda w: (round(scores[w], 9), -abs(w - 0.5)))
+    best = choose_weight(table)
     collection.set_dense_weight(best, questions=len(questions), mrr_at_best=round(table[best], 4),
                                 mrr_at_equal=round(table[0.5], 4))
     return FusionFit(best, True, len(questions),

@@ -20,35 +20,28 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from benchs.common import BENCH_HOME, dataset_files, load_questions, publish, ranked_docs, split_of
-from distill.fusion_fit import GRID, MIN_QUESTIONS, smoothed, weight_table
+from distill.fusion_fit import GRID, MIN_QUESTIONS, choose_weight, fused, rankings, weight_table
 from distill.metrics import ranking_metrics
 from distill.pseudo_queries import PseudoQuery
 from distill.teacher_questions import QuestionCache, cached_questions, held_out_questions
 from retrieval.answering.grounding import content_words
 from retrieval.collection import Collection
-from retrieval.fusion import RRF_K, hybrid_weights, reciprocal_rank_fusion
 from retrieval.encoder import SentenceEncoder
 from serve.service import KbqaService
 from serve.settings import Settings
 
 
 def real_table(collection: Collection, questions: list[dict]) -> dict[float, float]:
-    """nDCG@10 per weight; each question's dense and BM25 rankings are taken once and fused per weight as
-    retrieval/search.py fuses them (checked against the served search at one weight first)."""
-    snapshot = collection.snapshot()
+    """nDCG@10 per weight; each question's two rankings are taken once and fused per weight (distill/fusion_fit.py),
+    checked against the served search at one weight first."""
     texts = [q["question"] for q in questions]
-    depth = 160   # what search(k=40) fuses
-    _, ids = snapshot.index.search(snapshot.encoder.encode(texts), depth)
-    dense = [[int(i) for i in row if i >= 0] for row in ids]
-    lexical = [[key for key, _ in snapshot.bm25.search(text, depth)] for text in texts]
-    keys = sorted({key for rows in (dense, lexical) for row in rows for key in row})
-    doc_of = {key: chunk.doc_id for key, chunk in collection.store.chunks_by_faiss_ids(keys).items()}
+    dense, lexical, chunks = rankings(collection, texts, depth=160)   # what search(k=40) fuses
 
     def ranked(i: int, weight: float) -> list[str]:
-        fused = reciprocal_rank_fusion([dense[i], lexical[i]], RRF_K, hybrid_weights(weight))[:40]
-        return list(dict.fromkeys(doc_of[key] for key, _ in fused if key in doc_of))[:10]
+        keys = fused(dense[i], lexical[i], weight, 40)
+        return list(dict.fromkeys(chunks[key].doc_id for key in keys if key in chunks))[:10]
 
-    served = dataclasses.replace(snapshot, dense_weight=0.7)
+    served = dataclasses.replace(collection.snapshot(), dense_weight=0.7)
     check = ranked_docs(served.search(texts[0], 40, "hybrid", collection.store, threading.RLock()))
     assert ranked(0, 0.7) == check, "offline fusion differs from the served search"
     return {w: sum(ranking_metrics(ranked(i, w), set(q["gold_ids"]))["nDCG@10"] for i, q in enumerate(questions))
@@ -77,7 +70,7 @@ def main() -> None:
                 for q in held_out_questions(cached_questions(chunks, cache))]
         cache.close()
         synthetic = weight_table(collection, held) if len(held) >= MIN_QUESTIONS else {}
-        fitted = max(GRID, key=lambda w: (round(smoothed(synthetic)[w], 9), -abs(w - 0.5))) if synthetic else 0.5
+        fitted = choose_weight(synthetic) if synthetic else 0.5
         # A route to measure: written from the chunk, synthetic questions share more of its words than customers'
         # do, which favours BM25; the half that shares least is closer to a customer's wording.
         text_of = {c.chunk_id: c.context + " " + c.text for c in chunks}
