@@ -24,7 +24,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from retrieval.answering.grounding import content_words, split_sentences
+from retrieval.answering.grounding import content_words, normalised, split_sentences
 
 PROMPT_VERSION = "q1"   # change it whenever PROMPT changes: cached replies of another prompt are not reused
 QUESTIONS_PER_CHUNK = 3
@@ -45,7 +45,6 @@ _META = re.compile(r"\b(passages?|mentioned (in|above)|the (text|article) above|
 _TO_CUSTOMER = re.compile(r"^(do you have any (questions|concerns)|would you like|are you (interested|looking))\b"
                           r"|\b(you would like to|(so|that) i can (assist|help) you)\b", re.IGNORECASE)
 _BULLET = re.compile(r"^\s*(?:[-*\u2022]|\d{1,2}[.)]|q\d*[:.)]|question\s*\d*[:.)]|customer\s*:)\s*", re.IGNORECASE)
-_NORMAL = re.compile(r"[^a-z0-9]+")
 
 
 @dataclass(frozen=True)
@@ -81,10 +80,6 @@ class QuestionReport:
         return asdict(self)
 
 
-def _normal(text: str) -> str:
-    return _NORMAL.sub(" ", text.lower()).strip()
-
-
 def _question_part(line: str) -> str:
     """The question a line opens with. On FAQ chunks the 1.5B teacher often writes the question and its answer on one
     line ("Can the virus spread through sewage? Yes, it can. ..."): 104 of 252 covid lines were lost as "not a
@@ -97,13 +92,13 @@ def filter_questions(lines: list[str], chunk, seen: set[str]) -> tuple[list[Synt
     """The usable questions among the teacher's ``lines`` for ``chunk``, each with its answering sentence, and what
     was dropped by reason. ``seen``: normalised questions kept so far in this collection (updated)."""
     dropped: Counter = Counter()
-    headings = {_normal(part) for part in [chunk.context, chunk.title, *chunk.heading.split(" > ")] if part}
+    headings = {normalised(part) for part in [chunk.context, chunk.title, *chunk.heading.split(" > ")] if part}
     sentences = split_sentences(chunk.text)
     kept = []
     for line in lines:
         question = _question_part(_BULLET.sub("", line.strip()).strip().strip("\"'").strip())
         words = question.split()
-        normal = _normal(question)
+        normal = normalised(question)
         if not question.endswith("?"):
             reason = "not a question"
         elif len(words) < MIN_QUESTION_WORDS:
@@ -246,7 +241,7 @@ def is_held_out(question: str, ratio: float = 0.1) -> bool:
     """Whether a synthetic question is kept out of training, by a hash of its text: the same question is held out in
     every run, whatever else the teacher wrote or which chunks changed, so no later student is trained on what an
     earlier one was judged by (promotion, the fusion weight, `kbqa eval --synthetic`)."""
-    return int(hashlib.sha256(_normal(question).encode()).hexdigest()[:8], 16) < ratio * 16 ** 8
+    return int(hashlib.sha256(normalised(question).encode()).hexdigest()[:8], 16) < ratio * 16 ** 8
 
 
 def split_held_out(questions: list, ratio: float = 0.1, text=lambda q: q.question) -> tuple[list, list]:

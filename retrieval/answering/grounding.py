@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import Stemmer
 
 _WORD = re.compile(r"[a-z0-9]+")
+_NON_WORD = re.compile(r"[^a-z0-9]+")
 # A sentence ends at . ! or ? (closing quotes and brackets stay with it) before a capital, digit or opening mark;
 # also with no space when a word ends it and a capitalised word follows: the glued sentences of scraped HTML
 # ("for all users.You can start"), not "e.g.The" (one letter), "U.S.A" or "kbqa.io".
@@ -25,6 +26,11 @@ any each some more most other into out up down over about also just only very to
 _STEMMER = Stemmer.Stemmer("english")
 
 MIN_FACT_WORDS = 3  # a sentence with fewer content words ("Yes.", "See below.") states no checkable fact
+
+
+def normalised(text: str) -> str:
+    """Lower case, runs of anything but letters and digits as one space: to compare a line with a title."""
+    return _NON_WORD.sub(" ", text.lower()).strip()
 
 
 def content_words(text: str) -> set[str]:

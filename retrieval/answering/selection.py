@@ -25,7 +25,7 @@ import numpy as np
 
 from retrieval.answering.fitted import logit, read_fitted
 from retrieval.answering.records import Passage
-from retrieval.answering.grounding import content_words, split_sentences
+from retrieval.answering.grounding import content_words, normalised, split_sentences
 
 SHIPPED_SELECTOR = Path(__file__).resolve().parent / "selector.json"
 _LIST_ITEM = re.compile(r"^\s*(?:[-*•▪◦]|\d{1,2}[.)]|\(?[a-z]\)|step \d+[:.])\s+", re.IGNORECASE)
@@ -35,7 +35,6 @@ _PAGE_NUMBER = re.compile(r"^-\s*\d+\s*-$")   # "- 7 -" footers of PDF manuals
 # label, "10:30" and "https://" are no intros).
 _INTRO = re.compile(r":(?:\s|$)")
 _LABEL = re.compile(r"^\W*\w+(?:\s\w+)?\s*:\s*$")
-_NORMAL = re.compile(r"[^a-z0-9]+")
 FEATURES = ("bias", "score_logit", "gap_to_passage_best", "gap_to_best", "passage_best", "q_recall", "u_precision",
             "passage_rank_1", "passage_rank_2", "passage_dense", "dense_gap_to_top", "first_unit", "log_position",
             "log_words", "list_item", "after_passage_best", "before_passage_best", "context_recall")
@@ -50,10 +49,6 @@ class Unit:
     procedure: int | None = None   # id of the colon-introduced procedure it belongs to (intro and steps)
 
 
-def _normal(text: str) -> str:
-    return _NORMAL.sub(" ", text.lower()).strip()
-
-
 def _lines(text: str, breaks: bool = False, headings: frozenset = frozenset()) -> list[tuple[str, bool]]:
     """Logical lines, (text, is_list_item): hard-wrapped prose lines (PDF manuals) joined back together;
     ``breaks``: paragraph breaks kept as ("", False); a line in ``headings`` (normalised) is a break, not text:
@@ -61,7 +56,7 @@ def _lines(text: str, breaks: bool = False, headings: frozenset = frozenset()) -
     merged: list[tuple[str, bool]] = []
     for raw in text.splitlines():
         line = raw.strip()
-        if not line or _PAGE_NUMBER.match(line) or _normal(line) in headings:
+        if not line or _PAGE_NUMBER.match(line) or normalised(line) in headings:
             if merged and merged[-1][0]:
                 merged.append(("", False))   # a paragraph break ends the run of joined lines (and a procedure)
             continue
@@ -107,12 +102,12 @@ def split_units(text: str, passage: int = 0, context: str = "") -> list[Unit]:
 
 
 def _headings(context: str) -> frozenset:
-    return frozenset(_normal(part) for part in context.split(" > ") if _normal(part))
+    return frozenset(normalised(part) for part in context.split(" > ") if normalised(part))
 
 
 def is_heading(unit: Unit, context: str) -> bool:
     """The unit only repeats the passage's title or one of its headings (FAQ chunks open with their question)."""
-    return _normal(unit.text) in _headings(context)
+    return normalised(unit.text) in _headings(context)
 
 
 @dataclass
