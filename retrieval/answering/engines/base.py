@@ -8,6 +8,10 @@ from typing import Iterator, Protocol, runtime_checkable
 REPETITION_PENALTY = 1.1
 
 
+class EngineNotStarted(RuntimeError):
+    """An engine started on demand (serve/wiring.teacher_llm) could not be started at all."""
+
+
 @runtime_checkable
 class GeneratorEngine(Protocol):
     """Writes an answer to grounded chat messages (retrieval/answering/prompt.py:build_messages), greedily.
