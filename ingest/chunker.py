@@ -1,6 +1,7 @@
 """Heading-aware chunking within the encoder's token budget, with overlap."""
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Callable
 
 from langchain_text_splitters import MarkdownHeaderTextSplitter, RecursiveCharacterTextSplitter
@@ -11,6 +12,8 @@ from ingest.records import Chunk, Document
 # that Chunk.embedding_text() puts in front.
 DEFAULT_CHUNK_TOKENS = 200
 DEFAULT_OVERLAP_TOKENS = 40
+_SHORT_SPLIT = 48        # characters: words and single characters, the splits the splitter measures most
+_CACHED_SPLITS = 200_000
 _HEADINGS = [("#", "h1"), ("##", "h2"), ("###", "h3"), ("####", "h4")]
 
 
@@ -22,8 +25,12 @@ class Chunker:
         if not 0 <= overlap_tokens < chunk_tokens:
             raise ValueError(f"need 0 <= overlap_tokens ({overlap_tokens}) < chunk_tokens ({chunk_tokens})")
         self.headings = MarkdownHeaderTextSplitter(_HEADINGS, strip_headers=True)
+        # The splitter measures every split it makes: each word, and each character of a run without spaces (a
+        # 1M-character token took 80 s at ~80 us a tokenizer call). Short splits repeat, so their counts are cached.
+        short = lru_cache(maxsize=_CACHED_SPLITS)(count_tokens)
+        self.count_tokens = lambda text: short(text) if len(text) <= _SHORT_SPLIT else count_tokens(text)
         self.splitter = RecursiveCharacterTextSplitter(
-            chunk_size=chunk_tokens, chunk_overlap=overlap_tokens, length_function=count_tokens,
+            chunk_size=chunk_tokens, chunk_overlap=overlap_tokens, length_function=self.count_tokens,
             separators=["\n\n", "\n", ". ", " ", ""], keep_separator="end",
         )
 

@@ -12,6 +12,9 @@ import frontmatter
 from ingest.records import Document
 
 MAX_FILE_BYTES = 50 * 1024 * 1024
+# Text one file may hold once extracted: a 4 KB PDF can expand to millions of characters. A 500-page manual
+# is about 1.5M; the service sets its own (KBQA_MAX_FILE_CHARS).
+MAX_FILE_CHARS = 5_000_000
 
 
 class LoadError(ValueError):
@@ -19,6 +22,14 @@ class LoadError(ValueError):
         super().__init__(f"{source}: {reason}")
         self.source = source
         self.reason = reason
+
+    def __reduce__(self):   # raised in a loader process (ingest/bounded.py) and re-raised here
+        return LoadError, (self.source, self.reason)
+
+
+def _too_long(source: str, max_chars: int) -> LoadError:
+    return LoadError(source, f"holds more than {max_chars:,} characters of text once extracted "
+                             "(KBQA_MAX_FILE_CHARS): split it, or raise the limit")
 
 
 def _read_text(path: Path, source: str) -> str:
@@ -117,13 +128,18 @@ def load_text(path: Path, source: str) -> list[Document]:
     return [Document(doc_id=source, source=source, title=_stem_title(source), text=text)]
 
 
-def load_pdf(path: Path, source: str) -> list[Document]:
+def load_pdf(path: Path, source: str, max_chars: int = MAX_FILE_CHARS) -> list[Document]:
     from pypdf import PdfReader
     from pypdf.errors import PyPdfError
 
     try:
         reader = PdfReader(path)
-        pages = [page.extract_text() or "" for page in reader.pages]
+        pages, chars = [], 0
+        for page in reader.pages:   # stop at the cap: the rest of a 70 MB text layer is never extracted
+            pages.append(page.extract_text() or "")
+            chars += len(pages[-1])
+            if chars > max_chars:
+                raise _too_long(source, max_chars)
         title = (reader.metadata.title if reader.metadata else None) or _stem_title(source)
     except (PyPdfError, ValueError, KeyError, TypeError, OSError) as exc:
         raise LoadError(source, f"is not a readable PDF ({type(exc).__name__}: {exc})") from exc
@@ -205,14 +221,17 @@ def supported(path: Path) -> bool:
     return path.suffix.lower() in LOADERS
 
 
-def load_file(path: Path, source: str) -> list[Document]:
-    """All documents in one file; raises LoadError for anything unreadable or empty."""
+def load_file(path: Path, source: str, max_chars: int = MAX_FILE_CHARS) -> list[Document]:
+    """All documents in one file; raises LoadError for anything unreadable or empty, or over ``max_chars``."""
     loader = LOADERS.get(path.suffix.lower())
     if loader is None:
         raise LoadError(source, f"unsupported file type {path.suffix!r}; supported: {', '.join(sorted(LOADERS))}")
     if path.stat().st_size > MAX_FILE_BYTES:
         raise LoadError(source, f"is larger than {MAX_FILE_BYTES // (1024 * 1024)} MB")
-    docs = [d for d in loader(path, source) if d.text.strip()]
+    loaded = loader(path, source, max_chars) if loader is load_pdf else loader(path, source)
+    if sum(len(d.text) for d in loaded) > max_chars:
+        raise _too_long(source, max_chars)
+    docs = [d for d in loaded if d.text.strip()]
     if not docs:
         raise LoadError(source, "holds no text")
     ids = [d.doc_id for d in docs]

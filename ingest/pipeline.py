@@ -9,6 +9,7 @@ import hashlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from tqdm.auto import tqdm
 
@@ -77,22 +78,29 @@ def _check_text(docs: list[Document], rel: str) -> None:
 
 
 def plan_ingest(path: Path, store: ChunkStore, chunker: Chunker, collection: str,
-                show_progress: bool = False) -> IngestPlan:
+                show_progress: bool = False, files: dict[str, Path] | None = None,
+                load: Callable[[Path, str], list[Document]] = load_file) -> IngestPlan:
     """What it takes to bring ``store`` in line with ``path`` (a folder, or one file). A file that cannot be read or
-    loaded is reported by name in ``report.errors`` and skipped: its stored version, if any, stays."""
+    loaded is reported by name in ``report.errors`` and skipped: its stored version, if any, stays.
+
+    ``files``: only these (name relative to the folder ``path`` -> where the bytes are now, e.g. an upload's staging
+    folder), and nothing removed: an upload commits what its sender sent, never what else lies in the folder.
+    ``load``: file -> documents; the service's bounds each file's time and characters (ingest/bounded.py)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"nothing to ingest at {path}")
     root = path if path.is_dir() else path.parent
     root_key = str(root.resolve())
-    files = walk(root) if path.is_dir() else [path]
+    if files is not None:
+        sources = dict(files)
+    else:
+        sources = {p.relative_to(root).as_posix(): p for p in (walk(root) if path.is_dir() else [path])}
     report = IngestReport(collection=collection)
     known = store.file_hashes(root_key)
     updates: list[FileUpdate] = []
     seen: set[str] = set()
     claimed: dict[str, str] = {}   # document id -> the file of this ingest that holds it
-    for file in tqdm(files, desc="reading", disable=not show_progress, unit="file"):
-        rel = file.relative_to(root).as_posix()
+    for rel, file in tqdm(sources.items(), desc="reading", disable=not show_progress, unit="file"):
         if not supported(file):
             continue
         seen.add(rel)
@@ -101,7 +109,7 @@ def plan_ingest(path: Path, store: ChunkStore, chunker: Chunker, collection: str
             if known.get(rel) == digest:
                 report.unchanged.append(rel)
                 continue
-            docs = load_file(file, rel)
+            docs = load(file, rel)
             _check_text(docs, rel)
             for doc in docs:
                 owner = store.doc_owner(doc.doc_id)
@@ -124,5 +132,5 @@ def plan_ingest(path: Path, store: ChunkStore, chunker: Chunker, collection: str
         claimed.update({doc.doc_id: rel for doc in docs})
         updates.append(FileUpdate(rel, digest, docs, chunks))
         (report.changed if rel in known else report.added).append(rel)
-    report.removed = sorted(set(known) - seen) if path.is_dir() else []
+    report.removed = sorted(set(known) - seen) if path.is_dir() and files is None else []
     return IngestPlan(root_key, updates, report.removed, report)

@@ -14,13 +14,16 @@ generation.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import sqlite3
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
+from filelock import FileLock, Timeout
 
 from ingest.chunker import Chunker
 from ingest.pipeline import IngestPlan, IngestReport, plan_ingest
@@ -28,12 +31,18 @@ from ingest.store import ChunkStore
 from retrieval.collection_encoder import CollectionEncoder, EncoderMismatch
 from retrieval.encoder import TextEncoder
 from retrieval.fusion import EQUAL_WEIGHT, FUSION_META, fusion_record, stored_dense_weight
-from retrieval.home import UnknownCollection
+from retrieval.home import CREATED_META, UnknownCollection
 from retrieval.index_generations import IndexGenerations
 from retrieval.search import DEFAULT_MODE, SearchHit, SearchSnapshot, SnapshotMoved
 from retrieval.vector_index import EXACT_LIMIT, VectorIndex
 
-__all__ = ["Collection", "EncoderMismatch", "IngestReport", "SearchHit"]
+__all__ = ["Collection", "CollectionBusy", "EncoderMismatch", "IngestReport", "SearchHit"]
+WRITE_LOCK = "write.lock"
+log = logging.getLogger(__name__)
+
+
+class CollectionBusy(TimeoutError):
+    """Another writer (an upload, a CLI ingest, a promotion) held the collection for longer than the caller waits."""
 
 
 class Collection:
@@ -50,6 +59,10 @@ class Collection:
         self.encoders = CollectionEncoder(self.directory, self.store, encoder, encoder_loader)
         self.generations = vector_store(self.directory, self.store, exact_limit)
         self._lock = threading.RLock()
+        # One writer at a time per collection, across threads and processes (flock on a file in its folder): the
+        # later writer waits, then plans against what the first committed, so a document id both claim is that
+        # file's reported error, never a failed commit. Collections never wait for each other.
+        self._write_lock = FileLock(self.directory / WRITE_LOCK)
         self._generation = -1
         self._snapshot: SearchSnapshot | None = None
         self._fusion: tuple[str | None, str, float] = (None, "", EQUAL_WEIGHT)   # (record, encoder id, weight)
@@ -104,6 +117,12 @@ class Collection:
                 self._fusion = (record, encoder_id, stored_dense_weight(record, encoder_id))
             return self._fusion[2]
 
+    def mark_created(self) -> None:
+        """Listed although empty (a collection made by POST /v1/collections); an ingest's first commit lists it too,
+        so one killed before it never leaves an empty collection behind."""
+        with self.store.transaction():
+            self.store.set_meta(CREATED_META, "1")
+
     def set_dense_weight(self, weight: float, **fitted) -> None:
         """Serve hybrid search with this dense weight, for the serving encoder only; ``fitted``: how it was chosen."""
         if not 0.0 <= weight <= 1.0:
@@ -136,26 +155,51 @@ class Collection:
             raise
 
     # --- writing --------------------------------------------------------------------------------
-    def ingest(self, path: Path, chunker: Chunker, show_progress: bool = False) -> IngestReport:
-        """Bring the collection in line with ``path`` (a folder or one file), incrementally."""
-        start = time.perf_counter()
-        with self._lock:
-            encoder = self.encoders.adopt_stored()
-        plan = plan_ingest(path, self.store, chunker, self.name, show_progress)
-        reembed_all = self.encoders.stale()
-        # Embed only chunks never embedded before by this encoder.
-        new_chunks = plan.new_chunks
-        vectors = {} if reembed_all else self.store.vectors_for(list(new_chunks))
-        todo = [c for cid, c in new_chunks.items() if cid not in vectors]
-        if todo:
-            encoded = encoder.encode([c.embedding_text() for c in todo], show_progress=show_progress)
-            vectors.update({c.chunk_id: v for c, v in zip(todo, encoded)})
-        plan.report.chunks_embedded = len(todo)
-        if plan.updates or plan.removed or reembed_all:
-            self._commit(plan, vectors, reembed_all, show_progress)
-        plan.report.chunks_total = self.store.counts()["chunks"]
-        plan.report.seconds = round(time.perf_counter() - start, 3)
-        return plan.report
+    @contextmanager
+    def writing(self, wait_s: float | None = None) -> Iterator[None]:
+        """Hold this collection's write lock (re-entrant in one thread); ``wait_s``: how long to wait for another
+        writer, None for as long as it takes. Raises CollectionBusy past it."""
+        try:
+            try:
+                self._write_lock.acquire(timeout=0)
+            except Timeout:
+                log.warning("collection %r: waiting for another writer (upload, ingest or promotion) to finish",
+                            self.name)
+                self._write_lock.acquire(timeout=-1 if wait_s is None else wait_s)
+        except Timeout:
+            raise CollectionBusy(f"collection {self.name!r} is being written by another upload, ingest or "
+                                 f"distillation; retry later") from None
+        try:
+            yield
+        finally:
+            self._write_lock.release()
+
+    def ingest(self, path: Path, chunker: Chunker, show_progress: bool = False,
+               files: dict[str, Path] | None = None, wait_s: float | None = None, load=None) -> IngestReport:
+        """Bring the collection in line with ``path`` (a folder or one file), incrementally; with ``files`` (name
+        relative to the folder ``path`` -> where its bytes are now), those files only, and nothing is removed.
+        ``load``: how a file is read (ingest.pipeline.plan_ingest); ``wait_s``: for another writer (None: as long
+        as it takes)."""
+        with self.writing(wait_s):
+            start = time.perf_counter()
+            with self._lock:
+                encoder = self.encoders.adopt_stored()
+            plan = plan_ingest(path, self.store, chunker, self.name, show_progress, files=files,
+                               **({"load": load} if load is not None else {}))
+            reembed_all = self.encoders.stale()
+            # Embed only chunks never embedded before by this encoder.
+            new_chunks = plan.new_chunks
+            vectors = {} if reembed_all else self.store.vectors_for(list(new_chunks))
+            todo = [c for cid, c in new_chunks.items() if cid not in vectors]
+            if todo:
+                encoded = encoder.encode([c.embedding_text() for c in todo], show_progress=show_progress)
+                vectors.update({c.chunk_id: v for c, v in zip(todo, encoded)})
+            plan.report.chunks_embedded = len(todo)
+            if plan.updates or plan.removed or reembed_all:
+                self._commit(plan, vectors, reembed_all, show_progress)
+            plan.report.chunks_total = self.store.counts()["chunks"]
+            plan.report.seconds = round(time.perf_counter() - start, 3)
+            return plan.report
 
     def _commit(self, plan: IngestPlan, vectors: dict, reembed_all: bool, show_progress: bool = False) -> None:
         encoder = self.encoder
@@ -207,9 +251,10 @@ class Collection:
 
     def remove_file(self, root_key: str, rel: str) -> None:
         """Drop one ingested file (all its documents) from the store and the index, in one transaction."""
-        if rel not in self.store.file_hashes(root_key):
-            raise KeyError(f"{rel} is not in collection {self.name!r}")
-        self._commit(IngestPlan(root_key, [], [rel], IngestReport(self.name)), {}, reembed_all=False)
+        with self.writing():
+            if rel not in self.store.file_hashes(root_key):
+                raise KeyError(f"{rel} is not in collection {self.name!r}")
+            self._commit(IngestPlan(root_key, [], [rel], IngestReport(self.name)), {}, reembed_all=False)
 
     def promote(self, encoder: TextEncoder, encoder_dir: Path, vectors: dict[str, np.ndarray],
                 trained_on: list[str] | None = None, show_progress: bool = False) -> int:
@@ -219,7 +264,7 @@ class Collection:
         write lock); chunks added since are encoded here. Returns the new generation.
         """
         rel = Path(encoder_dir).resolve().relative_to(self.directory.resolve()).as_posix()
-        with self._lock:
+        with self.writing(), self._lock:
             with self.store.transaction():
                 bm25 = self.snapshot().bm25 if self.store.generation > 0 else None   # texts unchanged: same BM25
                 chunks = self.store.all_chunks()

@@ -134,10 +134,18 @@ class MilvusGenerations(IndexGenerations):
             self.client.upsert(name, [{"pk": r["pk"], "faiss_id": r["faiss_id"], "added": r["added"],
                                        "removed": removed, "vector": [float(x) for x in r["vector"]]} for r in rows])
 
+    def _usable(self, name: str | None) -> bool:
+        """Whether ``name`` exists, loaded for search and query. A collection another process wrote (the last
+        `kbqa ingest`, milvus-lite reopened) comes back 'released': Milvus refuses every query until it is loaded."""
+        if name is None or not self.client.has_collection(name):
+            return False
+        self.client.load_collection(name)   # a no-op when it is loaded already
+        return True
+
     def commit(self, generation: int, dim: int, current, removed_ids: list[int], added_ids: list[int],
                added_vectors: list[np.ndarray]) -> None:
         name = self.store.get_meta(META)
-        if current is None or name is None or not self.client.has_collection(name):
+        if current is None or not self._usable(name):
             name = self._create(dim)       # a fresh collection: every stored vector, named in this transaction
             ids, vectors = self.store.all_vectors()
             self._insert(name, ids, vectors, generation)
@@ -158,7 +166,7 @@ class MilvusGenerations(IndexGenerations):
     # --- reading ----------------------------------------------------------------------------------
     def open(self, generation: int, dim: int) -> MilvusIndex:
         name = self.store.get_meta(META)
-        if name is not None and self.client.has_collection(name):
+        if self._usable(name):
             index = MilvusIndex(self.client, name, generation)
             if index.size == self.store.counts()["chunks"]:
                 return index

@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from retrieval.collection import CollectionBusy
 from retrieval.collection_encoder import EncoderMismatch
 from retrieval.home import InvalidName, UnknownCollection
 from retrieval.answering.engines.remote import GeneratorUnavailable
@@ -151,6 +152,12 @@ def create_app(settings: Settings | None = None, service: KbqaService | None = N
         app.state.metrics.rejected_answers.inc()
         response = _error(503, str(exc), {"retry_after_s": exc.retry_after}, request)
         response.headers["Retry-After"] = str(exc.retry_after)
+        return response
+
+    @app.exception_handler(CollectionBusy)
+    async def collection_busy(request: Request, exc: CollectionBusy) -> JSONResponse:
+        response = _error(503, str(exc), {"retry_after_s": 30}, request)
+        response.headers["Retry-After"] = "30"
         return response
 
     @app.exception_handler(UploadRejected)

@@ -1,14 +1,17 @@
-"""Documents uploaded through the API: kept in the collection's uploads/ folder, ingested like any folder.
+"""Documents uploaded through the API: ingested from a staging folder, then kept in the collection's uploads/.
 
-An upload is written aside and renamed into place; if a file then fails to load (corrupt PDF, bad JSON),
-it is taken out again and the version stored before stays, so a bad upload never loses a good document.
+An upload is all or nothing from its sender's view: its files are written to ``uploads/.incoming`` and only those
+files are ingested; a file that fails to load (corrupt PDF, bad JSON) is that file's error and its stored version
+stays. Only committed files move into ``uploads/``. A server killed mid-upload leaves ``.incoming`` behind; the next
+writer sweeps it before it writes, so nothing a sender saw fail is ever committed on someone else's behalf.
+Writers of one collection take turns through its write lock (retrieval/collection.py); collections never wait for
+each other.
 """
 from __future__ import annotations
 
 import os
 import re
 import shutil
-import threading
 from pathlib import Path
 
 from ingest.loaders import LOADERS
@@ -16,6 +19,8 @@ from ingest.pipeline import IngestReport
 from retrieval.collection import Collection
 
 UPLOADS = "uploads"
+INCOMING = ".incoming"
+WRITE_WAIT_S = 600.0   # an upload waits this long for another writer of its collection, then 503
 MAX_FILE_BYTES = 10 * 1024 * 1024
 MAX_FILES = 50
 MAX_UPLOAD_BYTES = 64 * 1024 * 1024   # one request, all files, multipart overhead included
@@ -56,9 +61,10 @@ def check_upload(files: list[tuple[str, bytes]]) -> None:
 
 
 class DocumentManager:
-    def __init__(self, chunker):
+    def __init__(self, chunker, write_wait_s: float = WRITE_WAIT_S, load=None):
         self.chunker = chunker
-        self._lock = threading.Lock()  # one upload or delete at a time: they share the uploads folder
+        self.write_wait_s = write_wait_s
+        self.load = load   # file -> documents (ingest/bounded.py); None: in this process, unbounded
 
     @staticmethod
     def uploads(collection: Collection) -> Path:
@@ -66,41 +72,41 @@ class DocumentManager:
 
     def upload(self, collection: Collection, files: list[tuple[str, bytes]]) -> IngestReport:
         check_upload(files)
-        folder, backups = self.uploads(collection), collection.directory / f"{UPLOADS}.previous"
-        folder.mkdir(exist_ok=True)
-        with self._lock:
-            shutil.rmtree(backups, ignore_errors=True)
-            backups.mkdir()
+        folder = self.uploads(collection)
+        with collection.writing(self.write_wait_s):
+            staging = self.sweep(collection)
+            staging.mkdir(parents=True)
             for name, data in files:
-                staged = folder / f".{name}.part"
-                with staged.open("wb") as out:
+                with (staging / name).open("wb") as out:
                     out.write(data)
                     out.flush()
                     os.fsync(out.fileno())
-                if (folder / name).exists():
-                    os.replace(folder / name, backups / name)
-                os.replace(staged, folder / name)
-            try:
-                report = collection.ingest(folder, self.chunker)
-            except BaseException:   # nothing was committed: put every file back as it was, then report the fault
-                self._put_back([name for name, _ in files], folder, backups)
-                raise
-            self._put_back([name for name, _ in files if name in report.errors], folder, backups)
-            shutil.rmtree(backups, ignore_errors=True)
+            report = collection.ingest(folder, self.chunker, files={name: staging / name for name, _ in files},
+                                       load=self.load)
+            for name, _ in files:   # committed (or unchanged): uploads/ keeps the sender's bytes
+                if name not in report.errors:
+                    os.replace(staging / name, folder / name)
+            shutil.rmtree(staging, ignore_errors=True)
         return report
 
     @staticmethod
-    def _put_back(names: list[str], folder: Path, backups: Path) -> None:
-        """Restore what ``uploads/`` held before for these names (their stored versions never changed)."""
-        for name in names:
-            if (backups / name).exists():
-                os.replace(backups / name, folder / name)
-            else:
-                (folder / name).unlink(missing_ok=True)
+    def sweep(collection: Collection) -> Path:
+        """Drop what a killed upload left (its staging folder; files of uploads/ the store never committed, as an
+        earlier release left them); returns the empty staging path. Call with the collection's write lock held."""
+        folder = collection.directory / UPLOADS
+        folder.mkdir(exist_ok=True)
+        staging = folder / INCOMING
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(collection.directory / f"{UPLOADS}.previous", ignore_errors=True)   # the old put-back copies
+        committed = collection.store.file_hashes(str(folder.resolve()))
+        for leftover in folder.iterdir():
+            if leftover.name not in committed and leftover.is_file():
+                leftover.unlink(missing_ok=True)
+        return staging
 
     def delete(self, collection: Collection, doc_id: str) -> dict:
         """Remove the file a document came from (every document in it) from the collection."""
-        with self._lock:
+        with collection.writing(self.write_wait_s):
             document = collection.store.document(doc_id)
             if document is None:
                 raise UnknownDocument(f"no document {doc_id!r} in collection {collection.name!r}")

@@ -19,7 +19,8 @@ CREATE INDEX IF NOT EXISTS feedback_by_answer ON feedback (answer_id);
 """
 # Columns added after the first release: (name, declaration), added to an older file when it is opened.
 ADDED_COLUMNS = (("answers", "conversation_id", "TEXT"), ("answers", "handoff_reason", "TEXT"),
-                 ("feedback", "corrected_answer", "TEXT"))
+                 ("feedback", "corrected_answer", "TEXT"), ("answers", "key_id", "TEXT"))
+LOCAL = ""   # key_id of answers given in keyless local mode
 
 
 class UnknownAnswer(LookupError):
@@ -43,18 +44,20 @@ class FeedbackStore:
     def close(self) -> None:
         self._db.close()
 
-    def record_answer(self, collection: str, answer, conversation_id: str | None = None) -> str:
-        """Records ``answer`` under its own ``answer_id`` (a fresh one when it has none); returns the id."""
+    def record_answer(self, collection: str, answer, conversation_id: str | None = None,
+                      key_id: str | None = None) -> str:
+        """Records ``answer`` under its own ``answer_id`` (a fresh one when it has none); returns the id. ``key_id``:
+        the API key that asked; a conversation belongs to the key and collection that wrote it."""
         answer_id = answer.answer_id or uuid.uuid4().hex
         citations = json.dumps([{"n": c.n, "chunk_id": c.chunk_id, "doc_id": c.doc_id, "source": c.source}
                                 for c in answer.citations])
         handoff = answer.handoff
         with self._lock:
             self._db.execute("INSERT INTO answers (answer_id, created, collection, question, answer, abstained, "
-                             "grounding, citations, conversation_id, handoff_reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, "
-                             "?, ?)", (answer_id, time.time(), collection, answer.question, answer.answer,
-                                       int(answer.abstained), answer.grounding, citations, conversation_id,
-                                       handoff.reason))
+                             "grounding, citations, conversation_id, handoff_reason, key_id) VALUES (?, ?, ?, ?, ?, ?, "
+                             "?, ?, ?, ?, ?)", (answer_id, time.time(), collection, answer.question, answer.answer,
+                                                int(answer.abstained), answer.grounding, citations, conversation_id,
+                                                handoff.reason, key_id or LOCAL))
         return answer_id
 
     def questions(self, collection: str) -> list[str]:
@@ -114,13 +117,16 @@ class FeedbackStore:
                             "corrected": False})
         return out
 
-    def conversation_rated_unhelpful(self, conversation_id: str | None) -> bool:
-        """Whether any answer of this conversation was rated unhelpful."""
+    def conversation_rated_unhelpful(self, conversation_id: str | None, collection: str,
+                                     key_id: str | None = None) -> bool:
+        """Whether an answer of this conversation was rated unhelpful. Conversation ids are the clients' own: the
+        same id sent by another key or for another collection is another conversation, never this one."""
         if not conversation_id:
             return False
         with self._lock:
             row = self._db.execute("SELECT 1 FROM feedback f JOIN answers a USING (answer_id) "
-                                   "WHERE a.conversation_id = ? AND f.helpful = 0 LIMIT 1", (conversation_id,)).fetchone()
+                                   "WHERE a.conversation_id = ? AND a.collection = ? AND a.key_id = ? "
+                                   "AND f.helpful = 0 LIMIT 1", (conversation_id, collection, key_id or LOCAL)).fetchone()
         return row is not None
 
     def add_feedback(self, answer_id: str, helpful: bool, comment: str = "") -> int:

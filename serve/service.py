@@ -8,6 +8,7 @@ import threading
 import uuid
 from typing import Iterator
 
+from ingest.bounded import BoundedLoader
 from ingest.chunker import Chunker
 from ingest.pipeline import IngestReport
 from retrieval.answering.pipeline import AnswerPipeline
@@ -38,6 +39,7 @@ class KbqaService:
         self.encoder = encoder  # default for collections without a distilled encoder of their own
         self.encoder_loader = encoder_loader
         self.chunker = Chunker(encoder.count_tokens)
+        self.loader = BoundedLoader(settings.load_timeout_s, settings.max_file_chars)   # per file: time and text
         self.pipeline = pipeline
         self.vector_store, self._milvus = IndexGenerations, None
         if settings.vector_store == "milvus":   # one client for every collection (retrieval/milvus_store.py)
@@ -52,7 +54,7 @@ class KbqaService:
         secret = settings.handoff_secret
         self.handoff_webhook = HandoffWebhook(settings.handoff_webhook, secret.get_secret_value()) \
             if settings.handoff_webhook and secret else None
-        self.documents = DocumentManager(self.chunker)
+        self.documents = DocumentManager(self.chunker, settings.write_wait_s, self.loader)
         self.jobs = DistillJobs(distill_runner(self))   # (collection, on_stage) -> report
 
     @classmethod
@@ -78,7 +80,8 @@ class KbqaService:
         if name in self.collection_names():
             raise CollectionExists(f"collection {name!r} already exists")
         collection = self.collection(name, create=True)
-        collection.refresh()  # writes the store, so the collection is listed from now on
+        collection.mark_created()   # listed from now on, empty as it is (retrieval/home.py)
+        collection.refresh()
         return collection
 
     def delete_collection(self, name: str) -> None:
@@ -98,7 +101,8 @@ class KbqaService:
         missing, every file failed) is removed again, so a failed ingest never leaves an empty one listed."""
         is_new = collection not in self.collection_names()
         try:
-            report = self.collection(collection, create=True).ingest(path, self.chunker, show_progress=show_progress)
+            report = self.collection(collection, create=True).ingest(path, self.chunker, show_progress=show_progress,
+                                                                     load=self.loader)
         except BaseException:
             if is_new:
                 self.delete_collection(collection)
@@ -111,35 +115,37 @@ class KbqaService:
         return self.collection(collection).search(query, k, self.settings.search_mode)
 
     def ask(self, question: str, k: int = 5, collection: str = "default", history: list[dict] | None = None,
-            conversation_id: str | None = None) -> Answer:
+            conversation_id: str | None = None, key_id: str | None = None) -> Answer:
         final = None
-        for kind, value in self.ask_stream(question, k, collection, history, conversation_id):
+        for kind, value in self.ask_stream(question, k, collection, history, conversation_id, key_id):
             if kind == "final":
                 final = value
         return final
 
     def ask_stream(self, question: str, k: int = 5, collection: str = "default", history: list[dict] | None = None,
-                   conversation_id: str | None = None) -> Iterator[tuple[str, object]]:
+                   conversation_id: str | None = None, key_id: str | None = None) -> Iterator[tuple[str, object]]:
         """Retrieve now (so an unknown collection fails before anything is sent), then an iterator of
         ("token", text) events and one ("final", Answer), recorded (and a recommended hand-off sent) before it is
-        yielded."""
+        yielded. ``conversation_id`` is the client's, scoped to ``key_id`` (the API key asking) and ``collection``."""
         if self.pipeline is None:
             raise RuntimeError("this service was loaded without its answering models")
         history = history or []
         events = self.pipeline.stream(question, lambda standalone: self.search(standalone, k, collection), history,
                                       answer_id=uuid.uuid4().hex,
-                                      rated_unhelpful=self.feedback.conversation_rated_unhelpful(conversation_id))
+                                      rated_unhelpful=self.feedback.conversation_rated_unhelpful(
+                                          conversation_id, collection, key_id))
 
         def recorded():
             for kind, value in events:
                 if kind == "final":
-                    self._record(value, collection, history, conversation_id)
+                    self._record(value, collection, history, conversation_id, key_id)
                 yield kind, value
         return recorded()
 
-    def _record(self, answer: Answer, collection: str, history: list[dict], conversation_id: str | None) -> None:
+    def _record(self, answer: Answer, collection: str, history: list[dict], conversation_id: str | None,
+                key_id: str | None = None) -> None:
         """Record the answer, and send a recommended hand-off to the webhook (queued)."""
-        self.feedback.record_answer(collection, answer, conversation_id)
+        self.feedback.record_answer(collection, answer, conversation_id, key_id)
         if answer.handoff.recommended and self.handoff_webhook is not None:
             self.handoff_webhook.submit({
                 "reason": answer.handoff.reason, "collection": collection, "conversation_id": conversation_id,
@@ -164,6 +170,7 @@ class KbqaService:
         if self.handoff_webhook is not None:
             self.handoff_webhook.close()
         self.feedback.close()
+        self.loader.close()
         if self._milvus is not None:
             self._milvus.close()
 

@@ -101,6 +101,12 @@ class Settings(BaseSettings):
     teacher_model: str | None = Field(None, description="the model name that server serves (required with the URL)")
     teacher_api_key: SecretStr | None = Field(None, description="sent as Bearer; read from KBQA_TEACHER_API_KEY")
     teacher_timeout_s: float = Field(120.0, gt=0, le=1200, description="per chunk's questions")
+    # Writers of one collection take turns (retrieval/collection.py); an API upload or delete waits this long for
+    # the one writing now (a CLI ingest, another upload, a promotion), then answers 503 with Retry-After.
+    write_wait_s: float = Field(600.0, gt=0, le=3600, description="seconds an upload waits for another writer")
+    # Per file, past which that file is the ingest report's error (ingest/limits.py): a help center never nears them.
+    max_file_chars: int = Field(5_000_000, ge=1000, description="characters of text one file may hold once extracted")
+    load_timeout_s: float = Field(60.0, gt=0, le=3600, description="seconds one file may take to load")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
 

@@ -5,6 +5,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 
+from serve.auth import AuthError
 from serve.deps import AdminKey, ServiceDep
 
 router = APIRouter(tags=["health"])
@@ -55,8 +56,11 @@ async def readyz(service: ServiceDep):
 
 @router.get("/metrics", response_class=PlainTextResponse,
             responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}})
-async def metrics(request: Request, service: ServiceDep, _: AdminKey) -> Response:
-    """Prometheus text; it names collections, so it needs an admin key when keys are in use."""
+async def metrics(request: Request, service: ServiceDep, key: AdminKey) -> Response:
+    """Prometheus text: it names every collection and counts every tenant's answers, so with keys in use it needs an
+    admin key bound to no collection (a bound one gets 403)."""
+    if key.collections is not None:
+        raise AuthError(403, "metrics cover every collection: they need an admin key bound to no collection")
     gauge = request.app.state.metrics.index_vectors
 
     def sizes() -> None:

@@ -164,7 +164,8 @@ async def chat_completions(body: ChatCompletionRequest, service: ServiceDep, req
     ticket = await admit(request.app.state.admission)   # as /v1/ask: a bounded number at once, 503 beyond
     if not body.stream:
         with ticket:
-            answer = await run_in_threadpool(service.ask, question, 5, collection, history, body.conversation_id)
+            answer = await run_in_threadpool(service.ask, question, 5, collection, history, body.conversation_id,
+                                             key.key_id)
         request.app.state.metrics.observe_answer(answer)
         out = AskResponse(**answer.to_dict())
         return {**base, "object": "chat.completion", "kbqa": extension(out), "choices": [
@@ -172,7 +173,7 @@ async def chat_completions(body: ChatCompletionRequest, service: ServiceDep, req
     # Retrieval runs now: an unknown collection fails with a plain 404 before the stream starts.
     try:
         events = await run_in_threadpool(service.ask_stream, question, 5, collection, history,
-                                         body.conversation_id)
+                                         body.conversation_id, key.key_id)
     except BaseException:
         ticket.release()
         raise
