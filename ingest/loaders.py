@@ -9,7 +9,7 @@ from pathlib import Path
 
 import frontmatter
 
-from ingest.records import Document
+from ingest.records import MAX_ID_CHARS, Document
 
 MAX_FILE_BYTES = 50 * 1024 * 1024
 # Text one file may hold once extracted: a 4 KB PDF can expand to millions of characters. A 500-page manual
@@ -176,8 +176,9 @@ def _record(obj: object, source: str, where: str) -> Document:
     if not isinstance(obj, dict):
         raise LoadError(source, f"{where}: expected an object {{id, title, text}}, got {type(obj).__name__}")
     doc_id, text = obj.get("id"), obj.get("text")
-    if not isinstance(doc_id, (str, int)) or str(doc_id).strip() == "":
-        raise LoadError(source, f"{where}: record needs a non-empty 'id'")
+    # JSON true is not the id "True": a boolean (an int to Python) is refused, a number is its digits.
+    if isinstance(doc_id, bool) or not isinstance(doc_id, (str, int)) or str(doc_id).strip() == "":
+        raise LoadError(source, f"{where}: record needs a non-empty 'id' (a string or an integer)")
     if not isinstance(text, str):
         raise LoadError(source, f"{where}: record {doc_id!r} needs a string 'text'")
     title = obj.get("title") if isinstance(obj.get("title"), str) else str(doc_id)
@@ -235,6 +236,9 @@ def load_file(path: Path, source: str, max_chars: int = MAX_FILE_CHARS) -> list[
     if not docs:
         raise LoadError(source, "holds no text")
     ids = [d.doc_id for d in docs]
+    too_long = next((i for i in ids if len(i) > MAX_ID_CHARS), None)
+    if too_long is not None:   # the records route's limit, so every path stores the same ids
+        raise LoadError(source, f"document id {too_long[:60]!r}... is longer than {MAX_ID_CHARS} characters")
     if len(set(ids)) != len(ids):
         raise LoadError(source, "has duplicate record ids")
     return docs

@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass, field
 
 _MARKUP = re.compile(r"[*_`#>|]+")
+MAX_ID_CHARS = 500   # a document id, on every path: uploaded files, records, CLI folders
 
 
 def strip_markup(text: str) -> str:

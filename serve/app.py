@@ -40,6 +40,11 @@ def _error(status: int, message: str, detail: object | None = None, request: Req
     return JSONResponse(status_code=status, content={"error": message, "detail": detail})
 
 
+def _error_body(status: int, message: str, path: str) -> dict:
+    """The body of an error raised before the app (serve/body_limit.py), in the route's shape as ``_error``."""
+    return openai_error(status, message) if is_openai_route(path) else {"error": message, "detail": None}
+
+
 def _status_handler(status: int):
     async def handler(request: Request, exc: Exception) -> JSONResponse:
         return _error(status, str(exc), request=request)
@@ -105,7 +110,7 @@ def create_app(settings: Settings | None = None, service: KbqaService | None = N
         return response
 
     # Outermost: oversized bodies are refused before anything reads them (serve/body_limit.py).
-    app.add_middleware(BodyLimit, limit_of=body_limit)
+    app.add_middleware(BodyLimit, limit_of=body_limit, error_body=_error_body)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -10,8 +10,12 @@ import json
 from typing import Callable
 
 
-async def _refuse(send, status: int, message: str) -> None:
-    body = json.dumps({"error": message, "detail": None}).encode()
+def kbqa_error(status: int, message: str, path: str) -> dict:
+    return {"error": message, "detail": None}
+
+
+async def _refuse(send, status: int, message: str, body_of: Callable[[int, str, str], dict], path: str) -> None:
+    body = json.dumps(body_of(status, message, path)).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                             (b"connection", b"close")]})
@@ -19,22 +23,26 @@ async def _refuse(send, status: int, message: str) -> None:
 
 
 class BodyLimit:
-    def __init__(self, app, limit_of: Callable[[str, str], tuple[int, bool]]):
-        """``limit_of(method, path) -> (limit in bytes, is an upload)``."""
+    def __init__(self, app, limit_of: Callable[[str, str], tuple[int, bool]],
+                 error_body: Callable[[int, str, str], dict] = kbqa_error):
+        """``limit_of(method, path) -> (limit in bytes, is an upload)``; ``error_body(status, message, path)``: the
+        refusal's JSON, in the shape that path's clients read (OpenAI's on the OpenAI-compatible routes)."""
         self.app = app
         self.limit_of = limit_of
+        self.error_body = error_body
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         limit, is_upload = self.limit_of(scope["method"], scope["path"])
+        path = scope["path"]
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None:
             if not length.isdigit() or int(length) > limit:
-                return await _refuse(send, 413, f"request body larger than {limit} bytes")
+                return await _refuse(send, 413, f"request body larger than {limit} bytes", self.error_body, path)
             return await self.app(scope, receive, send)
         if is_upload:
-            return await _refuse(send, 411, "uploads need a Content-Length header")
+            return await _refuse(send, 411, "uploads need a Content-Length header", self.error_body, path)
         # Chunked (or no body): read it here, counting, and hand the app the same messages.
         messages, size = [], 0
         while True:
@@ -44,7 +52,7 @@ class BodyLimit:
                 break
             size += len(message.get("body", b""))
             if size > limit:
-                return await _refuse(send, 413, f"request body larger than {limit} bytes")
+                return await _refuse(send, 413, f"request body larger than {limit} bytes", self.error_body, path)
             if not message.get("more_body", False):
                 break
 

@@ -5,18 +5,32 @@ from typing import Annotated, Literal
 
 from fastapi import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from ingest.records import MAX_ID_CHARS
 
 from retrieval.home import COLLECTION_NAME
 
 CollectionPath = Annotated[str, Path(pattern=COLLECTION_NAME.pattern, description="collection name")]
 CONVERSATION_ID = r"^[A-Za-z0-9_.:-]{1,100}$"
 _COLLECTION = Field("default", pattern=COLLECTION_NAME.pattern, description="collection to search")
+# Request bodies are JSON: a number is a number and a boolean a boolean ("k": "5", "k": true, "stream": "yes",
+# "helpful": 0 are refused, not guessed at); unknown fields are refused too.
+STRICT = ConfigDict(extra="forbid", strict=True)
+
+
+def _not_blank(text: str) -> str:
+    if not text.strip():
+        raise ValueError("must not be blank")
+    return text
+
+
+Question = Annotated[str, Field(min_length=1, max_length=2000), AfterValidator(_not_blank)]
 
 
 class SearchRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    query: str = Field(min_length=1, max_length=2000)
+    model_config = STRICT
+    query: Question
     k: int = Field(5, ge=1, le=50)
     collection: str = _COLLECTION
 
@@ -36,14 +50,14 @@ class SearchResponse(BaseModel):
 
 
 class Turn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
     role: Literal["user", "assistant"]
     content: str = Field(max_length=2000)
 
 
 class AskRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    question: str = Field(min_length=1, max_length=2000)
+    model_config = STRICT
+    question: Question
     k: int = Field(5, ge=1, le=50)
     collection: str = _COLLECTION
     history: list[Turn] = Field(default_factory=list, max_length=20,
@@ -96,7 +110,7 @@ class ErrorResponse(BaseModel):
 
 
 class CollectionCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
     name: str = Field(pattern=COLLECTION_NAME.pattern)
 
 
@@ -112,14 +126,14 @@ class CollectionOut(BaseModel):
 
 
 class FeedbackRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
     answer_id: str = Field(pattern="^[0-9a-f]{32}$")
     helpful: bool
     comment: str = Field("", max_length=4000)
 
 
 class FeedbackCorrection(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
     corrected_answer: str = Field(min_length=1, max_length=4000, description="the right answer, in the docs' words")
 
 
@@ -193,7 +207,7 @@ class JobOut(BaseModel):
 
 
 class KeyCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
     name: str = Field(min_length=1, max_length=200)
     scope: Literal["query", "admin"]
     collections: list[Annotated[str, Field(pattern=COLLECTION_NAME.pattern)]] = Field(
@@ -215,14 +229,14 @@ class KeyOut(BaseModel):
 
 
 class RecordIn(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    id: str = Field(min_length=1, max_length=500)
+    model_config = ConfigDict(extra="allow", strict=True)
+    id: Annotated[str, Field(min_length=1, max_length=MAX_ID_CHARS), AfterValidator(_not_blank)]
     title: str = Field("", max_length=1000)
     text: str = Field(min_length=1)
 
 
 class RecordsUpload(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,100}$",
                       description="the records are stored as <name>.jsonl: posting the same name replaces them")
     records: list[RecordIn] = Field(min_length=1, max_length=10000)

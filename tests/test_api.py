@@ -380,3 +380,46 @@ def test_too_many_files_in_one_upload_is_413(client):
     files = [(f"page{n}.md", f"# Page {n}\n\nText {n}.\n".encode(), "text/markdown") for n in range(51)]
     response = _upload(client, *files)
     assert response.status_code == 413 and "at most 50 files" in response.json()["error"]
+
+
+@pytest.mark.parametrize("path,body", [
+    ("/v1/ask", {"question": "refunds?", "stream": "yes"}),
+    ("/v1/ask", {"question": "refunds?", "k": "5"}),
+    ("/v1/ask", {"question": "refunds?", "k": True}),
+    ("/v1/search", {"query": "refunds", "k": 2.0}),
+    ("/v1/ask", {"question": "   \n\t "}),
+    ("/v1/search", {"query": "  "}),
+    ("/v1/feedback", {"answer_id": "0" * 32, "helpful": 0}),
+    ("/v1/feedback", {"answer_id": "0" * 32, "helpful": "false"}),
+    ("/v1/collections/default/documents/records", {"name": "r", "records": [{"id": " ", "text": "x"}]}),
+    ("/v1/chat/completions", {"model": "kbqa-default", "stream": "yes",
+                              "messages": [{"role": "user", "content": "refunds?"}]}),
+])
+def test_request_bodies_are_strict_json_and_blank_questions_are_refused(client, path, body):
+    # Issue 30, 7: lax coercion accepted "yes", "5", true and 0; whitespace-only questions got 200.
+    response = client.post(path, json=body)
+    assert response.status_code in (400, 422), response.text
+
+
+def test_a_413_on_the_openai_route_has_openai_s_error_body(client):
+    # Issue 30, 7: the body-size refusal used kbqa's body on /v1/chat/completions.
+    huge = client.post("/v1/chat/completions", content=b"x" * 100_000, headers={"content-type": "application/json"})
+    assert huge.status_code == 413
+    assert huge.json()["error"]["type"] == "invalid_request_error" and "larger than" in huge.json()["error"]["message"]
+    assert "error" in client.post("/v1/ask", content=b"x" * 100_000).json()   # kbqa's own routes keep theirs
+
+
+def test_record_ids_are_validated_the_same_on_every_path(client):
+    # Issue 30, 7: a JSON id true became document "True"; a 5,000-character id passed in a file, not as a record.
+    report = _upload(client, ("flags.json", b'[{"id": true, "title": "t", "text": "A record with a boolean id."}]',
+                              "application/json"),
+                     ("long.jsonl", b'{"id": "' + b"x" * 600 + b'", "text": "A record with a long id."}\n',
+                      "application/json"),
+                     ("fine.json", b'[{"id": 42, "title": "t", "text": "A record with a number id."}]',
+                      "application/json")).json()
+    assert "flags.json" in report["errors"] and "long.jsonl" in report["errors"] and report["added"] == ["fine.json"]
+    assert client.get("/v1/collections/default/documents/True").status_code == 404
+    assert client.get("/v1/collections/default/documents/42").status_code == 200
+    too_long = client.post("/v1/collections/default/documents/records",
+                           json={"name": "r", "records": [{"id": "x" * 600, "text": "A long id."}]})
+    assert too_long.status_code == 422

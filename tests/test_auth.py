@@ -197,3 +197,29 @@ def test_key_guessing_is_rate_limited_per_client_address(tmp_path, fake_encoder)
         assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
         assert guesser.get("/v1/keys", headers=bearer(good)).status_code == 200   # a right key is never refused
         assert other.get("/v1/keys").status_code == 401                          # another address has its own budget
+
+
+def test_a_conversation_belongs_to_the_key_and_collection_that_wrote_it(secured):
+    # Issue 30, 5: a key bound to A that sent B's conversation_id got B's "repeated failure" hand-off.
+    client, made, keys = secured
+    key_b = keys.create("tenant-b", "query", ["other"])
+
+    def ask(key, collection, conversation):
+        response = client.post("/v1/ask", json={"question": "How are refunds paid?", "collection": collection,
+                                                "conversation_id": conversation}, headers=bearer(key))
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    first = ask(key_b, "other", "support-1")
+    assert client.post("/v1/feedback", json={"answer_id": first["answer_id"], "helpful": False},
+                       headers=bearer(key_b)).status_code == 201
+    assert ask(key_b, "other", "support-1")["handoff"]["reason"] == "repeated failure"   # its own conversation
+    assert ask(made["query_a"], "default", "support-1")["handoff"]["reason"] != "repeated failure"
+    assert ask(made["admin"], "other", "support-1")["handoff"]["reason"] != "repeated failure"   # another key's
+
+
+def test_metrics_name_every_collection_so_a_bound_admin_key_gets_403(secured):
+    client, made, _ = secured
+    refused = client.get("/metrics", headers=bearer(made["admin_a"]))
+    assert refused.status_code == 403 and "other" not in refused.text
+    assert 'collection="other"' in client.get("/metrics", headers=bearer(made["admin"])).text

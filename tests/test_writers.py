@@ -214,3 +214,21 @@ def test_a_milvus_collection_written_by_one_process_is_usable_by_the_next(tmp_pa
     assert again["removed"] == [removed.name]
     found = finished(writer("milvus", uri, directory, "search", "refunds paid back"))
     assert found and removed.name not in found
+
+
+def test_an_ingest_killed_before_its_first_commit_leaves_no_collection_listed(tmp_path, fake_encoder):
+    # Issue 30, 7: `kbqa ingest` killed before its first commit left an empty collection listed.
+    home = tmp_path / "home"
+    ready = tmp_path / "ingest.ready"
+    cli = writer("ingest", str(home / "collections" / "fresh"), str(make_kb(tmp_path / "kb")), "--ready", str(ready),
+                 "--encode-sleep", "60")
+    wait_for(ready, cli)
+    cli.kill()
+    cli.wait(30)
+    service = KbqaService(Settings(home=home), fake_encoder)
+    assert "fresh" not in service.collection_names()
+    report = service.ingest(tmp_path / "kb", "fresh")   # the name is free: the next ingest makes the collection
+    assert report.added and "fresh" in service.collection_names()
+    created = service.create_collection("empty-on-purpose")
+    assert created.store.counts()["chunks"] == 0 and "empty-on-purpose" in service.collection_names()
+    service.close()

@@ -68,7 +68,7 @@ class TextPart(BaseModel):
 
 
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="allow")   # name, tool_calls, ...: accepted and ignored
+    model_config = ConfigDict(extra="allow", strict=True)   # name, tool_calls, ...: accepted and ignored
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[TextPart] | None = None
 
@@ -80,8 +80,8 @@ class ChatMessage(BaseModel):
 
 class ChatCompletionRequest(BaseModel):
     # Sampling settings (temperature, max_tokens, top_p, ...) are accepted and ignored: kbqa's answer is grounded
-    # and deterministic whatever the client asks for.
-    model_config = ConfigDict(extra="allow")
+    # and deterministic whatever the client asks for. Strict as kbqa's own models: "stream": "yes" is refused.
+    model_config = ConfigDict(extra="allow", strict=True)
     model: str = Field(description="kbqa-<collection>, as GET /v1/models lists them")
     messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=200)]
     stream: bool = False
