@@ -1,16 +1,19 @@
 """Load and churn: search and ask clients against a real `kbqa serve` on loopback while documents are uploaded and
-deleted, (optionally) a distillation promotes a new encoder, and a whole collection is deleted.
+deleted, `kbqa ingest` runs in its own process on the same collection (a second writer: its folder and the uploads
+both hold ``race.md``), (optionally) a distillation promotes a new encoder, and a whole collection is deleted.
 
     python -m benchs.speed.churn [--clients 8] [--seconds 30] [--files 20] [--distill]
 
 Builds its own KBQA_HOME in a temporary folder (models linked from $KBQA_HOME/models, default ./.kbqa/models), with
 two collections from the first ``--files`` pages of kb/docs: ``default`` and ``churn``. Every response is counted by
-route, collection and status; the only non-200 allowed is 404 on ``churn`` once its deletion has begun. Prints the
+route, collection and status; the only non-200 allowed is 404 on ``churn`` once its deletion has begun; the
+two writers' shared ``race.md`` must be stored by one and reported, by name, as a conflict by the other. Prints the
 table and writes benchs/results/churn.md. Bounded: loopback only, fixed duration, its home removed at the end.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -56,7 +59,7 @@ def main() -> None:
         for name in ("default", "churn"):
             kbqa(env, "ingest", str(pages), "--collection", name)
         with served(env) as base:
-            counts, problems = run(base, args)
+            counts, problems = run(base, args, env, home)
     finally:
         shutil.rmtree(home, ignore_errors=True)
     lines = [f"`python -m benchs.speed.churn --clients {args.clients} --seconds {args.seconds:.0f} --files {args.files}"
@@ -72,7 +75,23 @@ def main() -> None:
         raise SystemExit(1)
 
 
-def run(base: str, args) -> tuple[Counter, list[str]]:
+RACE = "race.md"
+
+
+def race_page(n: int, writer: str) -> bytes:
+    return f"# Race\n\nThe {writer}'s version {n} of the page both writers hold.\n".encode()
+
+
+def race_outcome(report: dict) -> str | None:
+    """What a writer's report says of race.md: stored, or refused because the other writer holds it (None: wrong)."""
+    if RACE in report["added"] + report["changed"] + report["unchanged"]:
+        return "race.md stored"
+    if "already belongs to" in report["errors"].get(RACE, ""):
+        return "race.md: conflict reported"
+    return None
+
+
+def run(base: str, args, env: dict, home: Path) -> tuple[Counter, list[str]]:
     counts: Counter = Counter()
     problems: list[str] = []
     lock = threading.Lock()
@@ -113,8 +132,12 @@ def run(base: str, args) -> tuple[Counter, list[str]]:
                 page = (f"churn{n}.md", f"# Gift cards {n}\n\nGift card batch {n} never expires.\n".encode(),
                         "text/markdown")
                 for collection in ("default",) + (() if deleted.is_set() else ("churn",)):
-                    response = http.post(f"/v1/collections/{collection}/documents", files=[("files", page)])
-                    record("upload", collection, response, response.status_code == 201)
+                    race = ([("files", (RACE, race_page(n, "upload"), "text/markdown"))]
+                            if collection == "default" else [])
+                    response = http.post(f"/v1/collections/{collection}/documents", files=[("files", page)] + race)
+                    outcome = race_outcome(response.json()) if race and response.status_code == 201 else None
+                    record("upload" + (f" ({outcome})" if outcome else ""), collection, response,
+                           response.status_code == 201 and (outcome is not None or not race))
                 if n % 2:
                     response = http.delete(f"/v1/collections/default/documents/churn{n - 1}.md")
                     record("delete document", "default", response, response.status_code == 200)
@@ -127,8 +150,29 @@ def run(base: str, args) -> tuple[Counter, list[str]]:
                     record("delete collection", "churn", response, response.status_code == 204)
                 n += 1
 
+    def cli_writer() -> None:   # a second writer in its own process: `kbqa ingest` of a folder on `default`
+        folder = home / "cli-pages"
+        folder.mkdir()
+        n = 0
+        while time.monotonic() < stop:
+            (folder / RACE).write_bytes(race_page(n, "command line"))
+            (folder / f"cli{n}.md").write_text(f"# Stickers {n}\n\nSticker sheet {n} ships flat.\n")
+            done = subprocess.run([sys.executable, "-m", "serve.cli", "ingest", str(folder), "--collection", "default",
+                                   "--json"], env=env, capture_output=True, text=True, timeout=1800)
+            if done.returncode != 0:
+                with lock:
+                    counts[("cli ingest", "default", f"exit {done.returncode}")] += 1
+                    problems.append(f"cli ingest: exit {done.returncode}: {done.stderr[-300:]}")
+            else:
+                outcome = race_outcome(json.loads(done.stdout))
+                with lock:
+                    counts[(f"cli ingest ({outcome})", "default", "exit 0")] += 1
+                    if outcome is None:
+                        problems.append(f"cli ingest: race.md neither stored nor reported: {done.stdout[-300:]}")
+            n += 1
+
     threads = [threading.Thread(target=query, args=(n,)) for n in range(args.clients)]
-    threads.append(threading.Thread(target=churn))
+    threads += [threading.Thread(target=churn), threading.Thread(target=cli_writer)]
     for thread in threads:
         thread.start()
     for thread in threads:
