@@ -23,26 +23,16 @@ LOAD_TIMEOUT_S = 60.0
 
 
 class BoundedLoader:
-    """``load_file`` with a per-file time limit (seconds) and character cap; a callable (path, source) -> docs."""
+    """``load_file`` with a per-file time limit (seconds) and character cap; a callable (path, source) -> docs.
 
-    def __init__(self, timeout_s: float = LOAD_TIMEOUT_S, max_chars: int = MAX_FILE_CHARS,
-                 workers: int | None = None):
+    Every loader of a process shares one pool of ``WORKERS`` processes, started on the first file (a service that
+    never ingests starts none) and stopped at exit: the limits travel with each file, not with the pool."""
+
+    def __init__(self, timeout_s: float = LOAD_TIMEOUT_S, max_chars: int = MAX_FILE_CHARS):
         self.timeout_s, self.max_chars = timeout_s, max_chars
-        self.workers = workers or min(4, os.cpu_count() or 1)
-        self._pool: ProcessPool | None = None
-        self._lock = threading.Lock()
-
-    def _workers(self) -> ProcessPool:
-        with self._lock:   # started on the first file: a service that never ingests starts no process
-            if self._pool is None or not self._pool.active:
-                # spawn, not fork: the server has threads (uvicorn, torch) that a forked child would inherit locked
-                self._pool = ProcessPool(self.workers, context=multiprocessing.get_context("spawn"))
-                atexit.register(self.close)
-            return self._pool
 
     def __call__(self, path: Path, source: str) -> list[Document]:
-        future = self._workers().schedule(load_file, args=(Path(path), source, self.max_chars),
-                                          timeout=self.timeout_s)
+        future = _workers().schedule(load_file, args=(Path(path), source, self.max_chars), timeout=self.timeout_s)
         try:
             return future.result()
         except FutureTimeout:
@@ -51,9 +41,26 @@ class BoundedLoader:
         except ProcessExpired as exc:   # the parser crashed or ran out of memory: that file only
             raise LoadError(source, f"crashed its loader (exit code {exc.exitcode})") from None
 
-    def close(self) -> None:
-        with self._lock:
-            if self._pool is not None:
-                self._pool.stop()
-                self._pool.join()
-                self._pool = None
+
+WORKERS = min(4, os.cpu_count() or 1)   # files of different collections load side by side
+_pool: ProcessPool | None = None
+_pool_lock = threading.Lock()
+
+
+def _workers() -> ProcessPool:
+    global _pool
+    with _pool_lock:
+        if _pool is None or not _pool.active:
+            # spawn, not fork: the server has threads (uvicorn, torch) that a forked child would inherit mid-lock
+            _pool = ProcessPool(WORKERS, context=multiprocessing.get_context("spawn"))
+            atexit.register(stop_workers)
+        return _pool
+
+
+def stop_workers() -> None:
+    global _pool
+    with _pool_lock:
+        if _pool is not None:
+            _pool.stop()
+            _pool.join()
+            _pool = None

@@ -170,7 +170,6 @@ class KbqaService:
         if self.handoff_webhook is not None:
             self.handoff_webhook.close()
         self.feedback.close()
-        self.loader.close()
         if self._milvus is not None:
             self._milvus.close()
 

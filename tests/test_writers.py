@@ -159,14 +159,11 @@ def test_a_file_that_takes_too_long_to_load_is_its_own_error(tmp_path):
     # Issue 30, 4: a 1.3 MB HTML nested 100k deep took 29 s, holding the whole ingest.
     (tmp_path / "deep.html").write_bytes(deep_html())
     (tmp_path / "fine.md").write_text("# Fine\n\nA normal page.\n")
-    loader = BoundedLoader(timeout_s=1.0, workers=1)
-    try:
-        with pytest.raises(LoadError, match="took longer than 1 s"):
-            loader(tmp_path / "deep.html", "deep.html")
-        # the worker that was killed is replaced: the next file loads
-        assert loader(tmp_path / "fine.md", "fine.md")[0].title == "Fine"
-    finally:
-        loader.close()
+    loader = BoundedLoader(timeout_s=1.0)
+    with pytest.raises(LoadError, match="took longer than 1 s"):
+        loader(tmp_path / "deep.html", "deep.html")
+    # the worker that was killed is replaced: the next file loads
+    assert loader(tmp_path / "fine.md", "fine.md")[0].title == "Fine"
 
 
 def test_extracted_text_is_capped_per_file_and_reported_beside_good_files(tmp_path, fake_encoder):
