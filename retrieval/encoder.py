@@ -41,6 +41,26 @@ PIPELINE_BATCH = 256   # texts a GPU batch; small batches leave it idle between 
 PIPELINE_AHEAD = 4     # batches tokenised ahead of the GPU
 
 
+class FairLock:
+    """A lock taken in arrival order. An ingest encodes slice after slice and, with a plain lock, took it back before
+    a waiting thread woke: a one-page upload to another collection (and queries) waited for the whole ingest."""
+
+    def __init__(self):
+        self._turns = threading.Condition()
+        self._next_ticket = self._serving = 0
+
+    def __enter__(self) -> "FairLock":
+        with self._turns:
+            ticket, self._next_ticket = self._next_ticket, self._next_ticket + 1
+            self._turns.wait_for(lambda: self._serving == ticket)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        with self._turns:
+            self._serving += 1
+            self._turns.notify_all()
+
+
 class SentenceEncoder:
     """A sentence-transformers model from a prepared (verified) folder.
 
@@ -69,10 +89,11 @@ class SentenceEncoder:
         self.encoder_id = f"{model_dir.name}@{digest}"
         # A fast tokenizer is not thread-safe: each call sets its padding and truncation state, so an upload's
         # chunker counting tokens while the query batcher encodes made searches fail ("Unable to create tensor").
-        # Counting gets its own copy; encodes take turns on the model's, slice by slice so queries interleave.
+        # Counting gets its own copy; encodes take turns on the model's, slice by slice and in arrival order, so
+        # queries and other collections' uploads interleave with a long ingest.
         self._counter = copy.deepcopy(self.model.tokenizer)
         self._count_lock = threading.Lock()
-        self._encode_lock = threading.Lock()
+        self._encode_lock = FairLock()
 
     @property
     def max_tokens(self) -> int:

@@ -85,3 +85,22 @@ def test_float16_stays_close_and_returns_float32(folder):
     assert float((a * b).sum(axis=1).min()) > 0.99
     with pytest.raises(ValueError, match="dtype"):
         SentenceEncoder(folder, device="cpu", dtype="int8")
+
+
+def test_encode_turns_are_taken_in_arrival_order():
+    # Issue 30, 3: with a plain lock an ingest re-took it slice after slice and another collection's upload waited.
+    import threading
+    import time
+
+    from retrieval.encoder import FairLock
+
+    lock, order = FairLock(), []
+    with lock:
+        waiter = threading.Thread(target=lambda: (lock.__enter__(), order.append("waiter"), lock.__exit__()))
+        waiter.start()
+        while lock._next_ticket < 2:   # the waiter holds the next ticket
+            time.sleep(0.01)
+    with lock:                         # the first holder comes straight back: it queues behind the waiter
+        order.append("holder again")
+    waiter.join(10)
+    assert order == ["waiter", "holder again"]

@@ -11,6 +11,7 @@ writes benchs/results/reliability_probe.md; exits 1 when a probe breaks its cont
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import signal
@@ -126,12 +127,16 @@ def two_writers(server: Server, env: dict, home: Path, files: int) -> None:
         stored = {d["source"] for d in http.get("/v1/collections/race2/documents").json()}
         alive = http.get("/healthz").status_code
     report = response.json() if response.status_code == 201 else {}
-    conflict = "zz-race.md" in report.get("errors", {}) or "zz-race.md" in (done.stdout if done.returncode else "")
+    cli_report = json.loads(done.stdout[done.stdout.index("{"):]) if done.returncode == 0 else {}
+    # whichever writer came second reports the shared id as its file's error; the first stored it
+    conflict = "already belongs to" in (report.get("errors", {}).get("zz-race.md", "")
+                                        + cli_report.get("errors", {}).get("zz-race.md", ""))
     lost = len([n for n, _ in payload if n != "zz-race.md" and n not in stored])
     row("two writers, one document id (API upload + CLI ingest)",
         "500 IntegrityError, 49 files lost, connection reset",
         f"upload {response.status_code} ({len(report.get('added', []))} added, {seconds:.0f} s), CLI exit "
-        f"{done.returncode}; zz-race.md conflict reported: {conflict}; upload files lost: {lost}; next request {alive}",
+        f"{done.returncode} ({len(cli_report.get('added', []))} added); zz-race.md conflict reported: {conflict}; "
+        f"upload files lost: {lost}; next request {alive}",
         response.status_code == 201 and done.returncode == 0 and conflict and lost == 0 and alive == 200)
 
 
