@@ -42,6 +42,31 @@ def _read_text(path: Path, source: str) -> str:
         raise LoadError(source, f"is not valid UTF-8 ({exc.reason} at byte {exc.start})") from exc
 
 
+def metadata_of(fields: dict, skip: tuple[str, ...] = ()) -> dict:
+    """The metadata a document carries (front matter, a record's extra fields): strings, numbers, booleans, dates (as
+    ISO strings) and lists of those kept with their types; nested objects and nulls are left out."""
+    import datetime as dt
+
+    def value(v):
+        if isinstance(v, (dt.date, dt.datetime)):
+            return v.isoformat()
+        if isinstance(v, (str, bool, int, float)) and v == v:   # NaN is no value
+            return v
+        return None
+
+    kept = {}
+    for key, v in fields.items():
+        if not isinstance(key, str) or key in skip:
+            continue
+        if isinstance(v, list):
+            items = [value(item) for item in v]
+            if items and all(item is not None for item in items):
+                kept[key] = items
+        elif value(v) is not None:
+            kept[key] = value(v)
+    return kept
+
+
 def _stem_title(source: str) -> str:
     return Path(source).stem.replace("-", " ").replace("_", " ").strip().capitalize()
 
@@ -90,7 +115,7 @@ def load_markdown(path: Path, source: str) -> list[Document]:
     text = clean_mdx(post.content)
     h1 = _H1.search(text)
     title = str(post.metadata.get("title") or (h1.group(1).strip() if h1 else _stem_title(source)))
-    meta = {k: str(v) for k, v in post.metadata.items() if isinstance(v, (str, int, float, bool))}
+    meta = metadata_of(post.metadata)
     return [Document(doc_id=source, source=source, title=title, text=text, metadata=meta, markdown=True)]
 
 
@@ -168,7 +193,10 @@ def load_csv(path: Path, source: str) -> list[Document]:
             continue
         row_id = (row.get(columns["id"]) or "").strip() if "id" in columns else ""
         doc_id = row_id or f"{source}#{n}"
-        docs.append(Document(doc_id=doc_id, source=doc_id, title=question, text=f"{question}\n{answer}"))
+        extra = {name.strip(): (row.get(name) or "").strip() for key, name in columns.items()
+                 if key not in ("id", "question", "answer") and (row.get(name) or "").strip()}
+        docs.append(Document(doc_id=doc_id, source=doc_id, title=question, text=f"{question}\n{answer}",
+                             metadata=extra))
     return docs
 
 
@@ -182,7 +210,10 @@ def _record(obj: object, source: str, where: str) -> Document:
     if not isinstance(text, str):
         raise LoadError(source, f"{where}: record {doc_id!r} needs a string 'text'")
     title = obj.get("title") if isinstance(obj.get("title"), str) else str(doc_id)
-    return Document(doc_id=str(doc_id), source=str(doc_id), title=title, text=text.strip())
+    # The record's other fields are its metadata (an explicit "metadata" object too), as in LangChain's documents.
+    fields = {**obj, **(obj["metadata"] if isinstance(obj.get("metadata"), dict) else {})}
+    return Document(doc_id=str(doc_id), source=str(doc_id), title=title, text=text.strip(),
+                    metadata=metadata_of(fields, skip=("id", "title", "text", "metadata")))
 
 
 def load_json(path: Path, source: str) -> list[Document]:

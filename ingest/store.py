@@ -152,9 +152,9 @@ class ChunkStore:
 
     def documents(self) -> list[dict]:
         rows = self.db.execute(
-            "SELECT d.doc_id, d.root, d.path, d.source, d.title, COUNT(c.chunk_id) AS chunks FROM documents d "
-            "LEFT JOIN chunks c USING (doc_id) GROUP BY d.doc_id ORDER BY d.source, d.doc_id")
-        return [dict(r) for r in rows]
+            "SELECT d.doc_id, d.root, d.path, d.source, d.title, d.metadata, COUNT(c.chunk_id) AS chunks "
+            "FROM documents d LEFT JOIN chunks c USING (doc_id) GROUP BY d.doc_id ORDER BY d.source, d.doc_id")
+        return [{**dict(r), "metadata": json.loads(r["metadata"])} for r in rows]
 
     def document(self, doc_id: str) -> dict | None:
         row = self.db.execute("SELECT doc_id, root, path, source, title, metadata FROM documents WHERE doc_id = ?",
@@ -164,6 +164,26 @@ class ChunkStore:
         chunks = self.db.execute("SELECT chunk_id, heading, position, text FROM chunks WHERE doc_id = ? "
                                  "ORDER BY position", (doc_id,))
         return {**dict(row), "metadata": json.loads(row["metadata"]), "chunks": [dict(c) for c in chunks]}
+
+    def faiss_ids_where(self, keep) -> np.ndarray:
+        """Sorted FAISS ids of every chunk whose document's metadata satisfies ``keep`` (a predicate on a dict)."""
+        docs = [r["doc_id"] for r in self.db.execute("SELECT doc_id, metadata FROM documents")
+                if keep(json.loads(r["metadata"]))]
+        ids: list[int] = []
+        for start in range(0, len(docs), 500):
+            batch = docs[start:start + 500]
+            marks = ",".join("?" * len(batch))
+            ids += [r[0] for r in self.db.execute(f"SELECT faiss_id FROM chunks WHERE doc_id IN ({marks})", batch)]
+        return np.sort(np.array(ids, dtype=np.int64))
+
+    def metadata_of(self, doc_ids: list[str]) -> dict[str, dict]:
+        found = {}
+        for start in range(0, len(doc_ids), 500):
+            batch = doc_ids[start:start + 500]
+            marks = ",".join("?" * len(batch))
+            for r in self.db.execute(f"SELECT doc_id, metadata FROM documents WHERE doc_id IN ({marks})", batch):
+                found[r["doc_id"]] = json.loads(r["metadata"])
+        return found
 
     def counts(self) -> dict[str, int]:
         return {table: self.db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]

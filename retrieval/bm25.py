@@ -177,8 +177,9 @@ class BM25Index:
                              Segment.empty(len(terms)), vocab=vocab)
         return BM25Index(terms, self.main, self.main_id, dead, delta, dead_df, vocab=vocab)
 
-    def search(self, query: str, k: int) -> list[tuple[int, float]]:
-        """Up to ``k`` (faiss id, score) pairs with a positive score, best first."""
+    def search(self, query: str, k: int, allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
+        """Up to ``k`` (faiss id, score) pairs with a positive score, best first; ``allowed``: sorted FAISS ids a
+        filter keeps (the rest score 0 before ranking, so the top ``k`` are the filtered top ``k``)."""
         if self.empty or k <= 0:
             return []
         words = bm25s.tokenize([query], stopwords="en", stemmer=_STEMMER, return_ids=False, show_progress=False)[0]
@@ -204,6 +205,8 @@ class BM25Index:
             total = np.bincount(np.concatenate(rows), weights=np.concatenate(parts), minlength=len(segment.keys))
             if dead is not None:
                 total[self._dead_rows] = 0.0   # few rows, where filtering the hits would touch every hit
+            if allowed is not None:
+                total[~np.isin(segment.keys, allowed)] = 0.0
             hits = np.flatnonzero(total > 0)
             if len(hits) > k:   # a common term matches most chunks: partition, do not sort them all
                 hits = hits[np.argpartition(total[hits], len(hits) - k)[-k:]]

@@ -18,6 +18,7 @@ import logging
 import sqlite3
 import threading
 import time
+from collections import OrderedDict
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
@@ -30,6 +31,7 @@ from ingest.pipeline import IngestPlan, IngestReport, plan_ingest
 from ingest.store import ChunkStore
 from retrieval.collection_encoder import CollectionEncoder, EncoderMismatch
 from retrieval.encoder import TextEncoder
+from retrieval.filters import canonical, compile_filter
 from retrieval.fusion import EQUAL_WEIGHT, FUSION_META, fusion_record, stored_dense_weight
 from retrieval.home import CREATED_META, UnknownCollection
 from retrieval.index_generations import IndexGenerations
@@ -38,6 +40,7 @@ from retrieval.vector_index import EXACT_LIMIT, VectorIndex
 
 __all__ = ["Collection", "CollectionBusy", "EncoderMismatch", "IngestReport", "SearchHit"]
 WRITE_LOCK = "write.lock"
+ALLOWED_CACHE = 64   # filters whose kept ids are remembered per collection (a key's slice is asked again and again)
 log = logging.getLogger(__name__)
 
 
@@ -66,6 +69,7 @@ class Collection:
         self._generation = -1
         self._snapshot: SearchSnapshot | None = None
         self._fusion: tuple[str | None, str, float] = (None, "", EQUAL_WEIGHT)   # (record, encoder id, weight)
+        self._allowed_cache: OrderedDict = OrderedDict()   # (generation, filter) -> FAISS ids it keeps
         self._closed = False
 
     def close(self) -> None:
@@ -140,13 +144,33 @@ class Collection:
                 "index": index.kind, "index_on_gpu": index.on_gpu, "encoder": self.store.get_meta("encoder"),
                 "hybrid_dense_weight": self.dense_weight}
 
-    def search(self, query: str, k: int = 5, mode: str = DEFAULT_MODE) -> list[SearchHit]:
+    def allowed(self, filter_: dict) -> np.ndarray:
+        """Sorted FAISS ids of the chunks whose documents ``filter_`` keeps (retrieval/filters.py), cached per
+        committed generation: a commit (metadata included) changes the generation."""
+        key = (self.store.generation, canonical(filter_))
+        with self._lock:
+            if key in self._allowed_cache:
+                self._allowed_cache.move_to_end(key)
+                return self._allowed_cache[key]
+        ids = self.store.faiss_ids_where(compile_filter(filter_))
+        with self._lock:
+            self._allowed_cache[key] = ids
+            while len(self._allowed_cache) > ALLOWED_CACHE:
+                self._allowed_cache.popitem(last=False)
+        return ids
+
+    def search(self, query: str, k: int = 5, mode: str = DEFAULT_MODE, filter: dict | None = None) -> list[SearchHit]:
         """Search the committed generation; if a commit lands mid-search and removes ranked chunks, search again
-        on the new one (twice at most), so a concurrent ingest never silently shortens the results."""
+        on the new one (twice at most), so a concurrent ingest never silently shortens the results. ``filter``: a
+        metadata filter (retrieval/filters.py; FilterError when malformed); the ranking is exact within it."""
+        if filter is not None:
+            compile_filter(filter)   # malformed: FilterError before any work
         try:
             for strict in (True, True, False):
                 try:
-                    return self.snapshot().search(query, k, mode, self.store, self._lock, strict=strict)
+                    snapshot = self.snapshot()
+                    allowed = self.allowed(filter) if filter else None
+                    return snapshot.search(query, k, mode, self.store, self._lock, strict=strict, allowed=allowed)
                 except SnapshotMoved:
                     continue
         except sqlite3.ProgrammingError:   # "Cannot operate on a closed database": deleted mid-search

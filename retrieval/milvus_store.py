@@ -69,14 +69,17 @@ class MilvusIndex:
         rows = self.client.query(self.name, filter=self.view, output_fields=["count(*)"])
         return int(rows[0]["count(*)"])
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(scores (Q, k), faiss ids (Q, k)), id -1 where fewer than k vectors exist, as VectorIndex.search."""
+    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(scores (Q, k), faiss ids (Q, k)), id -1 where fewer than k vectors exist, as VectorIndex.search.
+        ``allowed``: the FAISS ids a metadata filter keeps, sent as an id list in Milvus's boolean expression (the
+        metadata itself stays in the store)."""
         q = len(queries)
         scores, ids = np.zeros((q, k), dtype=np.float32), np.full((q, k), -1, dtype=np.int64)
-        if k <= 0 or q == 0:
+        if k <= 0 or q == 0 or (allowed is not None and not len(allowed)):
             return scores[:, :0], ids[:, :0]
+        view = self.view if allowed is None else f"{self.view} and faiss_id in {[int(i) for i in allowed]}"
         results = self.client.search(self.name, data=np.asarray(queries, dtype=np.float32).tolist(), limit=k,
-                                     filter=self.view, output_fields=["faiss_id"],
+                                     filter=view, output_fields=["faiss_id"],
                                      search_params={"metric_type": "IP"})
         for row, hits in enumerate(results):
             for col, hit in enumerate(hits[:k]):

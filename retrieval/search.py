@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, get_args
 
 from ingest.records import Chunk
@@ -26,6 +26,7 @@ class SearchHit:
     chunk: Chunk
     score: float                     # ranking score: cosine (dense), BM25, or RRF (hybrid)
     dense_score: float | None = None  # cosine between query and passage: the relevance gate uses it
+    metadata: dict = field(default_factory=dict)   # its document's (retrieval/filters.py filters on it)
 
 
 class SnapshotMoved(RuntimeError):
@@ -41,17 +42,19 @@ class SearchSnapshot:
     dense_weight: float = EQUAL_WEIGHT   # the dense ranking's share in hybrid fusion (retrieval/fusion.py)
 
     def search(self, query: str, k: int, mode: str, store: ChunkStore, store_lock: threading.RLock,
-               strict: bool = True) -> list[SearchHit]:
+               strict: bool = True, allowed=None) -> list[SearchHit]:
         """The top ``k``. ``strict``: raise SnapshotMoved when a concurrent commit removed a ranked chunk, rather
-        than answer with fewer hits; otherwise such hits are left out."""
+        than answer with fewer hits; otherwise such hits are left out. ``allowed``: the sorted FAISS ids a filter
+        keeps; both rankings are restricted to them before ranking."""
         if mode not in SEARCH_MODES:
             raise ValueError(f"unknown search mode {mode!r}; use one of {SEARCH_MODES}")
         depth = k if mode == "dense" else max(4 * k, 40)
-        lexical = _LEXICAL.submit(self.bm25.search, query, k if mode == "bm25" else depth) if mode != "dense" else None
+        lexical = (_LEXICAL.submit(self.bm25.search, query, k if mode == "bm25" else depth, allowed)
+                   if mode != "dense" else None)
         query_vector = self.encoder.encode([query])  # (1, D): the BM25-only hits' cosines need it too
         dense: dict[int, float] = {}
         if mode != "bm25":   # BM25 mode ranks without FAISS; its hits' cosines come from the stored vectors
-            scores, ids = self.index.search(query_vector, depth)
+            scores, ids = self.index.search(query_vector, depth, allowed)
             dense = {int(i): float(s) for i, s in zip(ids[0], scores[0]) if i >= 0}
         if mode == "dense":
             ranked = sorted(dense.items(), key=lambda item: -item[1])[:k]
@@ -64,6 +67,7 @@ class SearchSnapshot:
             chunks = store.chunks_by_faiss_ids([key for key, _ in ranked])
             missing = [chunks[key].chunk_id for key, _ in ranked if key not in dense and key in chunks]
             stored = store.vectors_for(missing)
+            metadata = store.metadata_of(sorted({c.doc_id for c in chunks.values()}))
         if strict and any(key not in chunks for key, _ in ranked):
             raise SnapshotMoved(f"a commit removed {sum(key not in chunks for key, _ in ranked)} ranked chunks")
         hits = []
@@ -74,5 +78,6 @@ class SearchSnapshot:
             cosine = dense.get(key)
             if cosine is None and chunk.chunk_id in stored:   # a BM25-only hit: its cosine from the stored vector
                 cosine = float(stored[chunk.chunk_id] @ query_vector[0])
-            hits.append(SearchHit(chunk=chunk, score=float(score), dense_score=cosine))
+            hits.append(SearchHit(chunk=chunk, score=float(score), dense_score=cosine,
+                                  metadata=metadata.get(chunk.doc_id, {})))
         return hits

@@ -22,6 +22,7 @@ EXACT_LIMIT = 50_000
 HNSW_M = 32                  # links a node; 64 gained little recall for twice the graph
 HNSW_EF_CONSTRUCTION = 64
 HNSW_REBUILD_SHARE = 0.2     # tombstones past this share of the index: the next commit builds it afresh
+FILTERED_EXACT_LIMIT = 20_000   # filtered HNSW search scores up to this many kept vectors directly
 _LIVE = faiss.IDSelectorRange(0, 1 << 62)   # every real id (60-bit, >= 0); tombstones are -1
 
 
@@ -152,13 +153,16 @@ class VectorIndex:
             index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids.astype(np.int64))
         return cls(index)
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(scores (Q, k), faiss ids (Q, k)); id -1 where fewer than k vectors exist."""
-        if self.size == 0:
+    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(scores (Q, k), faiss ids (Q, k)); id -1 where fewer than k vectors exist. ``allowed``: sorted FAISS ids a
+        filter keeps; the search is then exact over them (see ``_search_allowed``)."""
+        if self.size == 0 or (allowed is not None and not len(allowed)):
             q = len(queries)
             return np.zeros((q, 0), dtype=np.float32), np.zeros((q, 0), dtype=np.int64)
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         with self._lock.reading():
+            if allowed is not None:
+                return self._search_allowed(queries, k, allowed)
             if not self._hnsw:
                 return self.index.search(queries, min(k, self.size))
             params = faiss.SearchParametersHNSW()
@@ -166,6 +170,26 @@ class VectorIndex:
             if self.tombstones:
                 params.sel = _LIVE
             return self.index.search(queries, min(k, self.size), params=params)
+
+    def _search_allowed(self, queries: np.ndarray, k: int, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Filtered search, exact: a flat index scans with FAISS's id selector; over HNSW (whose graph walk misses
+        what a narrow filter keeps) the kept vectors are scored directly when few, else the graph is walked with the
+        selector and a search breadth widened by the filter's selectivity."""
+        k = min(k, len(allowed))
+        if not self._hnsw:
+            params = faiss.SearchParameters()
+            params.sel = faiss.IDSelectorBatch(allowed)
+            return self.cpu_index.search(queries, k, params=params)
+        if len(allowed) <= FILTERED_EXACT_LIMIT:
+            vectors = self.cpu_index.reconstruct_batch(allowed)
+            scores = queries @ vectors.T
+            top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+            return np.take_along_axis(scores, top, axis=1), allowed[top]
+        params = faiss.SearchParametersHNSW()
+        share = len(allowed) / max(1, self.size)
+        params.efSearch = min(4096, max(hnsw_ef(self.size), k, int(hnsw_ef(self.size) / share)))
+        params.sel = faiss.IDSelectorBatch(allowed)
+        return self.cpu_index.search(queries, k, params=params)
 
     def save(self, path: Path) -> None:
         """Write aside, then rename: a crash leaves whatever was at ``path`` before."""

@@ -12,6 +12,7 @@ writes to the same store, and the running server accepts the new key at once.
 from __future__ import annotations
 
 import hashlib
+import json
 import hmac
 import ipaddress
 import math
@@ -25,6 +26,8 @@ from pathlib import Path
 import limits
 import limits.storage
 import limits.strategies
+
+from retrieval.filters import combined, compile_filter
 
 SCOPES = ("query", "admin")
 KEYLESS_REFUSAL = ("no API key has been created yet, so this server answers loopback clients only: on the server, "
@@ -52,6 +55,7 @@ class Principal:
     key_id: str | None            # None: local development mode (no keys configured)
     scope: str
     collections: frozenset[str] | None   # None: every collection
+    filter: dict | None = None           # a metadata filter AND-ed into every request (retrieval/filters.py)
 
     def allows(self, scope: str) -> bool:
         return self.scope == "admin" or scope == self.scope
@@ -62,6 +66,19 @@ class Principal:
     def check_collection(self, collection: str) -> None:
         if not self.can_see(collection):
             raise AuthError(403, f"this API key may not use collection {collection!r}")
+
+    def narrowed(self, requested: dict | None) -> dict | None:
+        """The request's filter within this key's slice: AND-ed, so no filter of the caller's can widen it."""
+        return combined(self.filter, requested)
+
+    def check_unsliced(self, what: str) -> None:
+        """Routes that write documents or report across them (feedback, gaps, distillation) are not yet cut to a
+        slice: a key with a filter is refused there (403), so it never sees or changes rows outside its slice."""
+        if self.filter is not None:
+            raise AuthError(403, f"this API key is bound to a filter: {what} needs a key without one")
+
+    def sees_document(self, metadata: dict) -> bool:
+        return self.filter is None or compile_filter(self.filter)(metadata)
 
 
 DEV_PRINCIPAL = Principal(None, "admin", None)
@@ -75,20 +92,27 @@ class KeyStore:
         self._db.execute("CREATE TABLE IF NOT EXISTS keys (key_id TEXT PRIMARY KEY, name TEXT NOT NULL, "
                          "key_hash TEXT NOT NULL, scope TEXT NOT NULL, collections TEXT, created REAL NOT NULL, "
                          "revoked INTEGER NOT NULL DEFAULT 0)")
+        if "filter" not in {r["name"] for r in self._db.execute("PRAGMA table_info(keys)")}:   # added by issue 28
+            self._db.execute("ALTER TABLE keys ADD COLUMN filter TEXT")
         self._lock = threading.Lock()
 
     def close(self) -> None:
         self._db.close()
 
-    def create(self, name: str, scope: str, collections: list[str] | None = None) -> str:
+    def create(self, name: str, scope: str, collections: list[str] | None = None, filter: dict | None = None) -> str:
+        """``filter``: the key's slice of its collections' documents (checked here: FilterError when malformed)."""
         if scope not in SCOPES:
             raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
+        if filter is not None:
+            compile_filter(filter)
         key_id, secret = secrets.token_hex(6), secrets.token_urlsafe(24)
         key = f"kbqa_{key_id}_{secret}"
         with self._lock:
-            self._db.execute("INSERT INTO keys (key_id, name, key_hash, scope, collections, created) VALUES (?, ?, ?, ?, ?, ?)",
+            self._db.execute("INSERT INTO keys (key_id, name, key_hash, scope, collections, created, filter) "
+                             "VALUES (?, ?, ?, ?, ?, ?, ?)",
                              (key_id, name, hashlib.sha256(key.encode()).hexdigest(), scope,
-                              ",".join(collections) if collections else None, time.time()))
+                              ",".join(collections) if collections else None, time.time(),
+                              json.dumps(filter) if filter else None))
         return key
 
     def revoke(self, key_id: str) -> None:
@@ -98,8 +122,10 @@ class KeyStore:
 
     def list(self) -> list[dict]:
         with self._lock:
-            rows = self._db.execute("SELECT key_id, name, scope, collections, created, revoked FROM keys").fetchall()
-        return [{**dict(r), "revoked": bool(r["revoked"])} for r in rows]
+            rows = self._db.execute("SELECT key_id, name, scope, collections, created, revoked, filter FROM keys"
+                                    ).fetchall()
+        return [{**dict(r), "revoked": bool(r["revoked"]), "filter": json.loads(r["filter"]) if r["filter"] else None}
+                for r in rows]
 
     def ever_keyed(self) -> bool:
         """Has a key ever been created here (revoked ones count)? Once true, it stays true."""
@@ -120,7 +146,7 @@ class KeyStore:
         if row is None or not hmac.compare_digest(row["key_hash"], hashlib.sha256(key.encode()).hexdigest()):
             raise AuthError(401, "unknown or revoked API key")
         collections = frozenset(row["collections"].split(",")) if row["collections"] else None
-        return Principal(row["key_id"], row["scope"], collections)
+        return Principal(row["key_id"], row["scope"], collections, json.loads(row["filter"]) if row["filter"] else None)
 
 
 class RateLimiter:

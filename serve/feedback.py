@@ -126,7 +126,8 @@ class FeedbackStore:
         with self._lock:
             row = self._db.execute("SELECT 1 FROM feedback f JOIN answers a USING (answer_id) "
                                    "WHERE a.conversation_id = ? AND a.collection = ? AND a.key_id = ? "
-                                   "AND f.helpful = 0 LIMIT 1", (conversation_id, collection, key_id or LOCAL)).fetchone()
+                                   "AND f.helpful = 0 LIMIT 1",
+                                   (conversation_id, collection, key_id or LOCAL)).fetchone()
         return row is not None
 
     def add_feedback(self, answer_id: str, helpful: bool, comment: str = "") -> int:

@@ -8,6 +8,7 @@ from fastapi import Path
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from ingest.records import MAX_ID_CHARS
+from retrieval.filters import FilterError, compile_filter
 
 from retrieval.home import COLLECTION_NAME
 
@@ -28,11 +29,26 @@ def _not_blank(text: str) -> str:
 Question = Annotated[str, Field(min_length=1, max_length=2000), AfterValidator(_not_blank)]
 
 
+def _valid_filter(node: dict | None) -> dict | None:
+    if node is not None:
+        try:
+            compile_filter(node)
+        except FilterError as exc:
+            raise ValueError(str(exc)) from None
+    return node or None
+
+
+MetadataFilter = Annotated[dict | None, AfterValidator(_valid_filter), Field(
+    None, description='a metadata filter, MongoDB-style as in Chroma and LangChain: {"product": "tv"}, '
+                      '{"version": {"$gte": 3}}, $in, $nin, $ne, $exists, $and, $or, $not (README "Filters")')]
+
+
 class SearchRequest(BaseModel):
     model_config = STRICT
     query: Question
     k: int = Field(5, ge=1, le=50)
     collection: str = _COLLECTION
+    filter: MetadataFilter = None
 
 
 class SearchResult(BaseModel):
@@ -42,6 +58,7 @@ class SearchResult(BaseModel):
     title: str
     text: str
     score: float
+    metadata: dict = Field(default_factory=dict, description="the document's metadata")
 
 
 class SearchResponse(BaseModel):
@@ -60,6 +77,7 @@ class AskRequest(BaseModel):
     question: Question
     k: int = Field(5, ge=1, le=50)
     collection: str = _COLLECTION
+    filter: MetadataFilter = None
     history: list[Turn] = Field(default_factory=list, max_length=20,
                                 description="earlier turns, oldest first: a follow-up question is made standalone")
     stream: bool = Field(False, description="answer as Server-Sent Events: `token` events as the generator "
@@ -75,6 +93,7 @@ class CitationOut(BaseModel):
     source: str
     title: str
     score: float
+    metadata: dict = Field(default_factory=dict, description="the cited document's metadata")
 
 
 class HandoffOut(BaseModel):
@@ -172,6 +191,7 @@ class DocumentOut(BaseModel):
     source: str
     title: str
     chunks: int
+    metadata: dict = Field(default_factory=dict)
 
 
 class ChunkOut(BaseModel):
@@ -212,6 +232,7 @@ class KeyCreate(BaseModel):
     scope: Literal["query", "admin"]
     collections: list[Annotated[str, Field(pattern=COLLECTION_NAME.pattern)]] = Field(
         default_factory=list, max_length=100, description="bind the key to these collections; empty: all")
+    filter: MetadataFilter = None
 
 
 class KeyCreated(BaseModel):
@@ -226,6 +247,7 @@ class KeyOut(BaseModel):
     collections: str | None
     created: float
     revoked: bool
+    filter: dict | None = Field(None, description="the key's slice: AND-ed into every request it makes")
 
 
 class RecordIn(BaseModel):

@@ -111,26 +111,30 @@ class KbqaService:
             self.delete_collection(collection)
         return report
 
-    def search(self, query: str, k: int = 5, collection: str = "default") -> list[SearchHit]:
-        return self.collection(collection).search(query, k, self.settings.search_mode)
+    def search(self, query: str, k: int = 5, collection: str = "default",
+               filter: dict | None = None) -> list[SearchHit]:
+        """``filter``: a metadata filter (retrieval/filters.py), the key's slice already AND-ed in by the route."""
+        return self.collection(collection).search(query, k, self.settings.search_mode, filter)
 
     def ask(self, question: str, k: int = 5, collection: str = "default", history: list[dict] | None = None,
-            conversation_id: str | None = None, key_id: str | None = None) -> Answer:
+            conversation_id: str | None = None, key_id: str | None = None, filter: dict | None = None) -> Answer:
         final = None
-        for kind, value in self.ask_stream(question, k, collection, history, conversation_id, key_id):
+        for kind, value in self.ask_stream(question, k, collection, history, conversation_id, key_id, filter):
             if kind == "final":
                 final = value
         return final
 
     def ask_stream(self, question: str, k: int = 5, collection: str = "default", history: list[dict] | None = None,
-                   conversation_id: str | None = None, key_id: str | None = None) -> Iterator[tuple[str, object]]:
+                   conversation_id: str | None = None, key_id: str | None = None,
+                   filter: dict | None = None) -> Iterator[tuple[str, object]]:
         """Retrieve now (so an unknown collection fails before anything is sent), then an iterator of
         ("token", text) events and one ("final", Answer), recorded (and a recommended hand-off sent) before it is
         yielded. ``conversation_id`` is the client's, scoped to ``key_id`` (the API key asking) and ``collection``."""
         if self.pipeline is None:
             raise RuntimeError("this service was loaded without its answering models")
         history = history or []
-        events = self.pipeline.stream(question, lambda standalone: self.search(standalone, k, collection), history,
+        events = self.pipeline.stream(question, lambda standalone: self.search(standalone, k, collection, filter),
+                                      history,
                                       answer_id=uuid.uuid4().hex,
                                       rated_unhelpful=self.feedback.conversation_rated_unhelpful(
                                           conversation_id, collection, key_id))
@@ -177,5 +181,5 @@ class KbqaService:
 def hit_to_dict(hit: SearchHit) -> dict:
     c = hit.chunk
     return {"chunk_id": c.chunk_id, "doc_id": c.doc_id, "source": c.source, "title": c.title,
-            "text": c.text, "score": round(hit.score, 6)}
+            "text": c.text, "score": round(hit.score, 6), "metadata": hit.metadata}
 

@@ -28,8 +28,8 @@ def test_search_shape(client):
     body = client.post("/v1/search", json={"query": "refunds paid back", "k": 2}).json()
     assert body["query"] == "refunds paid back" and len(body["results"]) == 2
     top = body["results"][0]
-    assert set(top) == {"chunk_id", "doc_id", "source", "title", "text", "score"}
-    assert top["source"] == "billing.md" and top["title"] == "Billing"
+    assert set(top) == {"chunk_id", "doc_id", "source", "title", "text", "score", "metadata"}
+    assert top["source"] == "billing.md" and top["title"] == "Billing" and top["metadata"] == {"title": "Billing"}
 
 
 def test_ask_shape_and_citation(client):
@@ -40,7 +40,8 @@ def test_ask_shape_and_citation(client):
     assert body["abstained"] is False and body["grounding"] == "generated" and body["unsupported"] == []
     assert body["answerability"] is None   # no scorer trained: the gate is off
     assert body["citations"][0]["source"] == "billing.md" and body["citations"][0]["n"] == 1
-    assert set(body["citations"][0]) == {"n", "chunk_id", "doc_id", "source", "title", "score"}
+    assert set(body["citations"][0]) == {"n", "chunk_id", "doc_id", "source", "title", "score", "metadata"}
+    assert body["citations"][0]["metadata"] == {"title": "Billing"}
     assert {"retrieve", "generate", "total"} <= set(body["timings_ms"])
 
 

@@ -20,6 +20,7 @@ class Citation:
     source: str
     title: str
     score: float
+    metadata: dict = field(default_factory=dict)   # the cited document's (product, plan, version, ...)
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,7 @@ def cite(used: list[SearchHit], numbers: list[int]) -> list[Citation]:
     """The citations [n] of an answer over the prompt passages ``used``."""
     return [Citation(n=n, chunk_id=used[n - 1].chunk.chunk_id, doc_id=used[n - 1].chunk.doc_id,
                      source=used[n - 1].chunk.source, title=used[n - 1].chunk.title,
-                     score=round(used[n - 1].score, 6)) for n in numbers]
+                     score=round(used[n - 1].score, 6), metadata=dict(used[n - 1].metadata)) for n in numbers]
 
 
 def quoted(question: str, selection: Selection | None, used: list[SearchHit], fallback_reason: str | None = None,

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from serve.cli.common import service
+from serve.cli.keys import filter_arg
 
 
 def cmd_ingest(args) -> int:
@@ -24,7 +25,7 @@ def cmd_ingest(args) -> int:
 def cmd_search(args) -> int:
     from serve.service import hit_to_dict
 
-    hits = service(with_generator=False).search(args.query, args.k, args.collection)
+    hits = service(with_generator=False).search(args.query, args.k, args.collection, args.filter)
     results = [hit_to_dict(h) for h in hits]
     if args.json:
         print(json.dumps({"query": args.query, "results": results}, indent=1))
@@ -36,7 +37,7 @@ def cmd_search(args) -> int:
 
 
 def cmd_ask(args) -> int:
-    answer = service(with_generator=True).ask(args.question, args.k, args.collection)
+    answer = service(with_generator=True).ask(args.question, args.k, args.collection, filter=args.filter)
     if args.json:
         print(json.dumps(answer.to_dict(), indent=1))
     else:
@@ -74,6 +75,8 @@ def register(sub) -> None:
     p.add_argument("query")
     p.add_argument("--k", type=int, default=5)
     p.add_argument("--collection", default="default")
+    p.add_argument("--filter", type=filter_arg, help='only documents whose metadata this JSON filter keeps, e.g. '
+                   '\'{"product": "tv"}\' (README "Filters")')
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_search)
 
@@ -81,6 +84,7 @@ def register(sub) -> None:
     p.add_argument("question")
     p.add_argument("--k", type=int, default=5)
     p.add_argument("--collection", default="default")
+    p.add_argument("--filter", type=filter_arg, help="only documents whose metadata this JSON filter keeps")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_ask)
 

@@ -32,12 +32,12 @@ async def ask(body: AskRequest, service: ServiceDep, request: Request, key: Quer
     if not body.stream:
         with ticket:
             answer = await run_in_threadpool(service.ask, body.question, body.k, body.collection, history,
-                                             body.conversation_id, key.key_id)
+                                             body.conversation_id, key.key_id, key.narrowed(body.filter))
         request.app.state.metrics.observe_answer(answer)
         return AskResponse(**answer.to_dict())
     try:
         events = await run_in_threadpool(service.ask_stream, body.question, body.k, body.collection, history,
-                                         body.conversation_id, key.key_id)
+                                         body.conversation_id, key.key_id, key.narrowed(body.filter))
     except BaseException:
         ticket.release()
         raise

@@ -24,11 +24,13 @@ async def list_collections(service: ServiceDep, key: AdminKey) -> list[Collectio
 @router.post("", status_code=201, response_model=CollectionOut, responses={409: {"model": ErrorResponse}})
 async def create_collection(body: CollectionCreate, service: ServiceDep, key: AdminKey) -> CollectionOut:
     key.check_collection(body.name)
+    key.check_unsliced("creating collections")
     return _out(await run_in_threadpool(service.create_collection, body.name))
 
 
 @router.delete("/{name}", status_code=204, responses={404: {"model": ErrorResponse}})
 async def delete_collection(name: CollectionPath, service: ServiceDep, key: AdminKey) -> Response:
     key.check_collection(name)
+    key.check_unsliced("deleting collections")
     await run_in_threadpool(service.delete_collection, name)
     return Response(status_code=204)

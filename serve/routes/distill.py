@@ -11,6 +11,7 @@ router = APIRouter(prefix="/v1/collections/{collection}/distill", tags=["distill
 async def start(collection: CollectionPath, service: ServiceDep, key: AdminKey) -> JobOut:
     """Queue a distillation of this collection's encoder; answers go on meanwhile."""
     key.check_collection(collection)
+    key.check_unsliced("distillation")
     service.collection(collection)  # 404 now rather than a failed job later
     return JobOut(**service.jobs.submit(collection).to_dict())
 
@@ -18,10 +19,12 @@ async def start(collection: CollectionPath, service: ServiceDep, key: AdminKey) 
 @router.get("", response_model=list[JobOut])
 async def list_jobs(collection: CollectionPath, service: ServiceDep, key: AdminKey) -> list[JobOut]:
     key.check_collection(collection)
+    key.check_unsliced("distillation")
     return [JobOut(**j.to_dict()) for j in service.jobs.list(collection)]
 
 
 @router.get("/{job_id}", response_model=JobOut, responses={404: {"model": ErrorResponse}})
 async def get_job(collection: CollectionPath, job_id: str, service: ServiceDep, key: AdminKey) -> JobOut:
     key.check_collection(collection)
+    key.check_unsliced("distillation")
     return JobOut(**service.jobs.get(job_id, collection).to_dict())

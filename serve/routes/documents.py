@@ -18,6 +18,7 @@ async def upload(collection: CollectionPath, service: ServiceDep, key: AdminKey,
     """Add or replace files (md, mdx, html, txt, pdf, csv, json, jsonl), at most 50 per upload (413 beyond);
     ingested incrementally."""
     key.check_collection(collection)
+    key.check_unsliced("uploading documents")
     check_file_count(len(files))   # before any file is read
     # Read one byte past the limit: enough to refuse an oversized file without holding all of it.
     payload = [(f.filename or "", await f.read(MAX_FILE_BYTES + 1)) for f in files]
@@ -31,6 +32,7 @@ async def upload_records(collection: CollectionPath, body: RecordsUpload, servic
                          key: AdminKey) -> UploadReport:
     """Add or replace a set of JSON records ({"id", "title", "text", ...}) as one JSONL document file."""
     key.check_collection(collection)
+    key.check_unsliced("uploading documents")
     lines = "".join(json.dumps(r.model_dump()) + "\n" for r in body.records).encode()
     target = service.collection(collection)
     report = await run_in_threadpool(service.documents.upload, target, [(f"{body.name}.jsonl", lines)])
@@ -40,14 +42,15 @@ async def upload_records(collection: CollectionPath, body: RecordsUpload, servic
 @router.get("", response_model=list[DocumentOut], responses=_ERRORS)
 async def list_documents(collection: CollectionPath, service: ServiceDep, key: AdminKey) -> list[DocumentOut]:
     key.check_collection(collection)
-    return [DocumentOut(**d) for d in service.collection(collection).store.documents()]
+    return [DocumentOut(**d) for d in service.collection(collection).store.documents()
+            if key.sees_document(d["metadata"])]
 
 
 @router.get("/{doc_id:path}", response_model=DocumentDetail, responses=_ERRORS)
 async def get_document(collection: CollectionPath, doc_id: str, service: ServiceDep, key: AdminKey) -> DocumentDetail:
     key.check_collection(collection)
     document = service.collection(collection).store.document(doc_id)
-    if document is None:
+    if document is None or not key.sees_document(document["metadata"]):
         raise UnknownDocument(f"no document {doc_id!r} in collection {collection!r}")
     return DocumentDetail(**document)
 
@@ -58,5 +61,6 @@ async def delete_document(collection: CollectionPath, doc_id: str, service: Serv
     """Removes the file the document came from. A file ingested by `kbqa ingest` comes back on the next
     ingest of its folder: delete it there too."""
     key.check_collection(collection)
+    key.check_unsliced("deleting documents")
     target = service.collection(collection)
     return DocumentDeleted(**await run_in_threadpool(service.documents.delete, target, doc_id))

@@ -20,6 +20,7 @@ async def add_feedback(body: FeedbackRequest, service: ServiceDep, key: QueryKey
 @router.get("", response_model=list[FeedbackOut])
 async def list_feedback(service: ServiceDep, key: AdminKey, limit: int = Query(100, ge=1, le=1000),
                         helpful: bool | None = None) -> list[FeedbackOut]:
+    key.check_unsliced("the feedback list")
     rows = service.feedback.list_feedback(limit, helpful, None if key.collections is None else sorted(key.collections))
     return [FeedbackOut(**row) for row in rows]
 
@@ -28,6 +29,7 @@ async def list_feedback(service: ServiceDep, key: AdminKey, limit: int = Query(1
 async def correct_feedback(body: FeedbackCorrection, service: ServiceDep, key: AdminKey,
                            feedback_id: int = PathParam(ge=1, le=2**62)) -> FeedbackCreated:
     """An admin writes the right answer for a rated one: `kbqa train-generator --from-feedback` learns from it."""
+    key.check_unsliced("correcting feedback")
     collection = service.feedback.feedback_collection(feedback_id)
     if collection is None or not key.can_see(collection):   # another collection's: as if it did not exist
         raise UnknownAnswer(f"no feedback with id {feedback_id}")

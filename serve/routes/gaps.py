@@ -18,6 +18,7 @@ async def gaps(name: CollectionPath, service: ServiceDep, key: AdminKey,
                threshold: float = Query(DEFAULT_THRESHOLD, ge=0.0, le=1.0)) -> GapReport:
     """Questions abstained on or rated unhelpful, clustered, largest first: what the docs should cover next."""
     key.check_collection(name)
+    key.check_unsliced("the gaps report")
     return GapReport(**await run_in_threadpool(gap_report, service, name, since_days, threshold))
 
 

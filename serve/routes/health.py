@@ -59,7 +59,7 @@ async def readyz(service: ServiceDep):
 async def metrics(request: Request, service: ServiceDep, key: AdminKey) -> Response:
     """Prometheus text: it names every collection and counts every tenant's answers, so with keys in use it needs an
     admin key bound to no collection (a bound one gets 403)."""
-    if key.collections is not None:
+    if key.collections is not None or key.filter is not None:
         raise AuthError(403, "metrics cover every collection: they need an admin key bound to no collection")
     gauge = request.app.state.metrics.index_vectors
 

@@ -9,15 +9,15 @@ router = APIRouter(prefix="/v1/keys", tags=["keys"])
 
 def _unbound(key) -> None:
     # A key bound to some collections must not mint a key that reaches others.
-    if key.collections is not None:
-        raise AuthError(403, "only an admin key bound to no collection may manage keys")
+    if key.collections is not None or key.filter is not None:
+        raise AuthError(403, "only an admin key bound to no collection and no filter may manage keys")
 
 
 @router.post("", status_code=201, response_model=KeyCreated, responses={403: {"model": ErrorResponse}})
 async def create_key(body: KeyCreate, request: Request, key: AdminKey) -> KeyCreated:
     """The key is in this answer only: it is stored hashed."""
     _unbound(key)
-    secret = request.app.state.keys.create(body.name, body.scope, body.collections or None)
+    secret = request.app.state.keys.create(body.name, body.scope, body.collections or None, body.filter)
     return KeyCreated(key=secret, key_id=secret.split("_")[1])
 
 

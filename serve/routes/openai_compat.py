@@ -27,7 +27,7 @@ from retrieval.answering.engines.remote import GeneratorUnavailable
 from retrieval.home import UnknownCollection
 from serve.admission import admit
 from serve.deps import QueryKey, ServiceDep
-from serve.schemas import CONVERSATION_ID, AskResponse
+from serve.schemas import CONVERSATION_ID, AskResponse, MetadataFilter
 
 router = APIRouter(tags=["openai-compatible"])
 MODEL_PREFIX = "kbqa-"
@@ -87,6 +87,7 @@ class ChatCompletionRequest(BaseModel):
     stream: bool = False
     conversation_id: str | None = Field(None, pattern=CONVERSATION_ID, description="kbqa's extension (send it with "
                                         "the SDK's extra_body): an unhelpful rating earlier in it recommends a hand-off")
+    filter: MetadataFilter = None   # kbqa's extension too (extra_body): only documents it keeps are searched
 
 
 class ModelOut(BaseModel):
@@ -165,7 +166,7 @@ async def chat_completions(body: ChatCompletionRequest, service: ServiceDep, req
     if not body.stream:
         with ticket:
             answer = await run_in_threadpool(service.ask, question, 5, collection, history, body.conversation_id,
-                                             key.key_id)
+                                             key.key_id, key.narrowed(body.filter))
         request.app.state.metrics.observe_answer(answer)
         out = AskResponse(**answer.to_dict())
         return {**base, "object": "chat.completion", "kbqa": extension(out), "choices": [
@@ -173,7 +174,7 @@ async def chat_completions(body: ChatCompletionRequest, service: ServiceDep, req
     # Retrieval runs now: an unknown collection fails with a plain 404 before the stream starts.
     try:
         events = await run_in_threadpool(service.ask_stream, question, 5, collection, history,
-                                         body.conversation_id, key.key_id)
+                                         body.conversation_id, key.key_id, key.narrowed(body.filter))
     except BaseException:
         ticket.release()
         raise
