@@ -21,6 +21,7 @@ import os
 import shutil
 import threading
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,11 +35,13 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 import bm25s  # noqa: E402
 import Stemmer  # noqa: E402
 
-from retrieval import model_store  # noqa: E402
+from retrieval import model_store
+from retrieval.filters import members  # noqa: E402
 
 logging.getLogger("bm25s").setLevel(logging.WARNING)  # it logs every index build at DEBUG
 _STEMMER = Stemmer.Stemmer("english")
 K1, B = 1.5, 0.75            # bm25s's defaults
+KEPT_CACHE = 16              # filters whose kept rows are remembered per index
 MERGE_MIN, MERGE_SHARE = 20_000, 0.10
 
 
@@ -137,6 +140,22 @@ class BM25Index:
         self._saturated: list[np.ndarray | None] = [None, None]
         self._saturating = threading.Lock()   # concurrent first queries compute it once (251 MB at 1M chunks)
         self._dead_rows = np.flatnonzero(dead)
+        # Rows a filter keeps, per segment: a key's slice or a product filter is asked again and again. Keyed by the
+        # id of the kept-ids array, which the entry holds so the id stays its own while it is cached.
+        self._kept: OrderedDict = OrderedDict()
+        self._keeping = threading.Lock()
+
+    def _rows_kept(self, s: int, keys: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+        with self._keeping:
+            entry = self._kept.get((id(allowed), s))
+            if entry is not None and entry[0] is allowed:
+                return entry[1]
+        mask = members(keys, allowed)
+        with self._keeping:
+            self._kept[(id(allowed), s)] = (allowed, mask)
+            while len(self._kept) > KEPT_CACHE:
+                self._kept.popitem(last=False)
+        return mask
 
     @classmethod
     def build(cls, keys, texts: list[str]) -> "BM25Index":
@@ -180,7 +199,7 @@ class BM25Index:
     def search(self, query: str, k: int, allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
         """Up to ``k`` (faiss id, score) pairs with a positive score, best first; ``allowed``: sorted FAISS ids a
         filter keeps (the rest score 0 before ranking, so the top ``k`` are the filtered top ``k``)."""
-        if self.empty or k <= 0:
+        if self.empty or k <= 0 or (allowed is not None and not len(allowed)):
             return []
         words = bm25s.tokenize([query], stopwords="en", stemmer=_STEMMER, return_ids=False, show_progress=False)[0]
         # A repeated query word counts each time, as in bm25s ("screen ... black screen"); unknown words score 0.
@@ -206,7 +225,7 @@ class BM25Index:
             if dead is not None:
                 total[self._dead_rows] = 0.0   # few rows, where filtering the hits would touch every hit
             if allowed is not None:
-                total[~np.isin(segment.keys, allowed)] = 0.0
+                total[~self._rows_kept(s, segment.keys, allowed)] = 0.0
             hits = np.flatnonzero(total > 0)
             if len(hits) > k:   # a common term matches most chunks: partition, do not sort them all
                 hits = hits[np.argpartition(total[hits], len(hits) - k)[-k:]]

@@ -18,6 +18,8 @@ import json
 import re
 from typing import Any, Callable
 
+import numpy as np
+
 Predicate = Callable[[dict], bool]
 MAX_CLAUSES = 200
 MAX_DEPTH = 8
@@ -152,6 +154,13 @@ def combined(*filters: dict | None) -> dict | None:
     if not present:
         return None
     return present[0] if len(present) == 1 else {"$and": present}
+
+
+def members(values: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+    """Which ``values`` are in the sorted ids ``allowed``: a binary search each (np.isin sorts both arrays: 7.5 ms
+    for 160 values against 50k ids)."""
+    at = np.minimum(np.searchsorted(allowed, values), len(allowed) - 1)
+    return allowed[at] == values
 
 
 def canonical(node: dict) -> str:

@@ -18,11 +18,14 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from retrieval.filters import members
+
 EXACT_LIMIT = 50_000
 HNSW_M = 32                  # links a node; 64 gained little recall for twice the graph
 HNSW_EF_CONSTRUCTION = 64
 HNSW_REBUILD_SHARE = 0.2     # tombstones past this share of the index: the next commit builds it afresh
 FILTERED_EXACT_LIMIT = 20_000   # filtered HNSW search scores up to this many kept vectors directly
+POSTFILTER_SHARE = 0.05         # a filter keeping this share of rows or more: the graph's wider top, then filtered
 _LIVE = faiss.IDSelectorRange(0, 1 << 62)   # every real id (60-bit, >= 0); tombstones are -1
 
 
@@ -85,6 +88,7 @@ class VectorIndex:
         self._hnsw = (isinstance(index, faiss.IndexIDMap2)
                       and isinstance(faiss.downcast_index(index.index), faiss.IndexHNSW))
         self.tombstones = int((faiss.vector_to_array(index.id_map) < 0).sum()) if self._hnsw else 0
+        self._positions: tuple[np.ndarray, np.ndarray] | None = None   # (sorted ids, their rows), for filters
         self._refresh_device()
 
     @property
@@ -134,6 +138,7 @@ class VectorIndex:
 
     def _refresh_device(self) -> None:
         # The GPU copy is a clone: after a change on the CPU side, copy again.
+        self._positions = None
         self.index = self.cpu_index
         if gpu_count() > 0 and not self._hnsw and _gpu_supported(self.cpu_index):   # faiss-gpu has no HNSW
             self.index = faiss.index_cpu_to_all_gpus(self.cpu_index)
@@ -172,24 +177,47 @@ class VectorIndex:
             return self.index.search(queries, min(k, self.size), params=params)
 
     def _search_allowed(self, queries: np.ndarray, k: int, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Filtered search, exact: a flat index scans with FAISS's id selector; over HNSW (whose graph walk misses
-        what a narrow filter keeps) the kept vectors are scored directly when few, else the graph is walked with the
-        selector and a search breadth widened by the filter's selectivity."""
+        """Filtered search (bench: benchs/speed/bench_filters.py). A flat index scans with FAISS's id selector:
+        exact. Over HNSW, whose graph walk with a selector slows as a filter widens (5x at half the rows): a wide
+        filter takes the graph's unfiltered top ``2k / share`` and keeps the allowed; a narrow one scores its few
+        vectors directly (exact); in between, or when the wide way came back short, the selector walk."""
         k = min(k, len(allowed))
         if not self._hnsw:
             params = faiss.SearchParameters()
             params.sel = faiss.IDSelectorBatch(allowed)
             return self.cpu_index.search(queries, k, params=params)
+        share = len(allowed) / max(1, self.size)
+        if share >= POSTFILTER_SHARE:
+            wide = min(self.size, math.ceil(2 * k / share))
+            params = faiss.SearchParametersHNSW()
+            params.efSearch = max(hnsw_ef(self.size), wide)
+            if self.tombstones:
+                params.sel = _LIVE
+            scores, ids = self.cpu_index.search(queries, wide, params=params)
+            kept = members(ids, allowed)
+            if (kept.sum(axis=1) >= k).all():
+                order = np.argsort(~kept, axis=1, kind="stable")[:, :k]   # the allowed ones, best first
+                return np.take_along_axis(scores, order, axis=1), np.take_along_axis(ids, order, axis=1)
         if len(allowed) <= FILTERED_EXACT_LIMIT:
-            vectors = self.cpu_index.reconstruct_batch(allowed)
+            vectors = self._stored_rows(allowed)
             scores = queries @ vectors.T
             top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
             return np.take_along_axis(scores, top, axis=1), allowed[top]
         params = faiss.SearchParametersHNSW()
-        share = len(allowed) / max(1, self.size)
         params.efSearch = min(4096, max(hnsw_ef(self.size), k, int(hnsw_ef(self.size) / share)))
         params.sel = faiss.IDSelectorBatch(allowed)
         return self.cpu_index.search(queries, k, params=params)
+
+    def _stored_rows(self, faiss_ids: np.ndarray) -> np.ndarray:
+        """The HNSW graph's stored vectors of these ids, gathered from its flat storage without copying it whole."""
+        if self._positions is None:   # id -> row, built on the first filtered search after a change
+            id_map = faiss.vector_to_array(self.cpu_index.id_map)
+            order = np.argsort(id_map, kind="stable")
+            self._positions = (id_map[order], order)
+        sorted_ids, order = self._positions
+        storage = faiss.downcast_index(faiss.downcast_index(self.cpu_index.index).storage)
+        xb = faiss.rev_swig_ptr(storage.get_xb(), storage.ntotal * storage.d).reshape(storage.ntotal, storage.d)
+        return xb[order[np.searchsorted(sorted_ids, faiss_ids)]]
 
     def save(self, path: Path) -> None:
         """Write aside, then rename: a crash leaves whatever was at ``path`` before."""
