@@ -120,7 +120,8 @@ def main() -> None:
     lines = [f"`python -m benchs.speed.bench_filters --sizes {' '.join(map(str, args.sizes))} --pool {args.pool}` on "
              f"{describe()}: 200 real questions, k = 10; every filtered hit checked inside its filter.", "",
              "| chunks | index | filter keeps | rows | first use (s) | hybrid p50 (ms) | x unfiltered | dense p50 (ms) "
-             "| x unfiltered | bm25 p50 (ms) | dense recall@10 vs exact filtered |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| x unfiltered | bm25 p50 (ms) | dense recall@10 vs exact filtered |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     base = {r["n"]: r for r in rows if r["share"] == 1.0}
     for r in rows:
         b = base[r["n"]]
