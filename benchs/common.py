@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import shlex
 import shutil
 import subprocess
@@ -19,6 +20,8 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+
+import numpy as np
 
 from ingest.records import Chunk
 from retrieval.answering.engines.cpu import describe
@@ -275,3 +278,69 @@ def served(env: dict, port: int | None = None, wait_s: float = 300):
     finally:
         server.terminate()
         server.wait(30)
+
+
+# --- the synthetic collection of the scale benchmarks (bench_scale, bench_filters) --------------------------------
+POOL_DATASETS = ("emanualqa", "covid_faq_deepset", "techqa_dev", "plausible_docs", "doc2dial_rc")
+SHARD = 100   # records per JSONL file
+
+
+def sentence_pool(data: Path) -> list[str]:
+    """Every sentence of 5-60 words in the dev knowledge bases, once, in a fixed order."""
+    seen = set()
+    for name in POOL_DATASETS:
+        kb, _ = dataset_files(data, name)
+        for line in kb.read_text().splitlines():
+            text = json.loads(line).get("text", "") if line.strip() else ""
+            for sentence in re.split(r"(?<=[.!?])\s+", " ".join(text.split())):
+                if 5 <= len(sentence.split()) <= 60:
+                    seen.add(sentence)
+    return sorted(seen)
+
+
+class RecombinedEncoder:
+    """A chunk's vector = the normalised mean of its pool sentences' real vectors; anything else (a question) is
+    encoded by the real model. Same space, so questions retrieve recombined chunks sensibly."""
+
+    def __init__(self, pool: list[str], vectors: np.ndarray, real):
+        self.index = {s: i for i, s in enumerate(pool)}
+        self.vectors, self.real = vectors, real
+        self.known: dict[str, np.ndarray] = {}   # questions encoded beforehand: search timings without encoding
+        self.dim = vectors.shape[1]
+        self.encoder_id = "recombined@" + hashlib.sha256("\n".join(pool[:1000]).encode()).hexdigest()[:12]
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    def encode(self, texts, batch_size: int = 64, show_progress: bool = False) -> np.ndarray:
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        unknown = []
+        for row, text in enumerate(texts):
+            ids = [self.index[line] for line in text.split("\n") if line in self.index]
+            if text in self.known:
+                out[row] = self.known[text]
+            elif ids:
+                v = self.vectors[ids].mean(axis=0)
+                out[row] = v / np.linalg.norm(v)
+            else:
+                unknown.append(row)
+        if unknown:
+            out[unknown] = self.real.encode([texts[r] for r in unknown])
+        return out
+
+
+def document(i: int, pool: list[str], version: int = 0) -> dict:
+    rng = random.Random(i * 7919 + version)
+    sentences = [pool[rng.randrange(len(pool))] for _ in range(rng.randint(3, 7))]
+    return {"id": f"d{i}", "title": f"Article {i}", "text": "\n".join(sentences)}
+
+
+def questions(data: Path, count: int = 200) -> list[str]:
+    qs = [q["question"] for name in POOL_DATASETS[:4] for q in load_questions(dataset_files(data, name)[1])]
+    return random.Random(0).sample(qs, count)
+
+
+def chunker():
+    from ingest.chunker import Chunker
+
+    return Chunker(lambda text: len(text.split()), chunk_tokens=400, overlap_tokens=20)

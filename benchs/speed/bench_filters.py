@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchs.common import BENCH_HOME, REPO, publish
-from benchs.speed.bench_scale import SHARD, RecombinedEncoder, chunker, document, questions, sentence_pool
+from benchs.common import (BENCH_HOME, REPO, SHARD, RecombinedEncoder, chunker, document, publish, questions,
+                           sentence_pool)
 from retrieval.answering.engines.cpu import describe
 
 WORK = BENCH_HOME / "filters"

@@ -27,8 +27,6 @@ import argparse
 import hashlib
 import json
 import os
-import random
-import re
 import shutil
 import subprocess
 import sys
@@ -39,26 +37,12 @@ import numpy as np
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from benchs.common import BENCH_HOME, dataset_files, load_questions, publish
+from benchs.common import (BENCH_HOME, SHARD, RecombinedEncoder, chunker, document, publish,
+                           questions, sentence_pool)
 from retrieval.answering.engines.cpu import describe
 
-POOL_DATASETS = ("emanualqa", "covid_faq_deepset", "techqa_dev", "plausible_docs", "doc2dial_rc")
 WORK = BENCH_HOME / "scale"
-SHARD = 100
 CHANGED = 100
-
-
-def sentence_pool(data: Path) -> list[str]:
-    """Every sentence of 5-60 words in the dev knowledge bases, once, in a fixed order."""
-    seen = set()
-    for name in POOL_DATASETS:
-        kb, _ = dataset_files(data, name)
-        for line in kb.read_text().splitlines():
-            text = json.loads(line).get("text", "") if line.strip() else ""
-            for sentence in re.split(r"(?<=[.!?])\s+", " ".join(text.split())):
-                if 5 <= len(sentence.split()) <= 60:
-                    seen.add(sentence)
-    return sorted(seen)
 
 
 def real_encoder():
@@ -66,37 +50,6 @@ def real_encoder():
     from retrieval.models import STUDENT_START, model_path
 
     return SentenceEncoder(model_path(BENCH_HOME / "models", STUDENT_START), device="cpu")
-
-
-class RecombinedEncoder:
-    """A chunk's vector = the normalised mean of its pool sentences' real vectors; anything else (a question) is
-    encoded by the real model. Same space, so questions retrieve recombined chunks sensibly."""
-
-    def __init__(self, pool: list[str], vectors: np.ndarray, real):
-        self.index = {s: i for i, s in enumerate(pool)}
-        self.vectors, self.real = vectors, real
-        self.known: dict[str, np.ndarray] = {}   # questions encoded beforehand: search timings without encoding
-        self.dim = vectors.shape[1]
-        self.encoder_id = "recombined@" + hashlib.sha256("\n".join(pool[:1000]).encode()).hexdigest()[:12]
-
-    def count_tokens(self, text: str) -> int:
-        return len(text.split())
-
-    def encode(self, texts, batch_size: int = 64, show_progress: bool = False) -> np.ndarray:
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        unknown = []
-        for row, text in enumerate(texts):
-            ids = [self.index[line] for line in text.split("\n") if line in self.index]
-            if text in self.known:
-                out[row] = self.known[text]
-            elif ids:
-                v = self.vectors[ids].mean(axis=0)
-                out[row] = v / np.linalg.norm(v)
-            else:
-                unknown.append(row)
-        if unknown:
-            out[unknown] = self.real.encode([texts[r] for r in unknown])
-        return out
 
 
 def pool_vectors(pool: list[str]) -> np.ndarray:
@@ -109,12 +62,6 @@ def pool_vectors(pool: list[str]) -> np.ndarray:
     return np.load(path)
 
 
-def document(i: int, pool: list[str], version: int = 0) -> dict:
-    rng = random.Random(i * 7919 + version)
-    sentences = [pool[rng.randrange(len(pool))] for _ in range(rng.randint(3, 7))]
-    return {"id": f"d{i}", "title": f"Article {i}", "text": "\n".join(sentences)}
-
-
 def write_kb(folder: Path, n: int, pool: list[str]) -> None:
     if (folder / "COMPLETE").exists():
         return
@@ -123,17 +70,6 @@ def write_kb(folder: Path, n: int, pool: list[str]) -> None:
         rows = [document(i, pool) for i in range(shard, min(n, shard + SHARD))]
         (folder / f"shard-{shard // SHARD:05d}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (folder / "COMPLETE").write_text(str(n))
-
-
-def questions(data: Path, count: int = 200) -> list[str]:
-    qs = [q["question"] for name in POOL_DATASETS[:4] for q in load_questions(dataset_files(data, name)[1])]
-    return random.Random(0).sample(qs, count)
-
-
-def chunker():
-    from ingest.chunker import Chunker
-
-    return Chunker(lambda text: len(text.split()), chunk_tokens=400, overlap_tokens=20)
 
 
 def open_and_search(directory: Path, pool_path: Path, data: Path) -> dict:
