@@ -48,17 +48,30 @@ class FairLock:
     def __init__(self):
         self._turns = threading.Condition()
         self._next_ticket = self._serving = 0
+        self._abandoned: set[int] = set()   # tickets whose holders stopped waiting (interrupted): skipped
 
     def __enter__(self) -> "FairLock":
         with self._turns:
             ticket, self._next_ticket = self._next_ticket, self._next_ticket + 1
-            self._turns.wait_for(lambda: self._serving == ticket)
+            try:
+                self._turns.wait_for(lambda: self._serving == ticket)
+            except BaseException:
+                self._abandoned.add(ticket)
+                if self._serving == ticket:   # its turn came as it gave up: pass it on
+                    self._advance()
+                raise
         return self
 
     def __exit__(self, *exc) -> None:
         with self._turns:
+            self._advance()
+
+    def _advance(self) -> None:
+        self._serving += 1
+        while self._serving in self._abandoned:
+            self._abandoned.discard(self._serving)
             self._serving += 1
-            self._turns.notify_all()
+        self._turns.notify_all()
 
 
 class SentenceEncoder:
