@@ -51,8 +51,9 @@ def _mean(values: list[float]) -> dict | None:
 
 
 def evaluate(service, questions: list[EvalQuestion], collection: str = "default", ask: bool = False,
-             progress=None) -> dict:
-    """{metric: {"value", "n"}} for what the questions allow; ``progress`` wraps the question iterator (tqdm)."""
+             progress=None, filter: dict | None = None) -> dict:
+    """{metric: {"value", "n"}} for what the questions allow; ``progress`` wraps the question iterator (tqdm);
+    ``filter``: a metadata filter every search and answer keeps to (one product's questions on its slice)."""
     figures: dict[str, list[float]] = {}
 
     def add(name: str, value: float) -> None:
@@ -61,7 +62,7 @@ def evaluate(service, questions: list[EvalQuestion], collection: str = "default"
     for q in (progress(questions) if progress else questions):
         if q.gold_ids and q.answerable:
             start = time.perf_counter()
-            hits = service.search(q.question, SEARCH_DEPTH, collection)
+            hits = service.search(q.question, SEARCH_DEPTH, collection, filter)
             add("search seconds", time.perf_counter() - start)
             ranking = list(dict.fromkeys(h.chunk.doc_id for h in hits))
             for name, value in ranking_metrics(ranking, set(q.gold_ids)).items():
@@ -69,7 +70,7 @@ def evaluate(service, questions: list[EvalQuestion], collection: str = "default"
         if not ask:
             continue
         start = time.perf_counter()
-        answer = service.ask(q.question, 5, collection)
+        answer = service.ask(q.question, 5, collection, filter=filter)
         add("answer seconds", time.perf_counter() - start)
         add("hand-off recommended", answer.handoff.recommended)
         if not q.answerable:

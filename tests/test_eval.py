@@ -49,3 +49,15 @@ def test_retrieval_and_answer_figures(tmp_path, fake_encoder):
     assert abstaining["token-F1"]["value"] == 0.0 and "citation precision" not in abstaining
     table = format_table(evaluate(service, questions, ask=True), before=retrieval)
     assert "| token-F1 | - |" in table and "| hit@5 | 1.000 | 1.000 | 2 |" in table
+
+
+def test_eval_keeps_to_a_filter(tmp_path, fake_encoder):
+    # Issue 28: `kbqa eval --filter` measures one slice (the billing page is the only one with that metadata).
+    service = KbqaService(Settings(home=tmp_path / "home"), fake_encoder)
+    service.ingest(make_kb(tmp_path / "kb"), "default")
+    questions = read_questions(_write(tmp_path / "q.jsonl", [
+        {"question": "How are refunds paid back?", "gold_ids": ["billing.md"]},
+        {"question": "Invite colleagues from the team settings page", "gold_ids": ["faq/teams.md"]}]))
+    sliced = evaluate(service, questions, filter={"title": "Billing"})["metrics"]
+    assert sliced["hit@5"] == {"value": 0.5, "n": 2}   # the teams page is outside the slice
+    assert evaluate(service, questions)["metrics"]["hit@5"]["value"] == 1.0

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from serve.cli.common import service
+from serve.cli.keys import filter_arg
 
 
 def cmd_eval(args) -> int:
@@ -20,7 +21,7 @@ def cmd_eval(args) -> int:
     running = service(with_generator=args.ask)
     target = running.collection(args.collection)   # an unknown collection fails here, before any work
     questions = read_questions(Path(args.questions)) if args.questions else _synthetic(target)
-    report = evaluate(running, questions, args.collection, ask=args.ask,
+    report = evaluate(running, questions, args.collection, ask=args.ask, filter=args.filter,
                       progress=lambda items: tqdm(items, desc="questions", disable=args.json, file=sys.stderr))
     if args.remember and args.questions:
         shutil.copyfile(args.questions, eval_questions_file(running, args.collection))
@@ -70,6 +71,8 @@ def register(sub) -> None:
                    help="instead of a file: the teacher LLM's held-out questions of the collection (no labels needed)")
     p.add_argument("--collection", default="default")
     p.add_argument("--ask", action="store_true", help="also answer each question (answer quality, abstention)")
+    p.add_argument("--filter", type=filter_arg, help="search and answer within the documents this JSON metadata "
+                   "filter keeps (README \"Filters\")")
     p.add_argument("--remember", action="store_true",
                    help="keep this file as the collection's questions: `kbqa distill` reports them before and after")
     p.add_argument("--json", action="store_true")
