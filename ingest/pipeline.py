@@ -6,6 +6,7 @@ collection (retrieval/collection.py) embeds the new chunks and commits the plan 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,13 +80,16 @@ def _check_text(docs: list[Document], rel: str) -> None:
 
 def plan_ingest(path: Path, store: ChunkStore, chunker: Chunker, collection: str,
                 show_progress: bool = False, files: dict[str, Path] | None = None,
-                load: Callable[[Path, str], list[Document]] = load_file) -> IngestPlan:
+                load: Callable[[Path, str], list[Document]] = load_file,
+                metadata: dict[str, dict] | None = None) -> IngestPlan:
     """What it takes to bring ``store`` in line with ``path`` (a folder, or one file). A file that cannot be read or
     loaded is reported by name in ``report.errors`` and skipped: its stored version, if any, stays.
 
     ``files``: only these (name relative to the folder ``path`` -> where the bytes are now, e.g. an upload's staging
     folder), and nothing removed: an upload commits what its sender sent, never what else lies in the folder.
-    ``load``: file -> documents; the service's bounds each file's time and characters (ingest/bounded.py)."""
+    ``load``: file -> documents; the service's bounds each file's time and characters (ingest/bounded.py).
+    ``metadata``: name -> fields every document of that file carries over its own (an upload's metadata part); it
+    is part of the file's stored hash, so a change of metadata alone re-commits the file (re-embedding nothing)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"nothing to ingest at {path}")
@@ -106,10 +110,16 @@ def plan_ingest(path: Path, store: ChunkStore, chunker: Chunker, collection: str
         seen.add(rel)
         try:
             digest = file_sha256(file)
+            extra = (metadata or {}).get(rel)
+            if extra:
+                digest += "+" + hashlib.sha256(json.dumps(extra, sort_keys=True).encode()).hexdigest()[:16]
             if known.get(rel) == digest:
                 report.unchanged.append(rel)
                 continue
             docs = load(file, rel)
+            if extra:
+                for doc in docs:
+                    doc.metadata = {**doc.metadata, **extra}
             _check_text(docs, rel)
             for doc in docs:
                 owner = store.doc_owner(doc.doc_id)

@@ -199,16 +199,17 @@ class Collection:
             self._write_lock.release()
 
     def ingest(self, path: Path, chunker: Chunker, show_progress: bool = False,
-               files: dict[str, Path] | None = None, wait_s: float | None = None, load=None) -> IngestReport:
+               files: dict[str, Path] | None = None, wait_s: float | None = None, load=None,
+               metadata: dict[str, dict] | None = None) -> IngestReport:
         """Bring the collection in line with ``path`` (a folder or one file), incrementally; with ``files`` (name
         relative to the folder ``path`` -> where its bytes are now), those files only, and nothing is removed.
-        ``load``: how a file is read (ingest.pipeline.plan_ingest); ``wait_s``: for another writer (None: as long
-        as it takes)."""
+        ``load``: how a file is read, ``metadata``: fields by file name (ingest.pipeline.plan_ingest); ``wait_s``: for
+        another writer (None: as long as it takes)."""
         with self.writing(wait_s):
             start = time.perf_counter()
             with self._lock:
                 encoder = self.encoders.adopt_stored()
-            plan = plan_ingest(path, self.store, chunker, self.name, show_progress, files=files,
+            plan = plan_ingest(path, self.store, chunker, self.name, show_progress, files=files, metadata=metadata,
                                **({"load": load} if load is not None else {}))
             reembed_all = self.encoders.stale()
             # Embed only chunks never embedded before by this encoder.

@@ -9,12 +9,13 @@ each other.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 from pathlib import Path
 
-from ingest.loaders import LOADERS
+from ingest.loaders import LOADERS, metadata_of
 from ingest.pipeline import IngestReport
 from retrieval.collection import Collection
 
@@ -60,6 +61,23 @@ def check_upload(files: list[tuple[str, bytes]]) -> None:
             raise UploadRejected(413, f"{name} is larger than {MAX_FILE_BYTES} bytes")
 
 
+def check_metadata(text: str | None, names: list[str]) -> dict[str, dict] | None:
+    """The upload's ``metadata`` part: JSON, {file name: {field: value}}, for files of this upload only; values are
+    kept with their types as front matter's are (strings, numbers, booleans, dates, lists of those)."""
+    if text is None or not text.strip():
+        return None
+    try:
+        parsed = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UploadRejected(422, f"metadata is not JSON ({exc.msg})") from None
+    if not isinstance(parsed, dict) or not all(isinstance(v, dict) for v in parsed.values()):
+        raise UploadRejected(422, 'metadata must be an object of objects: {"file name": {"field": value}}')
+    unknown = sorted(set(parsed) - set(names))
+    if unknown:
+        raise UploadRejected(422, f"metadata names files not in this upload: {', '.join(unknown)}")
+    return {name: metadata_of(fields) for name, fields in parsed.items()}
+
+
 class DocumentManager:
     def __init__(self, chunker, write_wait_s: float = WRITE_WAIT_S, load=None):
         self.chunker = chunker
@@ -70,7 +88,9 @@ class DocumentManager:
     def uploads(collection: Collection) -> Path:
         return collection.directory / UPLOADS
 
-    def upload(self, collection: Collection, files: list[tuple[str, bytes]]) -> IngestReport:
+    def upload(self, collection: Collection, files: list[tuple[str, bytes]],
+               metadata: dict[str, dict] | None = None) -> IngestReport:
+        """``metadata``: file name -> fields its documents carry over their own (check_metadata has checked it)."""
         check_upload(files)
         folder = self.uploads(collection)
         with collection.writing(self.write_wait_s):
@@ -82,7 +102,7 @@ class DocumentManager:
                     out.flush()
                     os.fsync(out.fileno())
             report = collection.ingest(folder, self.chunker, files={name: staging / name for name, _ in files},
-                                       load=self.load)
+                                       load=self.load, metadata=metadata)
             for name, _ in files:   # committed (or unchanged): uploads/ keeps the sender's bytes
                 if name not in report.errors:
                     os.replace(staging / name, folder / name)

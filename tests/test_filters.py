@@ -235,3 +235,28 @@ def test_the_langchain_retriever_takes_search_kwargs_filter(tmp_path, fake_encod
     docs = retriever.invoke("reset dark screen")
     assert {d.metadata["source"] for d in docs} == {"tv.md"} and docs[0].metadata["product"] == "tv"
     assert {d.metadata["source"] for d in retriever.invoke("reset dark screen", filter={"plan": "free"})} == {"phone.md"}
+
+
+def test_an_upload_s_metadata_part_tags_its_files_and_a_metadata_change_embeds_nothing(sliced):
+    client, made = sliced
+    headers = _as(made["admin"])
+    page = ("manual.md", b"# Soundbar\n\nPair the soundbar from the sound output menu.\n", "text/markdown")
+
+    def send(metadata):
+        return client.post("/v1/collections/default/documents", files=[("files", page)],
+                           data={"metadata": json.dumps(metadata)}, headers=headers)
+
+    first = send({"manual.md": {"product": "soundbar", "since": "2024-05-01", "plans": ["free", "pro"]}})
+    assert first.status_code == 201 and first.json()["added"] == ["manual.md"]
+    meta = client.get("/v1/collections/default/documents/manual.md", headers=headers).json()["metadata"]
+    assert meta == {"product": "soundbar", "since": "2024-05-01", "plans": ["free", "pro"]}
+    hits = client.post("/v1/search", json={"query": "pair soundbar", "filter": {"product": "soundbar"}},
+                       headers=headers).json()["results"]
+    assert [h["source"] for h in hits] == ["manual.md"]
+    again = send({"manual.md": {"product": "speaker"}}).json()
+    assert again["changed"] == ["manual.md"] and again["chunks_embedded"] == 0
+    assert client.post("/v1/search", json={"query": "pair soundbar", "filter": {"product": "soundbar"}},
+                       headers=headers).json()["results"] == []
+    assert send({"other.md": {"a": 1}}).status_code == 422
+    assert client.post("/v1/collections/default/documents", files=[("files", page)], data={"metadata": "[1]"},
+                       headers=headers).status_code == 422

@@ -1,29 +1,34 @@
 import json
 
-from fastapi import APIRouter, File, UploadFile
+from fastapi import APIRouter, File, Form, UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from serve.schemas import CollectionPath
 from serve.deps import AdminKey, ServiceDep
-from serve.documents import MAX_FILE_BYTES, UnknownDocument, check_file_count
+from serve.documents import MAX_FILE_BYTES, UnknownDocument, check_file_count, check_metadata
 from serve.schemas import DocumentDeleted, DocumentDetail, DocumentOut, ErrorResponse, RecordsUpload, UploadReport
 
 router = APIRouter(prefix="/v1/collections/{collection}/documents", tags=["documents"])
 _ERRORS = {status: {"model": ErrorResponse} for status in (404, 411, 413, 415)}
+METADATA_PART = 'JSON {"file name": {"field": value}}: metadata each file\'s documents carry over their own'
+
 
 
 @router.post("", status_code=201, response_model=UploadReport, responses=_ERRORS)
 async def upload(collection: CollectionPath, service: ServiceDep, key: AdminKey,
-                 files: list[UploadFile] = File(..., min_length=1)) -> UploadReport:
+                 files: list[UploadFile] = File(..., min_length=1),
+                 metadata: str | None = Form(None, description=METADATA_PART)) -> UploadReport:
     """Add or replace files (md, mdx, html, txt, pdf, csv, json, jsonl), at most 50 per upload (413 beyond);
-    ingested incrementally."""
+    ingested incrementally. A file whose bytes are unchanged but whose metadata changed is re-committed, not
+    re-embedded."""
     key.check_collection(collection)
     key.check_unsliced("uploading documents")
     check_file_count(len(files))   # before any file is read
     # Read one byte past the limit: enough to refuse an oversized file without holding all of it.
     payload = [(f.filename or "", await f.read(MAX_FILE_BYTES + 1)) for f in files]
+    fields = check_metadata(metadata, [name for name, _ in payload])
     target = service.collection(collection)
-    report = await run_in_threadpool(service.documents.upload, target, payload)
+    report = await run_in_threadpool(service.documents.upload, target, payload, fields)
     return UploadReport(**report.to_dict())
 
 
