@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from ingest.chunker import Chunker
 from ingest.loaders import LoadError, load_file, supported
+from ingest.path_metadata import PathRule
 from ingest.records import Chunk, Document
 from ingest.store import ChunkStore
 
@@ -81,7 +82,7 @@ def _check_text(docs: list[Document], rel: str) -> None:
 def plan_ingest(path: Path, store: ChunkStore, chunker: Chunker, collection: str,
                 show_progress: bool = False, files: dict[str, Path] | None = None,
                 load: Callable[[Path, str], list[Document]] = load_file,
-                metadata: dict[str, dict] | None = None) -> IngestPlan:
+                metadata: dict[str, dict] | None = None, path_rule: PathRule | None = None) -> IngestPlan:
     """What it takes to bring ``store`` in line with ``path`` (a folder, or one file). A file that cannot be read or
     loaded is reported by name in ``report.errors`` and skipped: its stored version, if any, stays.
 
@@ -89,7 +90,8 @@ def plan_ingest(path: Path, store: ChunkStore, chunker: Chunker, collection: str
     folder), and nothing removed: an upload commits what its sender sent, never what else lies in the folder.
     ``load``: file -> documents; the service's bounds each file's time and characters (ingest/bounded.py).
     ``metadata``: name -> fields every document of that file carries over its own (an upload's metadata part); it
-    is part of the file's stored hash, so a change of metadata alone re-commits the file (re-embedding nothing)."""
+    is part of the file's stored hash, so a change of metadata alone re-commits the file (re-embedding nothing).
+    ``path_rule``: fields from the file's folders (ingest/path_metadata.py), under the documents' own, hashed alike."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"nothing to ingest at {path}")
@@ -110,16 +112,18 @@ def plan_ingest(path: Path, store: ChunkStore, chunker: Chunker, collection: str
         seen.add(rel)
         try:
             digest = file_sha256(file)
-            extra = (metadata or {}).get(rel)
-            if extra:
-                digest += "+" + hashlib.sha256(json.dumps(extra, sort_keys=True).encode()).hexdigest()[:16]
+            extra = (metadata or {}).get(rel) or {}
+            folder_fields = path_rule.fields(rel) if path_rule is not None else {}
+            if extra or folder_fields:
+                added = json.dumps([folder_fields, extra], sort_keys=True).encode()
+                digest += "+" + hashlib.sha256(added).hexdigest()[:16]
             if known.get(rel) == digest:
                 report.unchanged.append(rel)
                 continue
             docs = load(file, rel)
-            if extra:
+            if extra or folder_fields:
                 for doc in docs:
-                    doc.metadata = {**doc.metadata, **extra}
+                    doc.metadata = {**folder_fields, **doc.metadata, **extra}
             _check_text(docs, rel)
             for doc in docs:
                 owner = store.doc_owner(doc.doc_id)

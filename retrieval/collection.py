@@ -27,6 +27,7 @@ import numpy as np
 from filelock import FileLock, Timeout
 
 from ingest.chunker import Chunker
+from ingest.path_metadata import PathRule
 from ingest.pipeline import IngestPlan, IngestReport, plan_ingest
 from ingest.store import ChunkStore
 from retrieval.collection_encoder import CollectionEncoder, EncoderMismatch
@@ -40,6 +41,7 @@ from retrieval.vector_index import EXACT_LIMIT, VectorIndex
 
 __all__ = ["Collection", "CollectionBusy", "EncoderMismatch", "IngestReport", "SearchHit"]
 WRITE_LOCK = "write.lock"
+PATH_RULE_META = "path_metadata"   # the collection's folder rule (ingest/path_metadata.py)
 ALLOWED_CACHE = 64   # filters whose kept ids are remembered per collection (a key's slice is asked again and again)
 log = logging.getLogger(__name__)
 
@@ -200,16 +202,24 @@ class Collection:
 
     def ingest(self, path: Path, chunker: Chunker, show_progress: bool = False,
                files: dict[str, Path] | None = None, wait_s: float | None = None, load=None,
-               metadata: dict[str, dict] | None = None) -> IngestReport:
+               metadata: dict[str, dict] | None = None, path_rule: str | None = None) -> IngestReport:
         """Bring the collection in line with ``path`` (a folder or one file), incrementally; with ``files`` (name
         relative to the folder ``path`` -> where its bytes are now), those files only, and nothing is removed.
         ``load``: how a file is read, ``metadata``: fields by file name (ingest.pipeline.plan_ingest); ``wait_s``: for
-        another writer (None: as long as it takes)."""
+        another writer (None: as long as it takes). ``path_rule``: the collection's folder rule from now on
+        (ingest/path_metadata.py; "" drops it); None keeps the stored one."""
         with self.writing(wait_s):
             start = time.perf_counter()
             with self._lock:
                 encoder = self.encoders.adopt_stored()
+            if path_rule is not None:
+                if path_rule:
+                    PathRule(path_rule)   # a malformed rule fails before anything is stored
+                with self.store.transaction():
+                    self.store.set_meta(PATH_RULE_META, path_rule)
+            stored_rule = self.store.get_meta(PATH_RULE_META) or ""
             plan = plan_ingest(path, self.store, chunker, self.name, show_progress, files=files, metadata=metadata,
+                               path_rule=PathRule(stored_rule) if stored_rule and files is None else None,
                                **({"load": load} if load is not None else {}))
             reembed_all = self.encoders.stale()
             # Embed only chunks never embedded before by this encoder.

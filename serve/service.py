@@ -96,13 +96,15 @@ class KbqaService:
             collection.directory.rename(doomed)
         shutil.rmtree(doomed, ignore_errors=True)
 
-    def ingest(self, path, collection: str = "default", show_progress: bool = False) -> IngestReport:
+    def ingest(self, path, collection: str = "default", show_progress: bool = False,
+               path_rule: str | None = None) -> IngestReport:
         """Ingest into ``collection``, creating it; a new collection that ends up holding nothing (the path is
-        missing, every file failed) is removed again, so a failed ingest never leaves an empty one listed."""
+        missing, every file failed) is removed again, so a failed ingest never leaves an empty one listed.
+        ``path_rule``: the collection's folder rule from now on (ingest/path_metadata.py), None: the stored one."""
         is_new = collection not in self.collection_names()
         try:
             report = self.collection(collection, create=True).ingest(path, self.chunker, show_progress=show_progress,
-                                                                     load=self.loader)
+                                                                     load=self.loader, path_rule=path_rule)
         except BaseException:
             if is_new:
                 self.delete_collection(collection)

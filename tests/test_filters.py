@@ -260,3 +260,32 @@ def test_an_upload_s_metadata_part_tags_its_files_and_a_metadata_change_embeds_n
     assert send({"other.md": {"a": 1}}).status_code == 422
     assert client.post("/v1/collections/default/documents", files=[("files", page)], data={"metadata": "[1]"},
                        headers=headers).status_code == 422
+
+
+def test_a_folder_rule_gives_files_metadata_from_where_they_sit(tmp_path, fake_encoder):
+    from ingest.path_metadata import PathRule
+
+    assert PathRule("{product}/{version}").fields("tv/3.2/setup.md") == {"product": "tv", "version": "3.2"}
+    assert PathRule("docs/{product}/*/{lang}").fields("docs/tv/x/en/a.md") == {"product": "tv", "lang": "en"}
+    assert PathRule("docs/{product}").fields("blog/tv/a.md") == {} and PathRule("{p}/{v}").fields("tv/a.md") == {"p": "tv"}
+    for bad in ("", "a//b", "{1x}", "plain/path"):
+        with pytest.raises(ValueError):
+            PathRule(bad)
+    kb = tmp_path / "docs"
+    for rel, text in (("tv/3.2/setup.md", "# Setup\n\nPair the remote with the TV.\n"),
+                      ("phone/10/setup.md", "---\nproduct: galaxy\n---\n# Setup\n\nPair the phone with the watch.\n")):
+        (kb / rel).parent.mkdir(parents=True, exist_ok=True)
+        (kb / rel).write_text(text)
+    collection = Collection(tmp_path / "home", fake_encoder, create=True)
+    chunker = Chunker(fake_encoder.count_tokens, 50, 5)
+    collection.ingest(kb, chunker, path_rule="{product}/{version}")
+    docs = {d["doc_id"]: d["metadata"] for d in collection.store.documents()}
+    assert docs["tv/3.2/setup.md"] == {"product": "tv", "version": "3.2"}
+    assert docs["phone/10/setup.md"] == {"product": "galaxy", "version": "10"}   # the file's own front matter wins
+    again = collection.ingest(kb, chunker)   # the stored rule applies: nothing changed
+    assert sorted(again.unchanged) == sorted(docs) and not again.changed
+    renamed = collection.ingest(kb, chunker, path_rule="{line}")   # a new rule re-commits, re-embedding nothing
+    assert sorted(renamed.changed) == sorted(docs) and renamed.chunks_embedded == 0
+    assert {d["metadata"].get("line") for d in collection.store.documents()} == {"tv", "phone"}
+    with pytest.raises(ValueError):
+        collection.ingest(kb, chunker, path_rule="{oops")

@@ -10,7 +10,8 @@ from serve.cli.keys import filter_arg
 
 
 def cmd_ingest(args) -> int:
-    report = service(with_generator=False).ingest(Path(args.path), args.collection, show_progress=not args.json)
+    report = service(with_generator=False).ingest(Path(args.path), args.collection, show_progress=not args.json,
+                                                  path_rule=args.path_metadata)
     if args.json:
         print(json.dumps(report.to_dict(), indent=1))
     else:
@@ -68,6 +69,9 @@ def register(sub) -> None:
     p = sub.add_parser("ingest", help="ingest (or re-ingest, incrementally) a folder or file")
     p.add_argument("path")
     p.add_argument("--collection", default="default")
+    p.add_argument("--path-metadata", metavar="RULE", help="metadata from each file's folders, e.g. "
+                   "'{product}/{version}' reads tv/3.2/setup.md as product tv, version 3.2; kept for the next "
+                   "ingests of the collection ('' drops it)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_ingest)
 
