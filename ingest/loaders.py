@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import json
 import re
@@ -45,8 +46,6 @@ def _read_text(path: Path, source: str) -> str:
 def metadata_of(fields: dict, skip: tuple[str, ...] = ()) -> dict:
     """The metadata a document carries (front matter, a record's extra fields): strings, numbers, booleans, dates (as
     ISO strings) and lists of those kept with their types; nested objects and nulls are left out."""
-    import datetime as dt
-
     def value(v):
         if isinstance(v, (dt.date, dt.datetime)):
             return v.isoformat()

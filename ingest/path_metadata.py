@@ -18,13 +18,14 @@ _LITERAL = re.compile(r"^[^{}/*]+$")
 
 class PathRule:
     def __init__(self, pattern: str):
-        parts = [p for p in pattern.strip().strip("/").split("/")]
+        parts = pattern.strip().strip("/").split("/")
         if not pattern.strip() or any(not p for p in parts):
             raise ValueError(f"folder rule {pattern!r}: empty parts; write it like '{{product}}/{{version}}'")
         self.parts: list[tuple[str, str]] = []   # (kind: capture | any | literal, name or text)
         for part in parts:
-            if _CAPTURE.match(part):
-                self.parts.append(("capture", _CAPTURE.match(part).group(1)))
+            capture = _CAPTURE.match(part)
+            if capture:
+                self.parts.append(("capture", capture.group(1)))
             elif part == "*":
                 self.parts.append(("any", ""))
             elif _LITERAL.match(part):
@@ -33,7 +34,6 @@ class PathRule:
                 raise ValueError(f"folder rule {pattern!r}: {part!r} is neither {{field}}, * nor a folder name")
         if not any(kind == "capture" for kind, _ in self.parts):
             raise ValueError(f"folder rule {pattern!r} names no field: use {{field}} for at least one folder")
-        self.pattern = "/".join(parts)
 
     def fields(self, rel: str) -> dict[str, str]:
         """The fields the folders of ``rel`` (a path relative to the ingested folder) give."""

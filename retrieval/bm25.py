@@ -35,7 +35,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 import bm25s  # noqa: E402
 import Stemmer  # noqa: E402
 
-from retrieval import model_store
+from retrieval import model_store  # noqa: E402
 from retrieval.filters import members  # noqa: E402
 
 logging.getLogger("bm25s").setLevel(logging.WARNING)  # it logs every index build at DEBUG

@@ -164,9 +164,8 @@ class Collection:
     def search(self, query: str, k: int = 5, mode: str = DEFAULT_MODE, filter: dict | None = None) -> list[SearchHit]:
         """Search the committed generation; if a commit lands mid-search and removes ranked chunks, search again
         on the new one (twice at most), so a concurrent ingest never silently shortens the results. ``filter``: a
-        metadata filter (retrieval/filters.py; FilterError when malformed); the ranking is exact within it."""
-        if filter is not None:
-            compile_filter(filter)   # malformed: FilterError before any work
+        metadata filter (retrieval/filters.py; FilterError when malformed, from ``allowed``); the ranking is exact
+        within it."""
         try:
             for strict in (True, True, False):
                 try:
