@@ -176,14 +176,14 @@ class ChunkStore:
             ids += [r[0] for r in self.db.execute(f"SELECT faiss_id FROM chunks WHERE doc_id IN ({marks})", batch)]
         return np.sort(np.array(ids, dtype=np.int64))
 
-    def metadata_of(self, doc_ids: list[str]) -> dict[str, dict]:
-        found = {}
-        for start in range(0, len(doc_ids), 500):
-            batch = doc_ids[start:start + 500]
-            marks = ",".join("?" * len(batch))
-            for r in self.db.execute(f"SELECT doc_id, metadata FROM documents WHERE doc_id IN ({marks})", batch):
-                found[r["doc_id"]] = json.loads(r["metadata"])
-        return found
+    def hits_by_faiss_ids(self, faiss_ids: list[int]) -> tuple[dict[int, Chunk], dict[str, dict]]:
+        """(chunks by FAISS id, their documents' metadata by doc id) in one query: what a search returns."""
+        if not faiss_ids:
+            return {}, {}
+        marks = ",".join("?" * len(faiss_ids))
+        rows = self.db.execute(f"SELECT c.*, d.metadata FROM chunks c JOIN documents d USING (doc_id) "
+                               f"WHERE c.faiss_id IN ({marks})", [int(i) for i in faiss_ids]).fetchall()
+        return {r["faiss_id"]: _row_to_chunk(r) for r in rows}, {r["doc_id"]: json.loads(r["metadata"]) for r in rows}
 
     def counts(self) -> dict[str, int]:
         return {table: self.db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]

@@ -64,10 +64,9 @@ class SearchSnapshot:
             ranked = reciprocal_rank_fusion([list(dense), [key for key, _ in lexical.result()]],
                                             weights=hybrid_weights(self.dense_weight))[:k]
         with store_lock:  # the store is shared with writers
-            chunks = store.chunks_by_faiss_ids([key for key, _ in ranked])
+            chunks, metadata = store.hits_by_faiss_ids([key for key, _ in ranked])
             missing = [chunks[key].chunk_id for key, _ in ranked if key not in dense and key in chunks]
             stored = store.vectors_for(missing)
-            metadata = store.metadata_of(sorted({c.doc_id for c in chunks.values()}))
         if strict and any(key not in chunks for key, _ in ranked):
             raise SnapshotMoved(f"a commit removed {sum(key not in chunks for key, _ in ranked)} ranked chunks")
         hits = []
