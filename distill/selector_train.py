@@ -133,18 +133,20 @@ def example_key(example: dict) -> str:
 
 
 def train_scorer(pairs: list[dict], models: Path, source: str, activate: bool, target: str = "label",
-                 epochs: int = 1) -> Path:
+                 epochs: int = 1, out: Path | None = None) -> Path:
+    """A scorer trained on ``pairs`` from MiniLM (in ``models``), published under ``out`` (default ``models``)."""
     from distill.answerability_train import AnswerabilityTrainConfig, train_answerability
     from retrieval.answering.registry import SENTENCE_SCORERS
     from retrieval.models import STUDENT_START, model_path
 
     config = AnswerabilityTrainConfig(epochs=epochs, batch_size=32, max_length=128, lr=5e-5, validation_share=0.15,
                                       target=target)
-    report = train_answerability(model_path(models, STUDENT_START), pairs, models, config, show_progress=True,
+    out = models if out is None else out
+    report = train_answerability(model_path(models, STUDENT_START), pairs, out, config, show_progress=True,
                                  source=source, activate=activate, registry=SENTENCE_SCORERS,
                                  command="python -m distill.selector_train --train-scorer")
     print(f"sentence scorer {report['version']} ({source}): validation AUC {report['valid_auc']}")
-    return models / SENTENCE_SCORERS / report["version"]
+    return out / SENTENCE_SCORERS / report["version"]
 
 
 def cross_fitted(examples: list[dict], pairs: list[dict], models: Path, source: str, **training) -> list[dict]:

@@ -3,7 +3,7 @@ knowledge-gap protocol, degenerate answers; one run, the same retrieval for ever
 for training or thresholds.
 
     python -m benchs.quality.answer_trust --data PATH/TO/shared/data [--split report] [--per-dataset 60] [--no-old] [--llama]
-                                  [--adapter DIR ...]
+                                  [--adapter DIR ...] [--loo DIR]
 
 Systems, per answerable question (top hits of the full knowledge base, benchs/common.py):
 - ``first 3 sentences``: the top chunk's first three sentences;
@@ -14,6 +14,9 @@ Systems, per answerable question (top hits of the full knowledge base, benchs/co
 - ``new default``: as served now (Settings defaults: sentence selection, gap detector);
 - ``old default, adapter X`` (with --adapter X): the old default with another generator adapter (issue 17's
   feedback-trained one: benchs/quality/feedback_loop.py);
+- ``new default, leave-one-out`` (with --loo DIR): as served, but each set answered by the sentence scorer, selector
+  and gap detector fitted without it (distill/selector_loo.py): how a new customer's knowledge base is answered, the
+  figure that counts (issue 27);
 - ``remote llama.cpp`` (with --llama): KBQA_GENERATOR_URL pointed at llama.cpp's server serving the bundled SmolLM2
   GGUF on this machine (retrieval/answering/engines/llama_server.py), everything else as served: the bring-your-own-generator path.
 Gap protocol: the knowledge-gap questions on the gap knowledge base should be refused; the questions still
@@ -43,6 +46,22 @@ from serve.service import KbqaService
 from serve.settings import Settings
 
 BASELINES = ("first 3 sentences", "best 2 sentences", "110 words of top 3")
+LOO = "new default, leave-one-out"
+
+
+def loo_pipeline(settings: Settings, folder: Path):
+    """The default pipeline with the answer models fitted without this set (distill/selector_loo.py)."""
+    from retrieval.answering.answerability import AnswerabilityScorer
+    from retrieval.answering.gap_detector import GapDetector
+    from retrieval.answering.selection import SentenceSelector
+    from retrieval.models import STUDENT_START, model_path
+    from serve.wiring import answer_pipeline
+
+    (scorer,) = sorted((folder / "sentence-scorer").glob("v[0-9]*"))[-1:]
+    minilm = model_path(settings.kbqa_home.models_dir, STUDENT_START)
+    return answer_pipeline(settings, selector=SentenceSelector.load(folder / "selector.json"),
+                           sentence_scorer=AnswerabilityScorer.load(scorer, minilm),
+                           gap_detector=GapDetector.load(folder / "gap_detector.json"))
 
 
 def procedures_whole(answer: str, passages: list[dict]) -> list[float]:
@@ -91,6 +110,9 @@ def main() -> None:
     parser.add_argument("--adapter", type=Path, action="append", default=[],
                         help="add the old default with this generator adapter instead of the shipped one (repeatable; "
                              "e.g. the one benchs/quality/feedback_loop.py trains)")
+    parser.add_argument("--loo", type=Path, metavar="DIR",
+                        help="add the default leave-one-dataset-out: each set answered by the scorer, selector and gap "
+                             "detector in DIR/<set>/ (python -m distill.selector_loo), fitted without that set")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     with ExitStack() as stack:
@@ -124,6 +146,9 @@ def run(args, stack: ExitStack) -> None:
                                            generator_fallback="error"))
         systems["remote llama.cpp"] = Served(remote.pipeline)
 
+    loo = {name: Served(loo_pipeline(settings, args.loo / name)) for name in ANSWER_DATASETS} if args.loo else {}
+    if loo:
+        systems[LOO] = None   # a pipeline per set, below
     table, per_set = defaultdict(lambda: defaultdict(list)), defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
     for name in ANSWER_DATASETS:
         rows = retrieval_rows(service, args.data, name, args.split)
@@ -131,10 +156,11 @@ def run(args, stack: ExitStack) -> None:
         gaps = sample(rows, lambda r: r["gap_status"] == "gap", args.gap_per_dataset)
         still = sample(rows, lambda r: r["gap_status"] == "answerable", args.gap_per_dataset)
         unanswerable = [r for r in rows if not r["answerable"]]
+        set_systems = {s: loo[name] if s == LOO else served for s, served in systems.items()}
         for row in answerable:
             gold = set(row["gold_ids"])
             outputs = {b: baseline(b, row) for b in BASELINES + ("oracle",)}
-            for system, served in systems.items():
+            for system, served in set_systems.items():
                 result = served(row["id"], row["question"], row["hits"])
                 outputs[system] = ("" if result["abstained"] else result["answer"], result["cited"])
                 prompt = prompt_hits(row["hits"], settings)   # what [n] numbers: the gated passages
@@ -163,7 +189,7 @@ def run(args, stack: ExitStack) -> None:
                         target["citation precision"] += [float(numbered[n - 1]["doc_id"] in gold) for n in cited]
                         target["procedures whole"] += procedures_whole(text, [numbered[n - 1] for n in cited])
                         target["answer words"].append(len(text.split()))
-        for system, served in systems.items():
+        for system, served in set_systems.items():
             for row in gaps:
                 refused = float(served(row["id"] + ":gap", row["question"], row["gap_hits"])["abstained"])
                 table[system]["gap recall"].append(refused)
@@ -193,7 +219,10 @@ def run(args, stack: ExitStack) -> None:
             return "-"
         return f"{np.median(values):.0f}" if column.endswith("(median)") else f"{np.mean(values):.3f}"
 
-    timing = {s: np.array(v.seconds) for s, v in systems.items() if v.seconds}
+    seconds = {s: v.seconds for s, v in systems.items() if v is not None}
+    if loo:
+        seconds[LOO] = [t for served in loo.values() for t in served.seconds]
+    timing = {s: np.array(t) for s, t in seconds.items() if t}
     lines = [f"Answer trust, {args.split} split, one run. CPU: {describe()}.",
              f"Answerable questions: {args.per_dataset or 'all'} per set; gap protocol: up to {args.gap_per_dataset} "
              "gap and still-answerable questions per set; all TechQA unanswerable questions of the split. "
