@@ -14,6 +14,7 @@ generation.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import sqlite3
 import threading
@@ -42,6 +43,7 @@ from retrieval.vector_index import EXACT_LIMIT, VectorIndex
 __all__ = ["Collection", "CollectionBusy", "EncoderMismatch", "IngestReport", "SearchHit"]
 WRITE_LOCK = "write.lock"
 PATH_RULE_META = "path_metadata"   # the collection's folder rule (ingest/path_metadata.py)
+CUSTOMER_RULES_META = "customer_rules"   # customer field -> metadata field and use (serve/customer.py)
 ALLOWED_CACHE = 64   # filters whose kept ids are remembered per collection (a key's slice is asked again and again)
 log = logging.getLogger(__name__)
 
@@ -135,6 +137,16 @@ class Collection:
             raise ValueError(f"dense weight {weight} is not in [0, 1]")
         with self._lock, self.store.transaction():
             self.store.set_meta(FUSION_META, fusion_record(weight, self.encoder.encoder_id, **fitted))
+
+    @property
+    def customer_rules(self) -> dict:
+        """How a customer's context scopes this collection's searches (serve/customer.py checks them); read each
+        time, as the fusion weight, so a server sees a CLI change at once."""
+        return json.loads(self.store.get_meta(CUSTOMER_RULES_META) or "{}")
+
+    def set_customer_rules(self, rules: dict) -> None:
+        with self._lock, self.store.transaction():
+            self.store.set_meta(CUSTOMER_RULES_META, json.dumps(rules, sort_keys=True))
 
     @property
     def index(self) -> VectorIndex:

@@ -18,6 +18,7 @@ from retrieval.model_store import ModelNotReady
 from serve.admission import AdmissionGate, Overloaded
 from serve.auth import AuthError, KeyStore, RateLimiter
 from serve.body_limit import BodyLimit
+from serve.customer import RulesError
 from serve.documents import MAX_UPLOAD_BYTES, UnknownDocument, UploadRejected
 from serve.feedback import UnknownAnswer
 from serve.metrics import Metrics
@@ -121,7 +122,8 @@ def create_app(settings: Settings | None = None, service: KbqaService | None = N
     # is the server's fault: 500 with a JSON body and the traceback in the log, never dressed up as a 4xx.
     for error_type, status in ((UnknownCollection, 404), (UnknownAnswer, 404), (UnknownDocument, 404),
                               (UnknownJob, 404), (CollectionExists, 409), (InvalidName, 422),
-                              (EncoderMismatch, 409), (ModelNotReady, 503), (OpenAIRequestError, 400)):
+                              (EncoderMismatch, 409), (ModelNotReady, 503), (OpenAIRequestError, 400),
+                              (RulesError, 422)):
         app.add_exception_handler(error_type, _status_handler(status))
 
     @app.exception_handler(GeneratorUnavailable)

@@ -19,7 +19,7 @@ CREATE INDEX IF NOT EXISTS feedback_by_answer ON feedback (answer_id);
 """
 # Columns added after the first release: (name, declaration), added to an older file when it is opened.
 ADDED_COLUMNS = (("answers", "conversation_id", "TEXT"), ("answers", "handoff_reason", "TEXT"),
-                 ("feedback", "corrected_answer", "TEXT"), ("answers", "key_id", "TEXT"))
+                 ("feedback", "corrected_answer", "TEXT"), ("answers", "key_id", "TEXT"), ("answers", "customer", "TEXT"))
 LOCAL = ""   # key_id of answers given in keyless local mode
 
 
@@ -45,19 +45,21 @@ class FeedbackStore:
         self._db.close()
 
     def record_answer(self, collection: str, answer, conversation_id: str | None = None,
-                      key_id: str | None = None) -> str:
+                      key_id: str | None = None, customer: dict | None = None) -> str:
         """Records ``answer`` under its own ``answer_id`` (a fresh one when it has none); returns the id. ``key_id``:
-        the API key that asked; a conversation belongs to the key and collection that wrote it."""
+        the API key that asked; a conversation belongs to the key and collection that wrote it. ``customer``: the
+        request's customer context (serve/customer.py), kept for the conversation's next turns and the gaps report."""
         answer_id = answer.answer_id or uuid.uuid4().hex
         citations = json.dumps([{"n": c.n, "chunk_id": c.chunk_id, "doc_id": c.doc_id, "source": c.source}
                                 for c in answer.citations])
         handoff = answer.handoff
         with self._lock:
             self._db.execute("INSERT INTO answers (answer_id, created, collection, question, answer, abstained, "
-                             "grounding, citations, conversation_id, handoff_reason, key_id) VALUES (?, ?, ?, ?, ?, ?, "
-                             "?, ?, ?, ?, ?)", (answer_id, time.time(), collection, answer.question, answer.answer,
-                                                int(answer.abstained), answer.grounding, citations, conversation_id,
-                                                handoff.reason, key_id or LOCAL))
+                             "grounding, citations, conversation_id, handoff_reason, key_id, customer) VALUES (?, ?, ?, "
+                             "?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                             (answer_id, time.time(), collection, answer.question, answer.answer, int(answer.abstained),
+                              answer.grounding, citations, conversation_id, handoff.reason, key_id or LOCAL,
+                              json.dumps(customer) if customer else None))
         return answer_id
 
     def questions(self, collection: str) -> list[str]:
@@ -69,15 +71,16 @@ class FeedbackStore:
 
     def gap_questions(self, collection: str, since: float) -> list[dict]:
         """Questions of ``collection`` asked since ``since`` (epoch seconds) that kbqa abstained on or that were
-        rated unhelpful: {"question", "reason" (abstained | unhelpful), "cited" doc sources, "created"}."""
+        rated unhelpful: {"question", "reason" (abstained | unhelpful), "cited" doc sources, "created", "customer"}."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT a.answer_id, a.question, a.abstained, a.citations, a.created, "
+                "SELECT a.answer_id, a.question, a.abstained, a.citations, a.created, a.customer, "
                 "EXISTS (SELECT 1 FROM feedback f WHERE f.answer_id = a.answer_id AND f.helpful = 0) AS unhelpful "
                 "FROM answers a WHERE a.collection = ? AND a.created >= ? ORDER BY a.created",
                 (collection, since)).fetchall()
         return [{"question": r["question"], "reason": "abstained" if r["abstained"] else "unhelpful",
-                 "cited": [c.get("doc_id", c["source"]) for c in json.loads(r["citations"])], "created": r["created"]}
+                 "cited": [c.get("doc_id", c["source"]) for c in json.loads(r["citations"])], "created": r["created"],
+                 "customer": json.loads(r["customer"]) if r["customer"] else None}
                 for r in rows if r["abstained"] or r["unhelpful"]]
 
     def correct(self, feedback_id: int, corrected_answer: str) -> None:
@@ -116,6 +119,23 @@ class FeedbackStore:
                 out.append({"question": r["question"], "answer": r["answer"], "chunk_ids": chunk_ids,
                             "corrected": False})
         return out
+
+    def conversation(self, conversation_id: str, collection: str, key_id: str | None, since: float,
+                     turns: int) -> tuple[list[dict], dict | None]:
+        """The conversation kept server-side: its last ``turns`` question/answer pairs asked since ``since`` (epoch
+        seconds), oldest first, as history messages, and the customer context of its latest turn that had one.
+        Scoped like every conversation lookup: another key's or collection's turns under the same id are not it."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT question, answer, abstained, customer FROM answers WHERE conversation_id = ? AND collection = ? "
+                "AND key_id = ? AND created >= ? ORDER BY created DESC LIMIT ?",
+                (conversation_id, collection, key_id or LOCAL, since, turns)).fetchall()
+        history = []
+        for row in reversed(rows):
+            history += [{"role": "user", "content": row["question"]},
+                        {"role": "assistant", "content": row["answer"]}]
+        customer = next((json.loads(r["customer"]) for r in rows if r["customer"]), None)
+        return history, customer
 
     def conversation_rated_unhelpful(self, conversation_id: str | None, collection: str,
                                      key_id: str | None = None) -> bool:

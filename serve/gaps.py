@@ -15,6 +15,8 @@ from collections import Counter
 
 import numpy as np
 
+from serve.customer import customer_fields
+
 COVERAGE_SAMPLE = 5
 DEFAULT_THRESHOLD = 0.7   # cosine to a cluster's centroid; chosen on the tune split by benchs/quality/gap_clusters.py (pairwise F1)
 
@@ -67,7 +69,7 @@ def gap_report(service, collection: str = "default", since_days: float = 30.0, t
                        "examples": [texts[i] for i in ordered[:examples]],
                        "reasons": dict(Counter(e["reason"] for e in entries)),
                        "first_seen": min(e["created"] for e in entries), "last_seen": max(e["created"] for e in entries),
-                       "nearest_document": nearest}
+                       "nearest_document": nearest, "customers": customer_counts(entries)}
             if include_all:
                 cluster["all_questions"] = [texts[i] for i in ordered]
             if check_coverage and service.pipeline is not None:
@@ -76,6 +78,18 @@ def gap_report(service, collection: str = "default", since_days: float = 30.0, t
             clusters.append(cluster)
     clusters.sort(key=lambda c: (-c["size"], -c["last_seen"]))
     return {"collection": collection, "since_days": since_days, "questions": len(logged), "clusters": clusters}
+
+
+def customer_counts(entries: list[dict]) -> dict[str, dict[str, int]]:
+    """field -> value -> questions, over the customer contexts the entries came with (ids left out: a team reads
+    which plans and products hit a gap, not who)."""
+    counts: dict[str, Counter] = {}
+    for entry in entries:
+        for name, value in customer_fields(entry.get("customer")).items():
+            if name != "id":
+                for item in value if isinstance(value, list) else [value]:
+                    counts.setdefault(name, Counter())[str(item)] += 1
+    return {name: dict(c.most_common()) for name, c in sorted(counts.items())}
 
 
 def _answered_now(service, collection: str, entries: list[dict]) -> float:
@@ -98,6 +112,10 @@ def format_report(report: dict) -> str:
         lines.append(f"{n}. [{cluster['size']}] {cluster['representative']}  ({reasons}){state}")
         for example in cluster["examples"][1:]:
             lines.append(f"     - {example}")
+        if cluster.get("customers"):
+            lines.append("     customers: " + "; ".join(
+                f"{name} " + ", ".join(f"{value} {n}" for value, n in values.items())
+                for name, values in cluster["customers"].items()))
         if cluster["nearest_document"]:
             doc = cluster["nearest_document"]
             lines.append(f"     nearest document: {doc['source']} - {doc['title']} ({doc['score']:.3f})")

@@ -72,6 +72,31 @@ class Turn(BaseModel):
     content: str = Field(max_length=2000)
 
 
+_Text = Annotated[str, Field(min_length=1, max_length=200)]
+CustomerValue = _Text | int | float | bool | Annotated[list[_Text], Field(max_length=20)]
+CustomerField = Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$")]
+
+
+class CustomerIn(BaseModel):
+    """Who is asking (serve/customer.py): the collection's customer rules turn these fields into filters or
+    preferences; fields without a rule are ignored (and reported as such in the answer's ``context``)."""
+    model_config = STRICT
+    id: _Text | None = Field(None, description="the customer's id in your systems (reported, never a filter)")
+    plan: _Text | None = None
+    product: _Text | None = None
+    version: _Text | None = Field(None, description="a string: 3.10 must not read as 3.1")
+    locale: _Text | None = None
+    fields: dict[CustomerField, CustomerValue] = Field(default_factory=dict, max_length=20,
+                                                       description="anything else a rule may name")
+
+
+class CustomerRules(BaseModel):
+    """A collection's customer rules: customer field -> {"metadata": document metadata field, "use": "filter" (only
+    documents with that value, or without the field) | "prefer" (documents with that value first)}."""
+    model_config = STRICT
+    rules: dict[CustomerField, dict] = Field(max_length=20)
+
+
 class AskRequest(BaseModel):
     model_config = STRICT
     question: Question
@@ -83,7 +108,9 @@ class AskRequest(BaseModel):
     stream: bool = Field(False, description="answer as Server-Sent Events: `token` events as the generator "
                          "writes, then one `final` event holding the AskResponse")
     conversation_id: str | None = Field(None, pattern=CONVERSATION_ID, description="the client's id for this "
-                                        "conversation: an unhelpful rating earlier in it recommends a hand-off")
+                                        "conversation: kbqa keeps its turns (and customer) so a follow-up may send "
+                                        "neither; an unhelpful rating earlier in it recommends a hand-off")
+    customer: CustomerIn | None = Field(None, description="who is asking: scoped by the collection's customer rules")
 
 
 class CitationOut(BaseModel):
@@ -121,6 +148,8 @@ class AskResponse(BaseModel):
                                         "unsupported, no citation, loop, repetition, truncated, title, empty or "
                                         "generator unavailable")
     handoff: HandoffOut = Field(description="whether a person should take over, and why")
+    context: dict | None = Field(None, description="the customer context used: {\"used\": {field: {\"metadata\", "
+                                 "\"use\", \"value\"}}, \"ignored\": [fields no rule maps]}; null without a customer")
 
 
 class ErrorResponse(BaseModel):
@@ -281,6 +310,8 @@ class GapCluster(BaseModel):
     nearest_document: NearestDocument | None = Field(description="what retrieval finds now for the representative")
     answered_now: float | None = Field(None, description="share of its central questions answered now")
     covered: bool | None = Field(None, description="most of its questions are answered now: the gap was closed")
+    customers: dict[str, dict[str, int]] = Field(default_factory=dict, description="the customer context its "
+                                                 "questions came with: field -> value -> questions")
 
 
 class GapReport(BaseModel):

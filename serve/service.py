@@ -1,10 +1,12 @@
 """The running system: loaded models plus open collections, shared by the CLI and the API."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import shutil
 import threading
+import time
 import uuid
 from typing import Iterator
 
@@ -15,9 +17,11 @@ from retrieval.answering.pipeline import AnswerPipeline
 from retrieval.answering.records import Answer
 from retrieval.collection import Collection
 from retrieval.encoder import SentenceEncoder, TextEncoder
+from retrieval.filters import combined
 from retrieval.home import check_collection_name
 from retrieval.index_generations import IndexGenerations
 from retrieval.search import SearchHit
+from serve.customer import preferred, scope_of
 from serve.documents import DocumentManager
 from serve.feedback import FeedbackStore
 from serve.handoff_webhook import HandoffWebhook
@@ -119,23 +123,42 @@ class KbqaService:
         return self.collection(collection).search(query, k, self.settings.search_mode, filter)
 
     def ask(self, question: str, k: int = 5, collection: str = "default", history: list[dict] | None = None,
-            conversation_id: str | None = None, key_id: str | None = None, filter: dict | None = None) -> Answer:
+            conversation_id: str | None = None, key_id: str | None = None, filter: dict | None = None,
+            customer: dict | None = None) -> Answer:
         final = None
-        for kind, value in self.ask_stream(question, k, collection, history, conversation_id, key_id, filter):
+        for kind, value in self.ask_stream(question, k, collection, history, conversation_id, key_id, filter,
+                                           customer):
             if kind == "final":
                 final = value
         return final
 
     def ask_stream(self, question: str, k: int = 5, collection: str = "default", history: list[dict] | None = None,
                    conversation_id: str | None = None, key_id: str | None = None,
-                   filter: dict | None = None) -> Iterator[tuple[str, object]]:
+                   filter: dict | None = None, customer: dict | None = None) -> Iterator[tuple[str, object]]:
         """Retrieve now (so an unknown collection fails before anything is sent), then an iterator of
         ("token", text) events and one ("final", Answer), recorded (and a recommended hand-off sent) before it is
-        yielded. ``conversation_id`` is the client's, scoped to ``key_id`` (the API key asking) and ``collection``."""
+        yielded. ``conversation_id`` is the client's, scoped to ``key_id`` (the API key asking) and ``collection``:
+        without ``history`` or ``customer``, the conversation's kept ones are used. ``customer``: the customer's
+        context, scoped by the collection's customer rules (serve/customer.py)."""
         if self.pipeline is None:
             raise RuntimeError("this service was loaded without its answering models")
+        rules = self.collection(collection).customer_rules   # UnknownCollection before anything else
+        if conversation_id and (not history or customer is None):
+            kept, kept_customer = self.feedback.conversation(
+                conversation_id, collection, key_id, time.time() - self.settings.conversation_ttl_s,
+                self.settings.conversation_turns)
+            history = history or kept
+            customer = customer if customer is not None else kept_customer
         history = history or []
-        events = self.pipeline.stream(question, lambda standalone: self.search(standalone, k, collection, filter),
+        scope = scope_of(customer, rules)
+        narrowed = combined(filter, scope.filter)
+
+        def search(standalone: str) -> list[SearchHit]:
+            if not scope.prefer:
+                return self.search(standalone, k, collection, narrowed)
+            return preferred(self.search(standalone, 2 * k, collection, narrowed), scope.prefer, k)
+
+        events = self.pipeline.stream(question, search,
                                       history,
                                       answer_id=uuid.uuid4().hex,
                                       rated_unhelpful=self.feedback.conversation_rated_unhelpful(
@@ -144,17 +167,19 @@ class KbqaService:
         def recorded():
             for kind, value in events:
                 if kind == "final":
-                    self._record(value, collection, history, conversation_id, key_id)
+                    value = dataclasses.replace(value, context=scope.context())
+                    self._record(value, collection, history, conversation_id, key_id, customer)
                 yield kind, value
         return recorded()
 
     def _record(self, answer: Answer, collection: str, history: list[dict], conversation_id: str | None,
-                key_id: str | None = None) -> None:
+                key_id: str | None = None, customer: dict | None = None) -> None:
         """Record the answer, and send a recommended hand-off to the webhook (queued)."""
-        self.feedback.record_answer(collection, answer, conversation_id, key_id)
+        self.feedback.record_answer(collection, answer, conversation_id, key_id, customer)
         if answer.handoff.recommended and self.handoff_webhook is not None:
             self.handoff_webhook.submit({
                 "reason": answer.handoff.reason, "collection": collection, "conversation_id": conversation_id,
+                "customer": customer, "context": answer.context,
                 "answer_id": answer.answer_id, "question": answer.question, "history": history,
                 "answer": answer.answer, "abstained": answer.abstained, "grounding": answer.grounding,
                 "citations": [{"n": c.n, "doc_id": c.doc_id, "source": c.source, "title": c.title}

@@ -86,6 +86,11 @@ class Settings(BaseSettings):
     # When hand-off is recommended, POST the conversation here (serve/handoff_webhook.py), signed with the secret.
     handoff_webhook: str | None = Field(None, description="help-desk URL that receives recommended hand-offs")
     handoff_secret: SecretStr | None = Field(None, description="HMAC-SHA256 key signing each webhook delivery")
+    # Conversations kept server-side (serve/feedback.py): a request with a conversation_id and no history continues
+    # from its last turns, for this long after the last one, and no further back than this many turns.
+    conversation_ttl_s: float = Field(86400.0, gt=0, description="seconds a conversation is remembered after its "
+                                      "last turn")
+    conversation_turns: int = Field(10, ge=1, le=10, description="question/answer turns a follow-up is read with")
     # Admission control on answers (serve/admission.py): this many computed at once (auto: 1 when the embedded
     # generator writes, it uses every core; its batch size when it batches on a GPU; 8 with a remote generator,
     # which batches; the core count when selecting),

@@ -35,7 +35,7 @@ def test_search_shape(client):
 def test_ask_shape_and_citation(client):
     body = client.post("/v1/ask", json={"question": "How are refunds paid back?"}).json()
     assert set(body) == {"question", "answer", "abstained", "grounding", "citations", "unsupported", "answer_id", "rewritten_question", "timings_ms",
-                         "answerability", "fallback_reason", "handoff"}
+                         "answerability", "fallback_reason", "handoff", "context"}
     assert body["handoff"] == {"recommended": False, "reason": None}
     assert body["abstained"] is False and body["grounding"] == "generated" and body["unsupported"] == []
     assert body["answerability"] is None   # no scorer trained: the gate is off

@@ -56,6 +56,9 @@ class Answer:
     fallback_reason: str | None = None
     # Whether a person should take over, and why (retrieval/answering/handoff.py).
     handoff: Handoff = Handoff(False)
+    # The customer context that scoped the search (serve/customer.py): {"used": {field: {metadata, use, value}},
+    # "ignored": [fields]}; None when the request carried none.
+    context: dict | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -1,4 +1,4 @@
-"""`kbqa ingest`, `search`, `ask`, `status`: a collection's documents and questions."""
+"""`kbqa ingest`, `search`, `ask`, `status`, `customer-rules`: a collection's documents and questions."""
 from __future__ import annotations
 
 import json
@@ -37,16 +37,63 @@ def cmd_search(args) -> int:
     return 0
 
 
+def customer_arg(text: str) -> dict:
+    """--customer JSON: the API's customer object, checked the same way."""
+    import argparse
+
+    from pydantic import ValidationError
+
+    from serve.schemas import CustomerIn
+
+    try:
+        return CustomerIn.model_validate_json(text).model_dump(exclude_none=True, exclude_defaults=True)
+    except ValidationError as exc:
+        raise argparse.ArgumentTypeError(f"not a customer: {exc.errors()[0]['msg']} at "
+                                         f"{'.'.join(map(str, exc.errors()[0]['loc'])) or 'top'}") from None
+
+
+def rules_arg(text: str) -> dict:
+    import argparse
+
+    from serve.customer import RulesError, check_rules
+
+    try:
+        return check_rules(json.loads(text))
+    except (json.JSONDecodeError, RulesError) as exc:
+        raise argparse.ArgumentTypeError(f"not customer rules: {exc}") from None
+
+
 def cmd_ask(args) -> int:
-    answer = service(with_generator=True).ask(args.question, args.k, args.collection, filter=args.filter)
+    answer = service(with_generator=True).ask(args.question, args.k, args.collection, filter=args.filter,
+                                              customer=args.customer)
     if args.json:
         print(json.dumps(answer.to_dict(), indent=1))
     else:
         print(f"Q: {answer.question}\nA: {answer.answer}")
         for c in answer.citations:
             print(f"   [{c.n}] {c.source} - {c.title}")
+        if answer.context:
+            used = ", ".join(f"{name} {u['value']} ({u['use']})" for name, u in answer.context["used"].items())
+            print(f"   customer context: {used or 'none used'}" + (
+                f"; ignored {', '.join(answer.context['ignored'])}" if answer.context["ignored"] else ""))
         gate = f"; answerability {answer.answerability:.2f}" if answer.answerability is not None else ""
         print(f"   ({answer.timings_ms.get('total', 0) / 1000:.1f} s{gate})")
+    return 0
+
+
+def cmd_customer_rules(args) -> int:
+    collection = service(with_generator=False).collection(args.collection)
+    if args.set is not None:
+        collection.set_customer_rules(args.set)
+    rules = collection.customer_rules
+    if args.json:
+        print(json.dumps({"collection": args.collection, "rules": rules}, indent=1))
+    elif not rules:
+        print(f"collection {args.collection}: no customer rules (a request's customer context is ignored)")
+    else:
+        print(f"collection {args.collection}: customer rules")
+        for name, rule in sorted(rules.items()):
+            print(f"  customer {name} -> metadata {rule['metadata']} ({rule['use']})")
     return 0
 
 
@@ -89,8 +136,17 @@ def register(sub) -> None:
     p.add_argument("--k", type=int, default=5)
     p.add_argument("--collection", default="default")
     p.add_argument("--filter", type=filter_arg, help="only documents whose metadata this JSON filter keeps")
+    p.add_argument("--customer", type=customer_arg, help='who is asking, e.g. \'{"product": "tv", "plan": '
+                   '"business"}\': scoped by the collection\'s customer rules')
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_ask)
+
+    p = sub.add_parser("customer-rules", help="show or set how a customer's context scopes a collection")
+    p.add_argument("--collection", default="default")
+    p.add_argument("--set", type=rules_arg, metavar="JSON", help='replace them, e.g. \'{"product": {"metadata": '
+                   '"product", "use": "filter"}, "plan": {"metadata": "plans", "use": "prefer"}}\'; \'{}\' clears')
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_customer_rules)
 
     p = sub.add_parser("status", help="collections and how much of each is newer than its encoder")
     p.add_argument("--collection")

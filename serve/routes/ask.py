@@ -27,17 +27,18 @@ def _sse(event: str, data: dict) -> str:
 async def ask(body: AskRequest, service: ServiceDep, request: Request, key: QueryKey):
     key.check_collection(body.collection)
     history = [turn.model_dump() for turn in body.history]
+    customer = body.customer.model_dump(exclude_none=True, exclude_defaults=True) if body.customer else None
     # Retrieval and generation are CPU-bound: keep them off the event loop, a bounded number at once (503 beyond).
     ticket = await admit(request.app.state.admission)
     if not body.stream:
         with ticket:
             answer = await run_in_threadpool(service.ask, body.question, body.k, body.collection, history,
-                                             body.conversation_id, key.key_id, key.narrowed(body.filter))
+                                             body.conversation_id, key.key_id, key.narrowed(body.filter), customer)
         request.app.state.metrics.observe_answer(answer)
         return AskResponse(**answer.to_dict())
     try:
         events = await run_in_threadpool(service.ask_stream, body.question, body.k, body.collection, history,
-                                         body.conversation_id, key.key_id, key.narrowed(body.filter))
+                                         body.conversation_id, key.key_id, key.narrowed(body.filter), customer)
     except BaseException:
         ticket.release()
         raise

@@ -3,7 +3,8 @@ from starlette.concurrency import run_in_threadpool
 
 from serve.schemas import CollectionPath
 from serve.deps import AdminKey, ServiceDep
-from serve.schemas import CollectionCreate, CollectionOut, ErrorResponse
+from serve.customer import check_rules
+from serve.schemas import CollectionCreate, CollectionOut, CustomerRules, ErrorResponse
 
 router = APIRouter(prefix="/v1/collections", tags=["collections"])
 
@@ -34,3 +35,21 @@ async def delete_collection(name: CollectionPath, service: ServiceDep, key: Admi
     key.check_unsliced("deleting collections")
     await run_in_threadpool(service.delete_collection, name)
     return Response(status_code=204)
+
+
+@router.get("/{name}/customer-rules", response_model=CustomerRules, responses={404: {"model": ErrorResponse}})
+async def get_customer_rules(name: CollectionPath, service: ServiceDep, key: AdminKey) -> CustomerRules:
+    key.check_collection(name)
+    return CustomerRules(rules=await run_in_threadpool(lambda: service.collection(name).customer_rules))
+
+
+@router.put("/{name}/customer-rules", response_model=CustomerRules, responses={404: {"model": ErrorResponse},
+                                                                              422: {"model": ErrorResponse}})
+async def put_customer_rules(name: CollectionPath, body: CustomerRules, service: ServiceDep,
+                             key: AdminKey) -> CustomerRules:
+    """Replace how a customer's context scopes this collection (serve/customer.py); {} turns it off."""
+    key.check_collection(name)
+    key.check_unsliced("changing customer rules")
+    rules = check_rules(body.rules)   # RulesError: 422 naming the rule
+    await run_in_threadpool(lambda: service.collection(name).set_customer_rules(rules))
+    return CustomerRules(rules=rules)

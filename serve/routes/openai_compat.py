@@ -27,7 +27,7 @@ from retrieval.answering.engines.remote import GeneratorUnavailable
 from retrieval.home import UnknownCollection
 from serve.admission import admit
 from serve.deps import QueryKey, ServiceDep
-from serve.schemas import CONVERSATION_ID, AskResponse, MetadataFilter
+from serve.schemas import CONVERSATION_ID, AskResponse, CustomerIn, MetadataFilter
 
 router = APIRouter(tags=["openai-compatible"])
 MODEL_PREFIX = "kbqa-"
@@ -88,6 +88,7 @@ class ChatCompletionRequest(BaseModel):
     conversation_id: str | None = Field(None, pattern=CONVERSATION_ID, description="kbqa's extension (send it with "
                                         "the SDK's extra_body): an unhelpful rating earlier in it recommends a hand-off")
     filter: MetadataFilter = None   # kbqa's extension too (extra_body): only documents it keeps are searched
+    customer: CustomerIn | None = None   # and this one: who is asking, scoped by the collection's customer rules
 
 
 class ModelOut(BaseModel):
@@ -140,7 +141,7 @@ def extension(answer: AskResponse) -> dict:
     return {"answer_id": answer.answer_id, "abstained": answer.abstained, "grounding": answer.grounding,
             "citations": [c.model_dump() for c in answer.citations], "answerability": answer.answerability,
             "fallback_reason": answer.fallback_reason, "rewritten_question": answer.rewritten_question,
-            "handoff": answer.handoff.model_dump()}
+            "handoff": answer.handoff.model_dump(), "context": answer.context}
 
 
 @router.get("/v1/models", response_model=ModelList)
@@ -160,13 +161,14 @@ async def chat_completions(body: ChatCompletionRequest, service: ServiceDep, req
     collection = collection_of(body.model)
     key.check_collection(collection)
     question, history = question_and_history(body.messages)
+    customer = body.customer.model_dump(exclude_none=True, exclude_defaults=True) if body.customer else None
     completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     base = {"id": completion_id, "created": created, "model": body.model}
     ticket = await admit(request.app.state.admission)   # as /v1/ask: a bounded number at once, 503 beyond
     if not body.stream:
         with ticket:
             answer = await run_in_threadpool(service.ask, question, 5, collection, history, body.conversation_id,
-                                             key.key_id, key.narrowed(body.filter))
+                                             key.key_id, key.narrowed(body.filter), customer)
         request.app.state.metrics.observe_answer(answer)
         out = AskResponse(**answer.to_dict())
         return {**base, "object": "chat.completion", "kbqa": extension(out), "choices": [
@@ -174,7 +176,7 @@ async def chat_completions(body: ChatCompletionRequest, service: ServiceDep, req
     # Retrieval runs now: an unknown collection fails with a plain 404 before the stream starts.
     try:
         events = await run_in_threadpool(service.ask_stream, question, 5, collection, history,
-                                         body.conversation_id, key.key_id, key.narrowed(body.filter))
+                                         body.conversation_id, key.key_id, key.narrowed(body.filter), customer)
     except BaseException:
         ticket.release()
         raise
