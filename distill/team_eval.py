@@ -1,7 +1,8 @@
 """`kbqa eval`: quality on the team's own questions, before and after a change (a re-distillation,
 new docs, a setting).
 
-Questions are JSONL in the dev sets' format, ``{"question", "answer"?, "gold_ids"?, "answerable"?}``. Retrieval
+Questions are JSONL in the dev sets' format, ``{"question", "answer"?, "gold_ids"?, "answerable"?, "filter"?}``
+(``filter``: that question's metadata filter, AND-ed with the run's ``--filter``). Retrieval
 metrics need ``gold_ids`` (document ids of the collection); answer metrics need ``--ask`` and score against
 ``answer`` when given; abstention needs ``answerable: false`` questions. Every figure says over how many questions
 it was taken, and a metric with no question to take it over is absent, not zero.
@@ -16,6 +17,7 @@ import numpy as np
 
 from distill.jsonl import read_jsonl
 from distill.metrics import ranking_metrics, rouge_l, token_f1
+from retrieval.filters import FilterError, combined, compile_filter
 
 EVAL_QUESTIONS = "eval-questions.jsonl"   # in the collection's folder: `kbqa eval --remember` puts it there
 SEARCH_DEPTH = 20   # chunks searched per question; their documents, deduplicated, are the ranking
@@ -27,6 +29,7 @@ class EvalQuestion:
     answer: str | None = None
     gold_ids: list[str] = field(default_factory=list)
     answerable: bool = True
+    filter: dict | None = None   # this question's own slice (one product's question), AND-ed with the run's
 
 
 def _check(row: dict) -> str | None:
@@ -34,6 +37,11 @@ def _check(row: dict) -> str | None:
         return "needs a non-empty string 'question'"
     if not isinstance(row.get("gold_ids") or [], list):
         return "'gold_ids' must be a list of document ids"
+    if row.get("filter") is not None:
+        try:
+            compile_filter(row["filter"])
+        except FilterError as exc:
+            return str(exc)
     return None
 
 
@@ -43,7 +51,8 @@ def read_questions(path: Path) -> list[EvalQuestion]:
     if not rows:
         raise ValueError(f"{path}: no questions")
     return [EvalQuestion(r["question"].strip(), r["answer"] if isinstance(r.get("answer"), str) else None,
-                         [str(g) for g in r.get("gold_ids") or []], bool(r.get("answerable", True))) for r in rows]
+                         [str(g) for g in r.get("gold_ids") or []], bool(r.get("answerable", True)),
+                         r.get("filter") or None) for r in rows]
 
 
 def _mean(values: list[float]) -> dict | None:
@@ -59,7 +68,9 @@ def evaluate(service, questions: list[EvalQuestion], collection: str = "default"
     def add(name: str, value: float) -> None:
         figures.setdefault(name, []).append(float(value))
 
+    run_filter = filter
     for q in (progress(questions) if progress else questions):
+        filter = combined(run_filter, q.filter)
         if q.gold_ids and q.answerable:
             start = time.perf_counter()
             hits = service.search(q.question, SEARCH_DEPTH, collection, filter)

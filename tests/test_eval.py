@@ -61,3 +61,18 @@ def test_eval_keeps_to_a_filter(tmp_path, fake_encoder):
     sliced = evaluate(service, questions, filter={"title": "Billing"})["metrics"]
     assert sliced["hit@5"] == {"value": 0.5, "n": 2}   # the teams page is outside the slice
     assert evaluate(service, questions)["metrics"]["hit@5"]["value"] == 1.0
+
+
+def test_a_question_may_carry_its_own_filter(tmp_path, fake_encoder):
+    # Issue 28: one file of several products' questions, each measured on its own slice.
+    service = KbqaService(Settings(home=tmp_path / "home"), fake_encoder)
+    service.ingest(make_kb(tmp_path / "kb"), "default")
+    questions = read_questions(_write(tmp_path / "q.jsonl", [
+        {"question": "How are refunds paid back?", "gold_ids": ["billing.md"], "filter": {"title": "Billing"}},
+        {"question": "Invite colleagues from the team settings page", "gold_ids": ["faq/teams.md"],
+         "filter": {"title": "Billing"}}]))
+    assert questions[0].filter == {"title": "Billing"}
+    assert evaluate(service, questions)["metrics"]["hit@5"] == {"value": 0.5, "n": 2}
+    assert evaluate(service, questions, filter={"title": "Teams"})["metrics"]["hit@5"]["value"] == 0.0   # AND-ed
+    with pytest.raises(ValueError, match=":1: filter product.\\$like"):
+        read_questions(_write(tmp_path / "bad.jsonl", [{"question": "a", "filter": {"product": {"$like": "t"}}}]))
