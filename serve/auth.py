@@ -28,7 +28,7 @@ import limits
 import limits.storage
 import limits.strategies
 
-from retrieval.filters import combined, compile_filter
+from retrieval.filters import canonical, combined, compile_filter
 
 SCOPES = ("query", "admin")
 KEYLESS_REFUSAL = ("no API key has been created yet, so this server answers loopback clients only: on the server, "
@@ -73,8 +73,9 @@ class Principal:
         return combined(self.filter, requested)
 
     def check_unsliced(self, what: str) -> None:
-        """Routes that write documents or report across them (feedback, gaps, distillation) are not yet cut to a
-        slice: a key with a filter is refused there (403), so it never sees or changes rows outside its slice."""
+        """Routes that write documents or change a whole collection (uploads, deletes, distillation, collections,
+        customer rules) are not cut to a slice: a key with a filter is refused there (403), so it never changes rows
+        outside its slice. Feedback and gaps are cut to it (``KeyStore.sharing_slice``)."""
         if self.filter is not None:
             raise AuthError(403, f"this API key is bound to a filter: {what} needs a key without one")
 
@@ -131,6 +132,14 @@ class KeyStore:
                                     ).fetchall()
         return [{**dict(r), "revoked": bool(r["revoked"]), "filter": json.loads(r["filter"]) if r["filter"] else None}
                 for r in rows]
+
+    def sharing_slice(self, filter: dict) -> list[str]:
+        """The ids of every key (revoked ones too: their answers stay theirs) bound to this very filter: one
+        tenant's keys, whose answers, feedback and gaps a key of that slice may read."""
+        wanted = canonical(filter)
+        with self._lock:
+            rows = self._db.execute("SELECT key_id, filter FROM keys WHERE filter IS NOT NULL").fetchall()
+        return sorted(r["key_id"] for r in rows if canonical(json.loads(r["filter"])) == wanted)
 
     def ever_keyed(self) -> bool:
         """Has a key ever been created here (revoked ones count)? Once true, it stays true."""

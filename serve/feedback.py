@@ -23,6 +23,13 @@ ADDED_COLUMNS = (("answers", "conversation_id", "TEXT"), ("answers", "handoff_re
 LOCAL = ""   # key_id of answers given in keyless local mode
 
 
+def _asked_by(key_ids: list[str] | None) -> tuple[str, list[str]]:
+    """SQL (" AND ...") and parameters keeping answers asked through ``key_ids``; nothing for None."""
+    if key_ids is None:
+        return "", []
+    return f" AND a.key_id IN ({','.join('?' * len(key_ids)) or 'NULL'})", list(key_ids)
+
+
 class UnknownAnswer(LookupError):
     """Feedback names an answer id this server never gave, or a feedback id that does not exist."""
 
@@ -69,15 +76,17 @@ class FeedbackStore:
                                     (collection,)).fetchall()
         return [r["question"] for r in rows]
 
-    def gap_questions(self, collection: str, since: float) -> list[dict]:
+    def gap_questions(self, collection: str, since: float, key_ids: list[str] | None = None) -> list[dict]:
         """Questions of ``collection`` asked since ``since`` (epoch seconds) that kbqa abstained on or that were
-        rated unhelpful: {"question", "reason" (abstained | unhelpful), "cited" doc sources, "created", "customer"}."""
+        rated unhelpful: {"question", "reason" (abstained | unhelpful), "cited" doc sources, "created", "customer"}.
+        ``key_ids``: only those asked through these keys (a slice's keys, serve/auth.py); None: every one."""
+        only, params = _asked_by(key_ids)
         with self._lock:
             rows = self._db.execute(
                 "SELECT a.answer_id, a.question, a.abstained, a.citations, a.created, a.customer, "
                 "EXISTS (SELECT 1 FROM feedback f WHERE f.answer_id = a.answer_id AND f.helpful = 0) AS unhelpful "
-                "FROM answers a WHERE a.collection = ? AND a.created >= ? ORDER BY a.created",
-                (collection, since)).fetchall()
+                f"FROM answers a WHERE a.collection = ? AND a.created >= ?{only} ORDER BY a.created",
+                (collection, since, *params)).fetchall()
         return [{"question": r["question"], "reason": "abstained" if r["abstained"] else "unhelpful",
                  "cited": [c.get("doc_id", c["source"]) for c in json.loads(r["citations"])], "created": r["created"],
                  "customer": json.loads(r["customer"]) if r["customer"] else None}
@@ -91,11 +100,12 @@ class FeedbackStore:
         if not updated:
             raise UnknownAnswer(f"no feedback with id {feedback_id}")
 
-    def feedback_collection(self, feedback_id: int) -> str | None:
+    def feedback_owner(self, feedback_id: int) -> tuple[str, str] | None:
+        """(collection, asking key id) of the answer a feedback rates; None when there is no such feedback."""
         with self._lock:
-            row = self._db.execute("SELECT a.collection FROM feedback f JOIN answers a USING (answer_id) "
+            row = self._db.execute("SELECT a.collection, a.key_id FROM feedback f JOIN answers a USING (answer_id) "
                                    "WHERE f.feedback_id = ?", (feedback_id,)).fetchone()
-        return row["collection"] if row else None
+        return (row["collection"], row["key_id"]) if row else None
 
     def training_answers(self, collection: str) -> list[dict]:
         """What `kbqa train-generator --from-feedback` learns from: answers rated helpful and never unhelpful (their
@@ -163,8 +173,9 @@ class FeedbackStore:
             row = self._db.execute("SELECT collection FROM answers WHERE answer_id = ?", (answer_id,)).fetchone()
         return row["collection"] if row else None
 
-    def list_feedback(self, limit: int = 100, helpful: bool | None = None,
-                      collections: list[str] | None = None) -> list[dict]:
+    def list_feedback(self, limit: int = 100, helpful: bool | None = None, collections: list[str] | None = None,
+                      key_ids: list[str] | None = None) -> list[dict]:
+        """The newest feedback with its answers; ``key_ids``: only answers asked through these keys."""
         query = ("SELECT f.feedback_id, f.answer_id, f.helpful, f.comment, f.created, a.collection, a.question, "
                  "a.answer, a.abstained, a.grounding, a.citations FROM feedback f JOIN answers a USING (answer_id)")
         where, params = [], []
@@ -174,6 +185,10 @@ class FeedbackStore:
         if collections is not None:
             where.append(f"a.collection IN ({','.join('?' * len(collections))})")
             params += collections
+        if key_ids is not None:
+            only, ids = _asked_by(key_ids)
+            where.append(only.removeprefix(" AND "))
+            params += ids
         if where:
             query += " WHERE " + " AND ".join(where)
         params = tuple(params)

@@ -44,11 +44,14 @@ def greedy_clusters(vectors: np.ndarray, threshold: float) -> list[list[int]]:
 
 
 def gap_report(service, collection: str = "default", since_days: float = 30.0, threshold: float = DEFAULT_THRESHOLD,
-               examples: int = 5, check_coverage: bool = True, include_all: bool = False) -> dict:
+               examples: int = 5, check_coverage: bool = True, include_all: bool = False,
+               key_ids: list[str] | None = None, filter: dict | None = None) -> dict:
     """The report: {"collection", "since_days", "questions", "clusters": [...]}, largest cluster first;
-    ``include_all`` adds each cluster's every distinct question (benchmarks)."""
+    ``include_all`` adds each cluster's every distinct question (benchmarks). A slice's report (serve/auth.py):
+    ``key_ids``, only the questions its keys asked; ``filter``, its documents only for the nearest document and the
+    coverage check."""
     target = service.collection(collection)   # UnknownCollection before any work
-    logged = service.feedback.gap_questions(collection, time.time() - since_days * 86400)
+    logged = service.feedback.gap_questions(collection, time.time() - since_days * 86400, key_ids)
     grouped: dict[str, list[dict]] = {}
     for entry in logged:   # the same question asked twice is one point with two askings
         grouped.setdefault(_normal(entry["question"]), []).append(entry)
@@ -62,7 +65,7 @@ def gap_report(service, collection: str = "default", since_days: float = 30.0, t
             ordered = sorted(members, key=lambda i: -float(vectors[i] @ centroid))
             entries = [e for i in members for e in grouped[keys[i]]]
             representative = texts[ordered[0]]
-            top = service.search(representative, 1, collection)
+            top = service.search(representative, 1, collection, filter)
             nearest = ({"doc_id": top[0].chunk.doc_id, "title": top[0].chunk.title, "source": top[0].chunk.source,
                         "score": round(top[0].score, 4)} if top else None)
             cluster = {"size": len(entries), "representative": representative,
@@ -73,7 +76,8 @@ def gap_report(service, collection: str = "default", since_days: float = 30.0, t
             if include_all:
                 cluster["all_questions"] = [texts[i] for i in ordered]
             if check_coverage and service.pipeline is not None:
-                cluster["answered_now"] = _answered_now(service, collection, [grouped[keys[i]][0] for i in ordered])
+                cluster["answered_now"] = _answered_now(service, collection, [grouped[keys[i]][0] for i in ordered],
+                                                        filter)
                 cluster["covered"] = cluster["answered_now"] > 0.5
             clusters.append(cluster)
     clusters.sort(key=lambda c: (-c["size"], -c["last_seen"]))
@@ -92,12 +96,13 @@ def customer_counts(entries: list[dict]) -> dict[str, dict[str, int]]:
     return {name: dict(c.most_common()) for name, c in sorted(counts.items())}
 
 
-def _answered_now(service, collection: str, entries: list[dict]) -> float:
+def _answered_now(service, collection: str, entries: list[dict], filter: dict | None = None) -> float:
     """Share of a cluster's questions (its most central ones) that kbqa answers now, not recorded as answers."""
     answered = 0
     sample = entries[:COVERAGE_SAMPLE]
     for entry in sample:
-        answer = service.pipeline.run(entry["question"], lambda question: service.search(question, 5, collection))
+        answer = service.pipeline.run(entry["question"],
+                                      lambda question: service.search(question, 5, collection, filter))
         cited = {c.doc_id for c in answer.citations}
         answered += (not answer.abstained) and (entry["reason"] != "unhelpful" or bool(cited - set(entry["cited"])))
     return round(answered / len(sample), 3)

@@ -195,8 +195,6 @@ def test_a_key_bound_to_a_slice_cannot_write_or_report_across_documents(sliced):
     assert client.post("/v1/collections/default/documents", files=[("files", ("x.md", b"# X\n\nx", "text/markdown"))],
                        headers=headers).status_code == 403
     assert client.delete("/v1/collections/default/documents/phone.md", headers=headers).status_code == 403
-    assert client.get("/v1/feedback", headers=headers).status_code == 403
-    assert client.get("/v1/collections/default/gaps", headers=headers).status_code == 403
     assert client.post("/v1/keys", json={"name": "x", "scope": "query"}, headers=headers).status_code == 403
     assert client.get("/v1/collections/default/documents/tv.md", headers=headers).status_code == 200
 
@@ -289,3 +287,26 @@ def test_a_folder_rule_gives_files_metadata_from_where_they_sit(tmp_path, fake_e
     assert {d["metadata"].get("line") for d in collection.store.documents()} == {"tv", "phone"}
     with pytest.raises(ValueError):
         collection.ingest(kb, chunker, path_rule="{oops")
+
+
+def test_feedback_and_gaps_are_cut_to_a_bound_key_s_slice(sliced):
+    client, made = sliced
+    # the tv widget and an unbound admin each ask; both answers are rated unhelpful
+    tv_answer = client.post("/v1/ask", json={"question": "How do I reset the picture settings?"},
+                            headers=_as(made["tv"])).json()
+    other = client.post("/v1/ask", json={"question": "What does the phone warranty cover?"},
+                        headers=_as(made["admin"])).json()
+    ids = {}
+    for name, answer, key in (("tv", tv_answer, made["tv"]), ("other", other, made["admin"])):
+        ids[name] = client.post("/v1/feedback", json={"answer_id": answer["answer_id"], "helpful": False},
+                                headers=_as(key)).json()["feedback_id"]
+    headers = _as(made["tv_admin"])   # an admin key bound to the same slice as the tv widget
+    listed = client.get("/v1/feedback", headers=headers)
+    assert listed.status_code == 200 and [f["feedback_id"] for f in listed.json()] == [ids["tv"]]
+    assert b"warranty" not in listed.content
+    assert len(client.get("/v1/feedback", headers=_as(made["admin"])).json()) == 2   # unbound: everything
+    assert client.patch(f"/v1/feedback/{ids['other']}", json={"corrected_answer": "x"}, headers=headers).status_code == 404
+    assert client.patch(f"/v1/feedback/{ids['tv']}", json={"corrected_answer": "Reset it."}, headers=headers).status_code == 200
+    report = client.get("/v1/collections/default/gaps", headers=headers)
+    assert report.status_code == 200 and report.json()["questions"] == 1
+    assert b"warranty" not in report.content and b"phone" not in report.content.lower()

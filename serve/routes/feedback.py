@@ -1,10 +1,15 @@
-from fastapi import APIRouter, Path as PathParam, Query
+from fastapi import APIRouter, Path as PathParam, Query, Request
 
 from serve.feedback import UnknownAnswer
 from serve.deps import AdminKey, QueryKey, ServiceDep
 from serve.schemas import ErrorResponse, FeedbackCorrection, FeedbackCreated, FeedbackOut, FeedbackRequest
 
 router = APIRouter(prefix="/v1/feedback", tags=["feedback"])
+
+
+def _slice_keys(request: Request, key) -> list[str] | None:
+    """The keys of the caller's slice (None: the caller is bound to none and reads everything it may see)."""
+    return request.app.state.keys.sharing_slice(key.filter) if key.filter is not None else None
 
 
 @router.post("", status_code=201, response_model=FeedbackCreated, responses={404: {"model": ErrorResponse}})
@@ -18,20 +23,22 @@ async def add_feedback(body: FeedbackRequest, service: ServiceDep, key: QueryKey
 
 
 @router.get("", response_model=list[FeedbackOut])
-async def list_feedback(service: ServiceDep, key: AdminKey, limit: int = Query(100, ge=1, le=1000),
+async def list_feedback(service: ServiceDep, key: AdminKey, request: Request, limit: int = Query(100, ge=1, le=1000),
                         helpful: bool | None = None) -> list[FeedbackOut]:
-    key.check_unsliced("the feedback list")
-    rows = service.feedback.list_feedback(limit, helpful, None if key.collections is None else sorted(key.collections))
+    """A key bound to a slice lists the feedback on answers its slice's keys asked for (serve/auth.py)."""
+    rows = service.feedback.list_feedback(limit, helpful, None if key.collections is None else sorted(key.collections),
+                                          _slice_keys(request, key))
     return [FeedbackOut(**row) for row in rows]
 
 
 @router.patch("/{feedback_id}", response_model=FeedbackCreated, responses={404: {"model": ErrorResponse}})
-async def correct_feedback(body: FeedbackCorrection, service: ServiceDep, key: AdminKey,
+async def correct_feedback(body: FeedbackCorrection, service: ServiceDep, key: AdminKey, request: Request,
                            feedback_id: int = PathParam(ge=1, le=2**62)) -> FeedbackCreated:
     """An admin writes the right answer for a rated one: `kbqa train-generator --from-feedback` learns from it."""
-    key.check_unsliced("correcting feedback")
-    collection = service.feedback.feedback_collection(feedback_id)
-    if collection is None or not key.can_see(collection):   # another collection's: as if it did not exist
+    owner = service.feedback.feedback_owner(feedback_id)
+    slice_keys = _slice_keys(request, key)
+    # another collection's, or another slice's: as if it did not exist
+    if owner is None or not key.can_see(owner[0]) or (slice_keys is not None and owner[1] not in slice_keys):
         raise UnknownAnswer(f"no feedback with id {feedback_id}")
     service.feedback.correct(feedback_id, body.corrected_answer)
     return FeedbackCreated(feedback_id=feedback_id)

@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -13,13 +13,15 @@ GAPS_PAGE = Path(__file__).resolve().parents[1] / "static" / "gaps.html"
 
 
 @router.get("/v1/collections/{name}/gaps", response_model=GapReport, responses={404: {"model": ErrorResponse}})
-async def gaps(name: CollectionPath, service: ServiceDep, key: AdminKey,
+async def gaps(name: CollectionPath, service: ServiceDep, key: AdminKey, request: Request,
                since_days: float = Query(30.0, gt=0, le=3650),
                threshold: float = Query(DEFAULT_THRESHOLD, ge=0.0, le=1.0)) -> GapReport:
-    """Questions abstained on or rated unhelpful, clustered, largest first: what the docs should cover next."""
+    """Questions abstained on or rated unhelpful, clustered, largest first: what the docs should cover next. A key
+    bound to a slice sees the questions its slice's keys asked, against its slice's documents."""
     key.check_collection(name)
-    key.check_unsliced("the gaps report")
-    return GapReport(**await run_in_threadpool(gap_report, service, name, since_days, threshold))
+    key_ids = request.app.state.keys.sharing_slice(key.filter) if key.filter is not None else None
+    return GapReport(**await run_in_threadpool(lambda: gap_report(service, name, since_days, threshold,
+                                                                  key_ids=key_ids, filter=key.filter)))
 
 
 @router.get("/gaps", response_class=HTMLResponse, include_in_schema=False)
