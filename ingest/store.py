@@ -97,6 +97,25 @@ class ChunkStore:
         self.db.execute("DELETE FROM files WHERE root = ? AND path = ?", (root, path))
         return gone
 
+    def same_chunks(self, root: str, path: str, docs: list[Document], chunks: list[Chunk]) -> bool:
+        """Does the stored file hold exactly these documents and chunks (ids are content hashes): a change of its
+        metadata alone?"""
+        stored_docs = {r["doc_id"] for r in self.db.execute(
+            "SELECT doc_id FROM documents WHERE root = ? AND path = ?", (root, path))}
+        if not stored_docs or stored_docs != {d.doc_id for d in docs}:
+            return False
+        stored_chunks = {r["chunk_id"] for r in self.db.execute(
+            "SELECT c.chunk_id FROM chunks c JOIN documents d USING (doc_id) WHERE d.root = ? AND d.path = ?",
+            (root, path))}
+        return stored_chunks == {c.chunk_id for c in chunks}
+
+    def replace_metadata(self, root: str, path: str, content_hash: str, docs: list[Document]) -> None:
+        """A metadata-only change (``same_chunks``): the file's hash and its documents' titles and metadata, chunks
+        and vectors untouched."""
+        self.db.execute("UPDATE files SET content_hash = ? WHERE root = ? AND path = ?", (content_hash, root, path))
+        self.db.executemany("UPDATE documents SET source = ?, title = ?, metadata = ? WHERE doc_id = ?",
+                            [(d.source, d.title, json.dumps(d.metadata), d.doc_id) for d in docs])
+
     def add_file(self, root: str, path: str, content_hash: str, docs: list[Document],
                  chunks: list[Chunk], vectors: np.ndarray) -> None:
         assert len(chunks) == len(vectors)

@@ -262,6 +262,10 @@ class Collection:
                 removed_ids += self.store.remove_file(plan.root_key, rel)
             added_ids, added_vectors, added_texts = [], [], []
             for update in plan.updates:
+                if self.store.same_chunks(plan.root_key, update.rel, update.docs, update.chunks):
+                    # metadata alone changed: the store's rows change, the indexes keep every vector and term
+                    self.store.replace_metadata(plan.root_key, update.rel, update.digest, update.docs)
+                    continue
                 removed_ids += self.store.remove_file(plan.root_key, update.rel)
                 rows = (np.stack([vectors[c.chunk_id] for c in update.chunks]) if update.chunks
                         else np.zeros((0, encoder.dim)))

@@ -310,3 +310,29 @@ def test_feedback_and_gaps_are_cut_to_a_bound_key_s_slice(sliced):
     report = client.get("/v1/collections/default/gaps", headers=headers)
     assert report.status_code == 200 and report.json()["questions"] == 1
     assert b"warranty" not in report.content and b"phone" not in report.content.lower()
+
+
+def test_a_metadata_only_change_touches_no_vector_and_no_term(tmp_path, fake_encoder):
+    from ingest.chunker import Chunker as _Chunker
+
+    collection = Collection(tmp_path / "c", fake_encoder, create=True)
+    chunker = _Chunker(fake_encoder.count_tokens)
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    page = "---\nproduct: tv\n---\n# TV\n\nReset the picture settings to fix a dark screen.\n"
+    (kb / "tv.md").write_text(page)
+    (kb / "phone.md").write_text("# Phone\n\nReset the phone.\n")
+    collection.ingest(kb, chunker)
+    commits = []
+    real = collection.generations.commit
+    collection.generations.commit = lambda *args: commits.append(args[3:5]) or real(*args)
+    (kb / "tv.md").write_text(page.replace("product: tv", "product: [tv, soundbar]"))
+    report = collection.ingest(kb, chunker)
+    assert report.changed == ["tv.md"] and report.chunks_embedded == 0
+    assert commits == [([], [])]   # nothing removed from or added to FAISS and BM25
+    hits = collection.search("reset picture settings", 5, filter={"product": "soundbar"})
+    assert [h.chunk.source for h in hits] == ["tv.md"] and hits[0].metadata["product"] == ["tv", "soundbar"]
+    (kb / "tv.md").write_text(page.replace("dark screen", "black screen"))   # the text changed: re-indexed
+    collection.ingest(kb, chunker)
+    assert commits[-1][0] and commits[-1][1]
+    collection.close()
