@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from distill.metrics import oracle_selection, token_f1
-from retrieval.answering.gap_detector import SHIPPED_GAP_DETECTOR, GapDetector, gap_signals
+from retrieval.answering.gap_detector import SHIPPED_GAP_DETECTOR, SIGNALS, GapDetector, gap_signals
 from retrieval.answering.selection import SHIPPED_SELECTOR, Selection, SentenceSelector, scored_units
 
 THRESHOLDS = (0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6)
@@ -97,13 +97,17 @@ def fit_selector(prepared: list[dict], c: float = 1.0) -> SentenceSelector:
 
 
 def fit_gap_detector(prepared: list[dict], selector: SentenceSelector, c: float = 1.0,
-                     max_false_abstention: float = MAX_FALSE_ABSTENTION) -> GapDetector:
+                     max_false_abstention: float = MAX_FALSE_ABSTENTION, using: tuple[str, ...] = SIGNALS) -> GapDetector:
+    """``using``: the signals fitted on (the others weigh 0; benchs/quality/loo_fit_study.py compares subsets)."""
     from sklearn.linear_model import LogisticRegression
 
     signals = np.stack([gap_signals(p["example"]["question"], passages_of(p["example"]), selection_of(selector, p))
                         for p in prepared])
     gap = np.array([p["example"]["kind"] == "gap" for p in prepared], dtype=float)
-    weights = LogisticRegression(C=c, fit_intercept=False, max_iter=5000).fit(signals, gap).coef_[0].tolist()
+    columns = [SIGNALS.index(name) for name in using]
+    weights = np.zeros(len(SIGNALS))
+    weights[columns] = LogisticRegression(C=c, fit_intercept=False, max_iter=5000).fit(signals[:, columns], gap).coef_[0]
+    weights = weights.tolist()
     detector = GapDetector(weights, 1.0)
     probs = np.array([detector.probability(s) for s in signals])
     datasets = np.array([p["example"]["dataset"] for p in prepared])

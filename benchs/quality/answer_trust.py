@@ -16,7 +16,7 @@ Systems, per answerable question (top hits of the full knowledge base, benchs/co
   feedback-trained one: benchs/quality/feedback_loop.py);
 - ``new default, leave-one-out`` (with --loo DIR): as served, but each set answered by the sentence scorer, selector
   and gap detector fitted without it (distill/selector_loo.py): how a new customer's knowledge base is answered, the
-  figure that counts (issue 27);
+  figure that counts (issue 27); ``leave-one-out, gap detector off``: the same without the gap detector;
 - ``remote llama.cpp`` (with --llama): KBQA_GENERATOR_URL pointed at llama.cpp's server serving the bundled SmolLM2
   GGUF on this machine (retrieval/answering/engines/llama_server.py), everything else as served: the bring-your-own-generator path.
 Gap protocol: the knowledge-gap questions on the gap knowledge base should be refused; the questions still
@@ -47,10 +47,12 @@ from serve.settings import Settings
 
 BASELINES = ("first 3 sentences", "best 2 sentences", "110 words of top 3")
 LOO = "new default, leave-one-out"
+LOO_NO_GAP = "leave-one-out, gap detector off"
 
 
-def loo_pipeline(settings: Settings, folder: Path):
-    """The default pipeline with the answer models fitted without this set (distill/selector_loo.py)."""
+def loo_pipeline(settings: Settings, folder: Path, gap: bool = True):
+    """The default pipeline with the answer models fitted without this set (distill/selector_loo.py); ``gap``
+    False: without the gap detector (what it costs or brings on a set it was not fitted on)."""
     from retrieval.answering.answerability import AnswerabilityScorer
     from retrieval.answering.gap_detector import GapDetector
     from retrieval.answering.selection import SentenceSelector
@@ -61,7 +63,7 @@ def loo_pipeline(settings: Settings, folder: Path):
     minilm = model_path(settings.kbqa_home.models_dir, STUDENT_START)
     return answer_pipeline(settings, selector=SentenceSelector.load(folder / "selector.json"),
                            sentence_scorer=AnswerabilityScorer.load(scorer, minilm),
-                           gap_detector=GapDetector.load(folder / "gap_detector.json"))
+                           gap_detector=GapDetector.load(folder / "gap_detector.json") if gap else None)
 
 
 def procedures_whole(answer: str, passages: list[dict]) -> list[float]:
@@ -146,9 +148,12 @@ def run(args, stack: ExitStack) -> None:
                                            generator_fallback="error"))
         systems["remote llama.cpp"] = Served(remote.pipeline)
 
-    loo = {name: Served(loo_pipeline(settings, args.loo / name)) for name in ANSWER_DATASETS} if args.loo else {}
-    if loo:
-        systems[LOO] = None   # a pipeline per set, below
+    loo = {}
+    if args.loo:   # a pipeline per set, below
+        for name in ANSWER_DATASETS:
+            loo[(LOO_NO_GAP, name)] = Served(loo_pipeline(settings, args.loo / name, gap=False))
+            loo[(LOO, name)] = Served(loo_pipeline(settings, args.loo / name))
+        systems[LOO_NO_GAP] = systems[LOO] = None
     table, per_set = defaultdict(lambda: defaultdict(list)), defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
     for name in ANSWER_DATASETS:
         rows = retrieval_rows(service, args.data, name, args.split)
@@ -156,7 +161,7 @@ def run(args, stack: ExitStack) -> None:
         gaps = sample(rows, lambda r: r["gap_status"] == "gap", args.gap_per_dataset)
         still = sample(rows, lambda r: r["gap_status"] == "answerable", args.gap_per_dataset)
         unanswerable = [r for r in rows if not r["answerable"]]
-        set_systems = {s: loo[name] if s == LOO else served for s, served in systems.items()}
+        set_systems = {s: loo[(s, name)] if served is None else served for s, served in systems.items()}
         for row in answerable:
             gold = set(row["gold_ids"])
             outputs = {b: baseline(b, row) for b in BASELINES + ("oracle",)}
@@ -220,8 +225,8 @@ def run(args, stack: ExitStack) -> None:
         return f"{np.median(values):.0f}" if column.endswith("(median)") else f"{np.mean(values):.3f}"
 
     seconds = {s: v.seconds for s, v in systems.items() if v is not None}
-    if loo:
-        seconds[LOO] = [t for served in loo.values() for t in served.seconds]
+    for (system, _), served in loo.items():
+        seconds.setdefault(system, []).extend(served.seconds)
     timing = {s: np.array(t) for s, t in seconds.items() if t}
     lines = [f"Answer trust, {args.split} split, one run. CPU: {describe()}.",
              f"Answerable questions: {args.per_dataset or 'all'} per set; gap protocol: up to {args.gap_per_dataset} "
