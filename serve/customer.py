@@ -115,7 +115,7 @@ def preferred(hits: list, prefer: dict, k: int) -> list:
     def boosted(hit) -> float:
         metadata = hit.metadata or {}
         share = sum(_matches(metadata.get(f), v) for f, v in prefer.items() if f in metadata) / len(prefer)
-        return hit.score * (1.0 + PREFER_BOOST * share)
+        return hit.score + abs(hit.score) * PREFER_BOOST * share   # a negative cosine (dense mode) moves up too
 
     return sorted(hits, key=lambda h: -boosted(h))[:k]
 
