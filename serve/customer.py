@@ -17,7 +17,6 @@ A customer field without a rule, or a rule whose field the customer did not send
 """
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 
@@ -26,7 +25,6 @@ from retrieval.filters import FilterError, compile_filter
 USES = ("filter", "prefer")
 MAX_RULES = 20
 PREFER_BOOST = 0.5   # a fully matching hit's score x1.5: enough to pass an unmatched hit of close rank, not a far one
-STANDARD_FIELDS = ("id", "plan", "product", "version", "locale")
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$")
 
 
@@ -118,7 +116,3 @@ def preferred(hits: list, prefer: dict, k: int) -> list:
         return hit.score + abs(hit.score) * PREFER_BOOST * share   # a negative cosine (dense mode) moves up too
 
     return sorted(hits, key=lambda h: -boosted(h))[:k]
-
-
-def rules_json(rules: dict) -> str:
-    return json.dumps(rules, sort_keys=True)
