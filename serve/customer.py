@@ -70,6 +70,13 @@ class CustomerScope:
     used: dict = field(default_factory=dict)          # customer field -> {"metadata", "use", "value"}
     ignored: list[str] = field(default_factory=list)  # customer fields no rule maps
 
+    def search(self, search, query: str, k: int) -> list:
+        """The top ``k`` of ``search(query, n, filter)`` within this scope: the hard part AND-ed into ``filter``
+        by the caller, the preferences over twice the hits, then cut back to ``k``."""
+        if not self.prefer:
+            return search(query, k)
+        return preferred(search(query, 2 * k), self.prefer, k)
+
     def context(self) -> dict | None:
         """What the answer reports (None when no customer came)."""
         return {"used": self.used, "ignored": self.ignored} if self.used or self.ignored else None

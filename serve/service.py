@@ -21,7 +21,7 @@ from retrieval.filters import combined
 from retrieval.home import check_collection_name
 from retrieval.index_generations import IndexGenerations
 from retrieval.search import SearchHit
-from serve.customer import preferred, scope_of
+from serve.customer import scope_of
 from serve.documents import DocumentManager
 from serve.feedback import FeedbackStore
 from serve.handoff_webhook import HandoffWebhook
@@ -154,9 +154,7 @@ class KbqaService:
         narrowed = combined(filter, scope.filter)
 
         def search(standalone: str) -> list[SearchHit]:
-            if not scope.prefer:
-                return self.search(standalone, k, collection, narrowed)
-            return preferred(self.search(standalone, 2 * k, collection, narrowed), scope.prefer, k)
+            return scope.search(lambda query, n: self.search(query, n, collection, narrowed), standalone, k)
 
         events = self.pipeline.stream(question, search,
                                       history,

@@ -29,7 +29,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from benchs.common import (BENCH_HOME, REPO, dataset_files, ingest_records, load_questions, publish, ranked_docs,
                            split_of)
 from distill.metrics import ranking_metrics, token_f1
-from serve.customer import preferred, scope_of
+from serve.customer import scope_of
 from serve.service import KbqaService
 from serve.settings import Settings
 
@@ -113,10 +113,8 @@ def main() -> None:
             collection.set_customer_rules(rules)
             scope = scope_of(customer, rules)
 
-            def search(question: str, k: int) -> list:
-                if not scope.prefer:
-                    return collection.search(question, k, filter=scope.filter)
-                return preferred(collection.search(question, 2 * k, filter=scope.filter), scope.prefer, k)
+            def search(question: str, k: int, scope=scope) -> list:
+                return scope.search(lambda query, n: collection.search(query, n, filter=scope.filter), question, k)
 
             cells["nDCG@10"].append(sum(ranking_metrics(ranked_docs(search(q["question"], 40)), set(q["gold_ids"]))
                                         ["nDCG@10"] for q in asked) / len(asked))
