@@ -50,20 +50,18 @@ LOO = "new default, leave-one-out"
 LOO_NO_GAP = "leave-one-out, gap detector off"
 
 
-def loo_pipeline(settings: Settings, folder: Path, gap: bool = True):
-    """The default pipeline with the answer models fitted without this set (distill/selector_loo.py); ``gap``
-    False: without the gap detector (what it costs or brings on a set it was not fitted on)."""
+def loo_parts(settings: Settings, folder: Path) -> dict:
+    """The answer models fitted without this set (distill/selector_loo.py), loaded once for both LOO systems."""
     from retrieval.answering.answerability import AnswerabilityScorer
     from retrieval.answering.gap_detector import GapDetector
     from retrieval.answering.selection import SentenceSelector
     from retrieval.models import STUDENT_START, model_path
-    from serve.wiring import answer_pipeline
 
     (scorer,) = sorted((folder / "sentence-scorer").glob("v[0-9]*"))[-1:]
     minilm = model_path(settings.kbqa_home.models_dir, STUDENT_START)
-    return answer_pipeline(settings, selector=SentenceSelector.load(folder / "selector.json"),
-                           sentence_scorer=AnswerabilityScorer.load(scorer, minilm),
-                           gap_detector=GapDetector.load(folder / "gap_detector.json") if gap else None)
+    return {"selector": SentenceSelector.load(folder / "selector.json"),
+            "sentence_scorer": AnswerabilityScorer.load(scorer, minilm),
+            "gap_detector": GapDetector.load(folder / "gap_detector.json")}
 
 
 def procedures_whole(answer: str, passages: list[dict]) -> list[float]:
@@ -150,9 +148,12 @@ def run(args, stack: ExitStack) -> None:
 
     loo = {}
     if args.loo:   # a pipeline per set, below
+        from serve.wiring import answer_pipeline
+
         for name in ANSWER_DATASETS:
-            loo[(LOO_NO_GAP, name)] = Served(loo_pipeline(settings, args.loo / name, gap=False))
-            loo[(LOO, name)] = Served(loo_pipeline(settings, args.loo / name))
+            parts = loo_parts(settings, args.loo / name)
+            loo[(LOO_NO_GAP, name)] = Served(answer_pipeline(settings, **{**parts, "gap_detector": None}))
+            loo[(LOO, name)] = Served(answer_pipeline(settings, **parts))
         systems[LOO_NO_GAP] = systems[LOO] = None
     table, per_set = defaultdict(lambda: defaultdict(list)), defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
     for name in ANSWER_DATASETS:
