@@ -37,6 +37,12 @@ def get_principal(request: Request) -> Principal:
     return principal
 
 
+def slice_keys(request: Request, principal: Principal) -> list[str] | None:
+    """The keys bound to the caller's own filter, whose answers, feedback and gaps it may read (None: the caller is
+    bound to no filter and reads everything its collections hold)."""
+    return request.app.state.keys.sharing_slice(principal.filter) if principal.filter is not None else None
+
+
 def require(scope: str):
     def check(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
         if not principal.allows(scope):

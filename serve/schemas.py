@@ -89,6 +89,10 @@ class CustomerIn(BaseModel):
     fields: dict[CustomerField, CustomerValue] = Field(default_factory=dict, max_length=20,
                                                        description="anything else a rule may name")
 
+    def sent(self) -> dict:
+        """What the client sent, as serve/customer.py reads it (unset fields left out)."""
+        return self.model_dump(exclude_none=True, exclude_defaults=True)
+
 
 class CustomerRules(BaseModel):
     """A collection's customer rules: customer field -> {"metadata": document metadata field, "use": "filter" (only

@@ -46,7 +46,7 @@ def customer_arg(text: str) -> dict:
     from serve.schemas import CustomerIn
 
     try:
-        return CustomerIn.model_validate_json(text).model_dump(exclude_none=True, exclude_defaults=True)
+        return CustomerIn.model_validate_json(text).sent()
     except ValidationError as exc:
         raise argparse.ArgumentTypeError(f"not a customer: {exc.errors()[0]['msg']} at "
                                          f"{'.'.join(map(str, exc.errors()[0]['loc'])) or 'top'}") from None

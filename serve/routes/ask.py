@@ -27,7 +27,7 @@ def _sse(event: str, data: dict) -> str:
 async def ask(body: AskRequest, service: ServiceDep, request: Request, key: QueryKey):
     key.check_collection(body.collection)
     history = [turn.model_dump() for turn in body.history]
-    customer = body.customer.model_dump(exclude_none=True, exclude_defaults=True) if body.customer else None
+    customer = body.customer.sent() if body.customer else None
     # Retrieval and generation are CPU-bound: keep them off the event loop, a bounded number at once (503 beyond).
     ticket = await admit(request.app.state.admission)
     if not body.stream:

@@ -1,15 +1,10 @@
 from fastapi import APIRouter, Path as PathParam, Query, Request
 
 from serve.feedback import UnknownAnswer
-from serve.deps import AdminKey, QueryKey, ServiceDep
+from serve.deps import AdminKey, QueryKey, ServiceDep, slice_keys
 from serve.schemas import ErrorResponse, FeedbackCorrection, FeedbackCreated, FeedbackOut, FeedbackRequest
 
 router = APIRouter(prefix="/v1/feedback", tags=["feedback"])
-
-
-def _slice_keys(request: Request, key) -> list[str] | None:
-    """The keys of the caller's slice (None: the caller is bound to none and reads everything it may see)."""
-    return request.app.state.keys.sharing_slice(key.filter) if key.filter is not None else None
 
 
 @router.post("", status_code=201, response_model=FeedbackCreated, responses={404: {"model": ErrorResponse}})
@@ -27,7 +22,7 @@ async def list_feedback(service: ServiceDep, key: AdminKey, request: Request, li
                         helpful: bool | None = None) -> list[FeedbackOut]:
     """A key bound to a slice lists the feedback on answers its slice's keys asked for (serve/auth.py)."""
     rows = service.feedback.list_feedback(limit, helpful, None if key.collections is None else sorted(key.collections),
-                                          _slice_keys(request, key))
+                                          slice_keys(request, key))
     return [FeedbackOut(**row) for row in rows]
 
 
@@ -36,9 +31,9 @@ async def correct_feedback(body: FeedbackCorrection, service: ServiceDep, key: A
                            feedback_id: int = PathParam(ge=1, le=2**62)) -> FeedbackCreated:
     """An admin writes the right answer for a rated one: `kbqa train-generator --from-feedback` learns from it."""
     owner = service.feedback.feedback_owner(feedback_id)
-    slice_keys = _slice_keys(request, key)
+    readers = slice_keys(request, key)
     # another collection's, or another slice's: as if it did not exist
-    if owner is None or not key.can_see(owner[0]) or (slice_keys is not None and owner[1] not in slice_keys):
+    if owner is None or not key.can_see(owner[0]) or (readers is not None and owner[1] not in readers):
         raise UnknownAnswer(f"no feedback with id {feedback_id}")
     service.feedback.correct(feedback_id, body.corrected_answer)
     return FeedbackCreated(feedback_id=feedback_id)

@@ -4,7 +4,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 from starlette.concurrency import run_in_threadpool
 
-from serve.deps import AdminKey, ServiceDep
+from serve.deps import AdminKey, ServiceDep, slice_keys
 from serve.gaps import DEFAULT_THRESHOLD, gap_report
 from serve.schemas import CollectionPath, ErrorResponse, GapReport
 
@@ -19,7 +19,7 @@ async def gaps(name: CollectionPath, service: ServiceDep, key: AdminKey, request
     """Questions abstained on or rated unhelpful, clustered, largest first: what the docs should cover next. A key
     bound to a slice sees the questions its slice's keys asked, against its slice's documents."""
     key.check_collection(name)
-    key_ids = request.app.state.keys.sharing_slice(key.filter) if key.filter is not None else None
+    key_ids = slice_keys(request, key)
     return GapReport(**await run_in_threadpool(lambda: gap_report(service, name, since_days, threshold,
                                                                   key_ids=key_ids, filter=key.filter)))
 

@@ -161,7 +161,7 @@ async def chat_completions(body: ChatCompletionRequest, service: ServiceDep, req
     collection = collection_of(body.model)
     key.check_collection(collection)
     question, history = question_and_history(body.messages)
-    customer = body.customer.model_dump(exclude_none=True, exclude_defaults=True) if body.customer else None
+    customer = body.customer.sent() if body.customer else None
     completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     base = {"id": completion_id, "created": created, "model": body.model}
     ticket = await admit(request.app.state.admission)   # as /v1/ask: a bounded number at once, 503 beyond
