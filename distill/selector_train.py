@@ -16,8 +16,8 @@ would pick them. ``kind`` is ``answerable`` (the reference answer is in the coll
 documents were removed, or TechQA marks it unanswerable).
 
 - Selector: labels are the extractive oracle's choice (distill/metrics.py) on answerable examples. A logistic model is
-  fitted on the unit features; then the threshold and word budget that maximise mean token-F1 (datasets weighted
-  equally, so a large set does not decide alone).
+  fitted on the unit features; then the answer's shape (scattered units or one passage's section) and its threshold,
+  word budget and lead that maximise mean token-F1 (datasets weighted equally, so a large set does not decide alone).
 - Gap detector: a logistic model on ``gap_signals``, gap = 1; its threshold is the lowest that refuses at most
   ``max_false_abstention`` of the answerable examples of every dataset.
 """
@@ -38,6 +38,8 @@ from retrieval.answering.selection import SHIPPED_SELECTOR, Selection, SentenceS
 
 THRESHOLDS = (0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6)
 BUDGETS = (30, 45, 60, 80, 100, 130, 160, 200)
+SECTION_BUDGETS = (60, 80, 110, 140, 180)
+LEAD_UNITS = (0, 1, 2, 3, 4, 6, 10)
 MAX_FALSE_ABSTENTION = 0.08   # on tune, per dataset: leaves room under the 10% target on unseen questions
 
 
@@ -82,18 +84,19 @@ def fit_selector(prepared: list[dict], c: float = 1.0) -> SentenceSelector:
     # The bias is feature 0 (a column of ones): sklearn's own intercept stays off so the weights are the model.
     weights = LogisticRegression(C=c, fit_intercept=False, max_iter=5000).fit(x, y).coef_[0].tolist()
     datasets = [p["example"]["dataset"] for p in answerable]
+    candidates = [dict(threshold=t, budget_words=b) for t in THRESHOLDS for b in BUDGETS]
+    candidates += [dict(shape="section", budget_words=b, lead_units=n) for b in SECTION_BUDGETS for n in LEAD_UNITS]
     best = None
-    for threshold in THRESHOLDS:
-        for budget in BUDGETS:
-            selector = SentenceSelector(weights, threshold, budget)
-            f1 = [token_f1(selection_of(selector, p).text()[0], p["example"]["reference"]) for p in answerable]
-            score = mean_by_dataset(f1, datasets)
-            if best is None or score > best[0]:
-                best = (score, threshold, budget)
-    score, threshold, budget = best
+    for shape in candidates:
+        selector = SentenceSelector(weights, **shape)
+        f1 = [token_f1(selection_of(selector, p).text()[0], p["example"]["reference"]) for p in answerable]
+        score = mean_by_dataset(f1, datasets)
+        if best is None or score > best[0]:
+            best = (score, shape)
+    score, shape = best
     report = {"examples": len(answerable), "units": int(len(y)), "positives": int(y.sum()),
               "tune_token_f1": round(score, 4)}
-    return SentenceSelector(weights, threshold, budget, report=report)
+    return SentenceSelector(weights, **shape, report=report)
 
 
 def fit_gap_detector(prepared: list[dict], selector: SentenceSelector, c: float = 1.0,

@@ -44,6 +44,37 @@ def test_choose_keeps_budget_threshold_and_brings_the_whole_procedure():
     assert [u.index for u in tight.choose(units, probs)] == [2]   # a list longer than max_list_items stays cut
 
 
+def test_section_shape_serves_one_passages_run_around_the_best_unit():
+    text = ("Plans renew monthly. You can upgrade at any time. To upgrade your plan: Go to Billing. "
+            "Click Upgrade. Choose a plan.\nUpgrades take effect at once. Refunds follow the old plan's terms.")
+    units = split_units(text, 0) + split_units("Other passage sentence one. And two.", 1)
+    probs = np.full(len(units), 0.1)
+    probs[3] = 0.9   # "Click Upgrade.": a step of the colon-introduced procedure
+    probs[-1] = 0.8  # the other passage's best never comes in: one passage, contiguous
+    lead = SentenceSelector(overlap_selector().weights.tolist(), shape="section", budget_words=3, lead_units=2)
+    chosen = sorted(lead.choose(units, probs), key=lambda u: u.index)
+    assert {u.passage for u in chosen} == {0}
+    # from two units before the best, the budget reached at the best; the procedure it belongs to comes back whole
+    assert [u.text for u in chosen] == ["You can upgrade at any time.", "To upgrade your plan: Go to Billing.",
+                                        "Click Upgrade.", "Choose a plan."]
+    far = SentenceSelector(overlap_selector().weights.tolist(), shape="section", budget_words=1, lead_units=10)
+    assert units[3] in far.choose(units, probs)   # the best unit is in even when the lead alone fills the budget
+    wide = SentenceSelector(overlap_selector().weights.tolist(), shape="section", budget_words=500, lead_units=0)
+    assert [u.index for u in sorted(wide.choose(units, probs), key=lambda u: u.index)] == [2, 3, 4, 5, 6]   # to the passage's end
+
+
+def test_selector_shape_round_trips_and_bad_shapes_are_refused(tmp_path):
+    selector = SentenceSelector(overlap_selector().weights.tolist(), shape="section", budget_words=90, lead_units=3)
+    path = tmp_path / "selector.json"
+    path.write_text(json.dumps(selector.to_dict()))
+    loaded = SentenceSelector.load(path)
+    assert (loaded.shape, loaded.budget_words, loaded.lead_units) == ("section", 90, 3)
+    with pytest.raises(ValueError, match="shape"):
+        SentenceSelector(overlap_selector().weights.tolist(), shape="paragraph")
+    with pytest.raises(ValueError, match="lead_units"):
+        SentenceSelector(overlap_selector().weights.tolist(), shape="section", lead_units=-1)
+
+
 def test_select_mode_quotes_the_passages_and_cites_them():
     scorer = OverlapScorer()
     answerer = pipeline(selector=overlap_selector(0.5), sentence_scorer=scorer, min_relevance=0.1, answer_mode="select")
