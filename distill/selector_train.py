@@ -2,6 +2,7 @@
 
     python -m distill.selector_train --examples distill/data/selector_examples.jsonl --scorer FOLDER
     python -m distill.selector_train --examples ... --train-scorer distill/data/sentence_pairs.jsonl   # scorer too
+    python -m distill.selector_train --crossed .kbqa-bench/loo/.by-dataset --gap-out /dev/null   # the shipped selector
 
 ``--train-scorer PAIRS`` first fine-tunes the sentence scorer (MiniLM cross-encoder, the answerability trainer on
 (question, sentence) pairs, 1 epoch) into ``$KBQA_HOME/models/sentence-scorer/vNNNN`` and makes it current; the
@@ -9,6 +10,10 @@ shipped one is that folder copied to retrieval/answering/shipped-sentence-scorer
 scorers, each trained on the pairs of one half of the questions, score the examples of the other half, so the
 selector and the gap detector learn from scores on questions their scorer never saw (as serving will meet them).
 The three trainings take about 30 min on 2 cores.
+
+``--crossed DIR`` fits on the examples distill/selector_loo.py featurised crossed by dataset (``<set>-by-<other>.pkl``):
+every example scored by a scorer that never saw its domain, as a new customer's questions are. The shipped selector is
+fitted so (issue 27): a selector fitted on in-domain scores learns to trust the scorer more than a new domain allows.
 
 Examples are built from the dev sets' tune halves by ``benchs/builders/build_selector_data.py``; each is ``{"question",
 "reference", "dataset", "kind", "passages": [{"context", "text", "dense"}]}`` with the prompt passages as serving
@@ -176,8 +181,10 @@ def main() -> None:
     from retrieval.models import STUDENT_START, model_path
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--examples", type=Path, required=True)
+    parser.add_argument("--examples", type=Path)
     scorer_source = parser.add_mutually_exclusive_group(required=True)
+    scorer_source.add_argument("--crossed", type=Path, metavar="DIR",
+                               help="fit on selector_loo's dataset-crossed features instead of scoring --examples")
     scorer_source.add_argument("--scorer", type=Path, help="the sentence scorer folder")
     scorer_source.add_argument("--train-scorer", type=Path, metavar="PAIRS", help="train one on these pairs first")
     parser.add_argument("--target", default="label", choices=("label", "target"),
@@ -189,8 +196,16 @@ def main() -> None:
     parser.add_argument("--selector-out", type=Path, default=SHIPPED_SELECTOR)
     parser.add_argument("--gap-out", type=Path, default=SHIPPED_GAP_DETECTOR)
     args = parser.parse_args()
-    examples = [json.loads(line) for line in args.examples.read_text().splitlines() if line.strip()]
-    if args.train_scorer is not None:
+    if args.crossed is None and args.examples is None:
+        parser.error("--examples is needed unless --crossed is given")
+    examples = [] if args.crossed else [json.loads(line) for line in args.examples.read_text().splitlines() if line.strip()]
+    if args.crossed is not None:
+        import pickle
+
+        prepared = [p for path in sorted(args.crossed.glob("*-by-*.pkl")) for p in pickle.loads(path.read_bytes())]
+        if not prepared:
+            parser.error(f"no crossed features (*-by-*.pkl) in {args.crossed}: run python -m distill.selector_loo")
+    elif args.train_scorer is not None:
         from distill.answerability_train import read_pairs
 
         pairs = read_pairs(args.train_scorer)

@@ -243,7 +243,9 @@ def test_glued_sentences_are_split_and_abbreviations_and_domains_are_not():
 
     assert split_sentences("It is free for all users.You can start now.") == ["It is free for all users.",
                                                                               "You can start now."]
-    for text in ("Use a short name, e.g.Kbqa works.", "Visit kbqa.io today.", "Made in the U.S.A for you."):
+    assert split_sentences("Important:Wix Stores sells online.") == ["Important:", "Wix Stores sells online."]
+    for text in ("Use a short name, e.g.Kbqa works.", "Visit kbqa.io today.", "Made in the U.S.A for you.",
+                 "Open at 10:30 daily.", "See https://Kbqa.io now."):
         assert split_sentences(text) == [text]
 
 

@@ -16,8 +16,10 @@ _WORD = re.compile(r"[a-z0-9]+")
 _NON_WORD = re.compile(r"[^a-z0-9]+")
 # A sentence ends at . ! or ? (closing quotes and brackets stay with it) before a capital, digit or opening mark;
 # also with no space when a word ends it and a capitalised word follows: the glued sentences of scraped HTML
-# ("for all users.You can start"), not "e.g.The" (one letter), "U.S.A" or "kbqa.io".
-_SENTENCE = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"')\]]))\s+(?=[A-Z0-9\"'(\[])|(?<=[a-z]{2}[.!?])(?=[A-Z][a-z])")
+# ("for all users.You can start"), not "e.g.The" (one letter), "U.S.A" or "kbqa.io"; and a callout label glued to
+# its text ("Important:Wix Stores ..."), not "10:30" or "https://".
+_SENTENCE = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"')\]]))\s+(?=[A-Z0-9\"'(\[])|(?<=[a-z]{2}[.!?])(?=[A-Z][a-z])"
+                       r"|(?<=[A-Za-z]{3}:)(?=[A-Z][a-z])")
 _CITATION = re.compile(r"\s*\[\d{1,2}\]")
 _STOP = frozenset("""a an the and or but of to in on at for with from by as is are was were be been being it its
 this that these those you your yours we our i me my he she they them their there here can could will would should
