@@ -67,3 +67,23 @@ def test_calibration_keeps_the_false_abstention_limit_and_refit_learns_the_colle
         calibrated(base, SyntheticSignals(synthetic.answerable[:5], synthetic.gap), "threshold")
     with pytest.raises(ValueError, match="calibration"):
         calibrated(base, synthetic, "guess")
+
+
+def test_synthetic_pairs_grade_the_source_chunks_units_and_take_negatives_from_other_documents():
+    from distill.reader_adapt import synthetic_pairs
+    from tests.fakes import hit
+
+    source = hit("refunds", "Refunds are paid within five days. Invoices are monthly.", 0.8,
+                 heading="Refunds").chunk
+    same_doc = hit("refunds", "Refunds need the receipt.", 0.7).chunk
+    other = hit("cookies", "Plausible does not use cookies. It is private.", 0.6).chunk
+    q = SyntheticQuestion("When are refunds paid?", source.chunk_id, "Refunds are paid within five days.")
+    pairs = synthetic_pairs([q], {source.chunk_id: source}, lambda _: [hit("refunds", same_doc.text, 0.7),
+                                                                      hit("cookies", other.text, 0.6)])
+    by_text = {p["text"]: p for p in pairs}
+    assert by_text["Refunds are paid within five days."]["target"] == 1.0
+    assert by_text["Refunds are paid within five days."]["label"] == 1.0
+    assert by_text["Invoices are monthly."]["target"] == 0.0
+    # the other document's units are negatives; the source document's other chunk is no negative (it may answer)
+    assert by_text["Plausible does not use cookies."]["target"] == 0.0 and "Refunds need the receipt." not in by_text
+    assert {p["source"] for p in pairs} == {source.chunk_id}   # one question's pairs stay on one side of validation
