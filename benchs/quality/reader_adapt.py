@@ -30,7 +30,7 @@ from benchs.quality.answer_trust import loo_parts
 from benchs.quality.gap_calibration import real_signals
 from distill.gap_calibration import calibrated, synthetic_signals
 from distill.metrics import token_f1
-from distill.reader_adapt import adapt_scorer, synthetic_pairs
+from distill.reader_adapt import AdaptConfig, adapt_scorer, synthetic_pairs
 from distill.selector_loo import load_scorer
 from distill.teacher_questions import QuestionCache, cached_questions, split_held_out
 from retrieval.answering.engines.cpu import describe
@@ -63,14 +63,17 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="+", default=list(ANSWER_DATASETS), choices=ANSWER_DATASETS)
     parser.add_argument("--per-dataset", type=int, default=60)
     parser.add_argument("--gap-per-dataset", type=int, default=40)
+    parser.add_argument("--epochs", type=int, default=AdaptConfig.epochs)
+    parser.add_argument("--lr", type=float, default=AdaptConfig.lr)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    config = AdaptConfig(epochs=args.epochs, lr=args.lr)
     settings = Settings(home=BENCH_HOME)
     service = KbqaService.load(settings)
     relevance = RelevanceGate(settings.min_relevance, settings.prompt_passages)
     models = settings.kbqa_home.models_dir
-    lines = [f"Sentence scorer adapted on synthetic questions, leave-one-dataset-out, {args.split} split. "
-             f"CPU: {describe()}.", "",
+    lines = [f"Sentence scorer adapted on synthetic questions, leave-one-dataset-out, {args.split} split; "
+             f"{config.epochs} epoch(s) at lr {config.lr:g}. CPU: {describe()}.", "",
              "| set | scorer | synthetic questions (trained / held out) | token-F1 | citation precision | gap AUC | "
              "gap recall / false abstention (LOO threshold) | full-KB false abstention (LOO threshold) | "
              "gap recall / false abstention (synthetic threshold) |", "|---" * 8 + "|"]
@@ -84,14 +87,14 @@ def main() -> None:
         finally:
             cache.close()
         trained, held = split_held_out(questions)
-        adapted_dir = BENCH_HOME / "adapted" / name
+        adapted_dir = BENCH_HOME / "adapted" / f"{name}-e{config.epochs}-lr{config.lr:g}"
         adapted = latest(adapted_dir / "sentence-scorer")
         if adapted is None:
             chosen = random.Random(0).sample(trained, min(len(trained), MAX_TRAIN_QUESTIONS))
             pairs = synthetic_pairs(chosen, {c.chunk_id: c for c in chunks}, lambda q: collection.search(q, HITS))
             print(f"{name}: adapting on {len(pairs)} pairs of {len(chosen)} synthetic questions", flush=True)
             base = latest(args.loo / name / "sentence-scorer")
-            adapted = adapt_scorer(base, pairs, adapted_dir, show_progress=True)
+            adapted = adapt_scorer(base, pairs, adapted_dir, config, show_progress=True)
         report = json.loads((adapted / "training.json").read_text()) if (adapted / "training.json").exists() else {}
         rows = retrieval_rows(service, args.data, name, args.split)
         answerable = sample(rows, lambda r: r["answerable"], args.per_dataset)
