@@ -21,10 +21,9 @@ import numpy as np
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from benchs.common import (ANSWER_DATASETS, BENCH_HOME, HITS, RESULTS, hits_of, open_collection, publish,
-                           retrieval_rows, sample)
+                           retrieval_rows, sample, synthetic_questions)
 from benchs.quality.answer_trust import loo_parts
 from distill.gap_calibration import calibrated, synthetic_signals
-from distill.teacher_questions import QuestionCache, cached_questions
 from retrieval.answering.engines.cpu import describe
 from retrieval.answering.gap_detector import gap_signals
 from retrieval.answering.gates import RelevanceGate, dense_of
@@ -74,12 +73,8 @@ def main() -> None:
         parts = loo_parts(settings, args.loo / name)
         selection = SentenceSelection(parts["selector"], parts["sentence_scorer"])
         collection = open_collection(service, args.data, name)
-        cache = QuestionCache(collection.directory / "teacher-questions.sqlite")
         chunks = collection.store.all_chunks()
-        try:
-            questions = cached_questions(chunks, cache)
-        finally:
-            cache.close()
+        questions = synthetic_questions(collection)
         doc_of = {c.chunk_id: c.doc_id for c in chunks}
         synthetic = synthetic_signals(questions, doc_of, lambda q: collection.search(q, 4 * HITS), relevance,
                                       selection, HITS)

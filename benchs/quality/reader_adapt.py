@@ -25,14 +25,14 @@ import numpy as np
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from benchs.common import (ANSWER_DATASETS, BENCH_HOME, HITS, RESULTS, hits_of, open_collection, publish,
-                           retrieval_rows, sample)
+                           retrieval_rows, sample, synthetic_questions)
 from benchs.quality.answer_trust import loo_parts
 from benchs.quality.gap_calibration import real_signals
 from distill.gap_calibration import calibrated, synthetic_signals
 from distill.metrics import token_f1
 from distill.reader_adapt import AdaptConfig, adapt_scorer, synthetic_pairs
 from distill.selector_loo import load_scorer
-from distill.teacher_questions import QuestionCache, cached_questions, split_held_out
+from distill.teacher_questions import split_held_out
 from retrieval.answering.engines.cpu import describe
 from retrieval.answering.gates import RelevanceGate
 from retrieval.answering.selection import SentenceSelection
@@ -81,11 +81,7 @@ def main() -> None:
         parts = loo_parts(settings, args.loo / name)
         collection = open_collection(service, args.data, name)
         chunks = collection.store.all_chunks()
-        cache = QuestionCache(collection.directory / "teacher-questions.sqlite")
-        try:
-            questions = cached_questions(chunks, cache)
-        finally:
-            cache.close()
+        questions = synthetic_questions(collection)
         trained, held = split_held_out(questions)
         adapted_dir = BENCH_HOME / "adapted" / f"{name}-e{config.epochs}-lr{config.lr:g}"
         adapted = latest(adapted_dir / "sentence-scorer")
