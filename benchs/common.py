@@ -128,17 +128,22 @@ def ingest_records(service, kb: bytes, staged_name: str, collection: str):
 TEACHER_QUESTIONS = REPO / "benchs" / "data" / "teacher-questions"
 
 
+def teacher_cache_path(directory: Path) -> Path:
+    """The bench collection's teacher-question cache, first copied from benchs/data/teacher-questions/ if it has none."""
+    path = directory / "teacher-questions.sqlite"
+    committed = TEACHER_QUESTIONS / f"{directory.name}.sqlite"
+    if not path.exists() and committed.exists():
+        shutil.copyfile(committed, path)
+    return path
+
+
 def synthetic_questions(collection) -> list:
     """The teacher LLM's kept questions for the collection's current chunks, from its cache (`kbqa
     teacher-questions --collection NAME` with KBQA_HOME=.kbqa-bench fills it). A bench collection without a cache
     starts from the one committed in benchs/data/teacher-questions/ (the 1.5B teacher took 50 min per 200 chunks here)."""
     from distill.teacher_questions import QuestionCache, cached_questions
 
-    path = collection.directory / "teacher-questions.sqlite"
-    committed = TEACHER_QUESTIONS / f"{collection.directory.name}.sqlite"
-    if not path.exists() and committed.exists():
-        shutil.copyfile(committed, path)
-    cache = QuestionCache(path)
+    cache = QuestionCache(teacher_cache_path(collection.directory))
     try:
         return cached_questions(collection.store.all_chunks(), cache)
     finally:

@@ -45,7 +45,8 @@ _META = re.compile(r"\b(passages?|mentioned (in|above)|the (text|article) above|
 # questions, 3 of 30 techqa ones before).
 _TO_CUSTOMER = re.compile(r"^(do you have any (questions|concerns)|would you like|are you (interested|looking))\b"
                           r"|\b(you would like to|(so|that) i can (assist|help) you)\b", re.IGNORECASE)
-_BULLET = re.compile(r"^\s*(?:[-*\u2022]|\d{1,2}[.)]|q\d*[:.)]|question\s*\d*[:.)]|customer\s*:)\s*", re.IGNORECASE)
+# Line labels the teacher adds: "- ", "2.", "Q1:", "Question 2:", "Customer 3:" (1 of 30 kept emanualqa questions).
+_BULLET = re.compile(r"^\s*(?:[-*\u2022]|\d{1,2}[.)]|q\d*[:.)]|question\s*\d*[:.)]|customer\s*\d*\s*:)\s*", re.IGNORECASE)
 
 
 @dataclass(frozen=True)

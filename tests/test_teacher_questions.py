@@ -181,8 +181,9 @@ def test_a_question_written_with_its_answer_on_one_line_keeps_the_question():
                                       "Refunds are paid back to the original card within five days.",
                                       "Do you have any questions about refunds to your card?",
                                       "Is there a card you would like to get the refund on?",
-                                      "Could you send the invoice so I can help you with the refund?"], REFUNDS, set())
-    assert [q.question for q in kept] == ["Can I get a refund on my card?"]
+                                      "Could you send the invoice so I can help you with the refund?",
+                                      "Customer 3: How long do refunds to my card take?"], REFUNDS, set())
+    assert [q.question for q in kept] == ["Can I get a refund on my card?", "How long do refunds to my card take?"]
     assert dropped == {"not a question": 1, "asks the customer": 3}
 
 

@@ -100,10 +100,11 @@ def main() -> None:
                          f"questions ({logged_report.logged_held_out} held out), seconds {logged_report.seconds}")
         synthetic_collection = None
         if args.synthetic:
+            from benchs.common import teacher_cache_path
             from distill.teacher_questions import Budget, QuestionCache, write_questions
             from serve.wiring import teacher_llm
 
-            question_cache = QuestionCache(base.directory / "teacher-questions.sqlite")
+            question_cache = QuestionCache(teacher_cache_path(base.directory))
             budget = Budget(max_seconds=args.teacher_minutes * 60 if args.teacher_minutes is not None else None)
             with teacher_llm(service.settings) as llm:
                 synthetic, written = write_questions(base.store.all_chunks(), llm, question_cache, budget,

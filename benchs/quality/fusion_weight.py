@@ -19,7 +19,7 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from benchs.common import BENCH_HOME, dataset_files, load_questions, publish, ranked_docs, split_of
+from benchs.common import BENCH_HOME, dataset_files, load_questions, publish, ranked_docs, split_of, teacher_cache_path
 from distill.fusion_fit import GRID, MIN_QUESTIONS, choose_weight, fused, rankings, weight_table
 from distill.metrics import ranking_metrics
 from distill.pseudo_queries import PseudoQuery
@@ -63,7 +63,7 @@ def main() -> None:
         folder = base.with_name(base.name + "-synthetic")
         folder = folder if folder.is_dir() else base
         collection = Collection(folder, service.encoder, encoder_loader=SentenceEncoder)
-        cache = QuestionCache(base / "teacher-questions.sqlite")
+        cache = QuestionCache(teacher_cache_path(base))
         chunks = collection.store.all_chunks()
         doc_of = {c.chunk_id: c.doc_id for c in chunks}
         held = [PseudoQuery(q.question, q.chunk_id, doc_of[q.chunk_id], "synthetic")
