@@ -261,6 +261,38 @@ def sample(rows: list[dict], keep, per_dataset: int) -> list[dict]:
     return random.Random(0).sample(chosen, min(per_dataset, len(chosen))) if per_dataset else chosen
 
 
+def loo_parts(settings, folder: Path) -> dict:
+    """The answer models fitted without this set (distill/selector_loo.py), loaded once for both LOO systems."""
+    from retrieval.answering.answerability import AnswerabilityScorer
+    from retrieval.answering.gap_detector import GapDetector
+    from retrieval.answering.selection import SentenceSelector
+    from retrieval.models import STUDENT_START, model_path
+
+    (scorer,) = sorted((folder / "sentence-scorer").glob("v[0-9]*"))[-1:]
+    minilm = model_path(settings.kbqa_home.models_dir, STUDENT_START)
+    return {"selector": SentenceSelector.load(folder / "selector.json"),
+            "sentence_scorer": AnswerabilityScorer.load(scorer, minilm),
+            "gap_detector": GapDetector.load(folder / "gap_detector.json")}
+
+
+def real_signals(rows: list[dict], key: str, relevance, selection) -> list:
+    """Per row: the gap signals (retrieval/answering/gap_detector.py) of its answer attempt on ``row[key]`` hits,
+    None when the relevance gate refuses."""
+    from retrieval.answering.gap_detector import gap_signals
+    from retrieval.answering.gates import dense_of
+
+    out = []
+    for row in rows:
+        used = relevance.run(hits_of(row[key]))
+        if not used:
+            out.append(None)
+            continue
+        chosen = selection.run(row["question"], used)
+        out.append(gap_signals(row["question"], [(h.chunk.context, h.chunk.text, dense_of(h, 0.0)) for h in used],
+                               chosen))
+    return out
+
+
 class Served:
     """A service's answer pipeline over cached rows, answers cached by key (generation is the slow part)."""
 

@@ -36,7 +36,7 @@ import numpy as np
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from benchs.common import ANSWER_DATASETS, BENCH_HOME, Served, publish, retrieval_rows, sample
+from benchs.common import ANSWER_DATASETS, BENCH_HOME, Served, loo_parts, publish, retrieval_rows, sample
 from distill.metrics import oracle_selection, rouge_l, token_f1
 from retrieval.answering.engines.cpu import describe
 from retrieval.answering.degeneration import degenerate_reason
@@ -48,20 +48,6 @@ from serve.settings import Settings
 BASELINES = ("first 3 sentences", "best 2 sentences", "110 words of top 3")
 LOO = "new default, leave-one-out"
 LOO_NO_GAP = "leave-one-out, gap detector off"
-
-
-def loo_parts(settings: Settings, folder: Path) -> dict:
-    """The answer models fitted without this set (distill/selector_loo.py), loaded once for both LOO systems."""
-    from retrieval.answering.answerability import AnswerabilityScorer
-    from retrieval.answering.gap_detector import GapDetector
-    from retrieval.answering.selection import SentenceSelector
-    from retrieval.models import STUDENT_START, model_path
-
-    (scorer,) = sorted((folder / "sentence-scorer").glob("v[0-9]*"))[-1:]
-    minilm = model_path(settings.kbqa_home.models_dir, STUDENT_START)
-    return {"selector": SentenceSelector.load(folder / "selector.json"),
-            "sentence_scorer": AnswerabilityScorer.load(scorer, minilm),
-            "gap_detector": GapDetector.load(folder / "gap_detector.json")}
 
 
 def procedures_whole(answer: str, passages: list[dict]) -> list[float]:

@@ -20,33 +20,17 @@ import numpy as np
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from benchs.common import (ANSWER_DATASETS, BENCH_HOME, HITS, RESULTS, hits_of, open_collection, publish,
-                           retrieval_rows, sample, synthetic_questions)
-from benchs.quality.answer_trust import loo_parts
+from benchs.common import (ANSWER_DATASETS, BENCH_HOME, HITS, RESULTS, loo_parts, open_collection, publish,
+                           real_signals, retrieval_rows, sample, synthetic_questions)
 from distill.gap_calibration import calibrated, synthetic_signals
 from retrieval.answering.engines.cpu import describe
-from retrieval.answering.gap_detector import gap_signals
-from retrieval.answering.gates import RelevanceGate, dense_of
+from retrieval.answering.gates import RelevanceGate
 from retrieval.answering.selection import SentenceSelection
 from serve.service import KbqaService
 from serve.settings import Settings
 
 RECIPES = [("threshold", 0.03), ("threshold", 0.05), ("threshold", 0.10), ("refit", 0.03), ("refit", 0.05),
            ("refit", 0.10)]
-
-
-def real_signals(rows: list[dict], key: str, relevance: RelevanceGate, selection: SentenceSelection) -> list:
-    """Per row: the gap signals of its answer attempt on ``row[key]`` hits, None when the relevance gate refuses."""
-    out = []
-    for row in rows:
-        used = relevance.run(hits_of(row[key]))
-        if not used:
-            out.append(None)
-            continue
-        chosen = selection.run(row["question"], used)
-        out.append(gap_signals(row["question"], [(h.chunk.context, h.chunk.text, dense_of(h, 0.0)) for h in used],
-                               chosen))
-    return out
 
 
 def refused(detector, signals: list) -> list[float]:

@@ -24,10 +24,8 @@ import numpy as np
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from benchs.common import (ANSWER_DATASETS, BENCH_HOME, HITS, RESULTS, hits_of, open_collection, publish,
-                           retrieval_rows, sample, synthetic_questions)
-from benchs.quality.answer_trust import loo_parts
-from benchs.quality.gap_calibration import real_signals
+from benchs.common import (ANSWER_DATASETS, BENCH_HOME, HITS, RESULTS, hits_of, loo_parts, open_collection, publish,
+                           real_signals, retrieval_rows, sample, synthetic_questions)
 from distill.gap_calibration import calibrated, synthetic_signals
 from distill.metrics import token_f1
 from distill.reader_adapt import AdaptConfig, adapt_scorer, synthetic_pairs
