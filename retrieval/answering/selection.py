@@ -4,14 +4,15 @@ A passage is cut into *units* (sentences, and list items kept as one unit each).
 belonging to the answer from a logistic model over the sentence scorer's probability (a MiniLM cross-encoder
 that reads question and unit together, trained here: retrieval/answering/answerability.py) and cheap features
 (question overlap, the passage's rank and relevance, position, being a list step; see ``FEATURES``). Both are
-fitted on the dev sets' tune halves against the extractive oracle (``distill/selector_train.py``); the weights,
-threshold and word budget ship in ``selector.json`` beside this module, with the figures they were chosen on.
+fitted against the extractive oracle on the dev sets' tune halves, the selector on scores from scorers that never saw
+the example's domain (``distill/selector_train.py --crossed``); its weights, shape, threshold, word budget and lead
+ship in ``selector.json`` beside this module, with the figures they were chosen on.
 
 Two answer shapes, the better on the fitting data chosen by the fit (``shape``):
 - ``section``: one passage's contiguous run: from ``lead_units`` units before the most probable unit, on until
   ``budget_words``. A customer gets the docs' own paragraph, in order, from the passage that answers; scattered
   sentences lose the connective text references keep (leave-one-dataset-out on the tune split, issue 27: 0.480
-  token-F1 against 0.412 for the scattered units and 0.420 for the first 110 words of the top chunks).
+  token-F1 against 0.412 for scattered units and 0.420 for the first 110 words of the prompt passages).
 - ``units``: the most probable units above ``threshold`` within ``budget_words``, from any passage.
 The answer is the chosen units in passage order, each passage's run followed by its citation ``[n]``: every
 sentence cites the passage it was taken from. A procedure one of whose steps is chosen comes back whole (up to
