@@ -1,7 +1,7 @@
 """The gap detector calibrated per collection on the teacher's synthetic questions (distill/gap_calibration.py),
 leave-one-dataset-out: does it refuse more real knowledge-gap questions at the same false abstention?
 
-    python -m benchs.quality.gap_calibration --data ../shared/data --loo .kbqa-bench/loo [--split tune|report]
+    python -m benchs.quality.gap_calibration --data PATH/TO/shared/data --loo .kbqa-bench/loo [--split tune|report]
 
 For each dev set S: the sentence scorer, selector and gap detector fitted without S (distill/selector_loo.py), and
 S's synthetic questions (the teacher's cache in the bench collection, `kbqa teacher-questions`; no label of S). Each
@@ -12,7 +12,6 @@ knowledge base, and TechQA's unanswerable recall. The recipe is chosen on the tu
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import numpy as np
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from benchs.common import (ANSWER_DATASETS, BENCH_HOME, HITS, RESULTS, loo_parts, open_collection, publish,
-                           real_signals, retrieval_rows, sample, synthetic_questions)
+                           publish_json, real_signals, retrieval_rows, sample, synthetic_questions)
 from distill.gap_calibration import calibrated, synthetic_signals
 from retrieval.answering.engines.cpu import describe
 from retrieval.answering.gates import RelevanceGate
@@ -101,7 +100,7 @@ def main() -> None:
               + "; ".join(f"{n} {counts[n]['n']}" for n in names)]
     out = args.out or RESULTS / f"gap_calibration_{args.split}.md"
     publish(lines, out)
-    out.with_suffix(".json").write_text(json.dumps(fitted, indent=1) + "\n")
+    publish_json({"detectors": fitted}, out.with_suffix(".json"))
 
 
 if __name__ == "__main__":

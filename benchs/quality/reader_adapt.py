@@ -1,7 +1,7 @@
 """Does a sentence scorer adapted on a collection's synthetic questions (distill/reader_adapt.py) answer and spot
 gaps better on that collection's real questions? Leave-one-dataset-out, no label of the measured set used.
 
-    python -m benchs.quality.reader_adapt --data ../shared/data --loo .kbqa-bench/loo [--split tune|report]
+    python -m benchs.quality.reader_adapt --data PATH/TO/shared/data --loo .kbqa-bench/loo [--split tune|report]
 
 For each dev set S: the scorer, selector and gap detector fitted without S (distill/selector_loo.py), and S's
 synthetic questions (the teacher's cache in the bench collection, `kbqa teacher-questions`). The adapted scorer
