@@ -278,19 +278,9 @@ def loo_parts(settings, folder: Path) -> dict:
 def real_signals(rows: list[dict], key: str, relevance, selection) -> list:
     """Per row: the gap signals (retrieval/answering/gap_detector.py) of its answer attempt on ``row[key]`` hits,
     None when the relevance gate refuses."""
-    from retrieval.answering.gap_detector import gap_signals
-    from retrieval.answering.gates import dense_of
+    from distill.gap_calibration import attempt_signals
 
-    out = []
-    for row in rows:
-        used = relevance.run(hits_of(row[key]))
-        if not used:
-            out.append(None)
-            continue
-        chosen = selection.run(row["question"], used)
-        out.append(gap_signals(row["question"], [(h.chunk.context, h.chunk.text, dense_of(h, 0.0)) for h in used],
-                               chosen))
-    return out
+    return [attempt_signals(row["question"], hits_of(row[key]), relevance, selection) for row in rows]
 
 
 class Served:

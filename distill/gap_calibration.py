@@ -22,8 +22,8 @@ from typing import Callable
 
 import numpy as np
 
-from retrieval.answering.gap_detector import SIGNALS, GapDetector, gap_signals
-from retrieval.answering.gates import RelevanceGate, dense_of
+from retrieval.answering.gap_detector import SIGNALS, GapDetector
+from retrieval.answering.gates import RelevanceGate, signals_of
 from retrieval.answering.selection import SentenceSelection
 
 MAX_FALSE_ABSTENTION = 0.05
@@ -41,6 +41,13 @@ class SyntheticSignals:
     gated_gap: int = 0
 
 
+def attempt_signals(question: str, hits: list, relevance: RelevanceGate, selection: SentenceSelection):
+    """The gap signals serving reads when answering ``question`` over ``hits``; None when the relevance gate leaves
+    no passage (the detector is not asked)."""
+    used = relevance.run(hits)
+    return signals_of(question, used, selection.run(question, used)) if used else None
+
+
 def synthetic_signals(questions: list, doc_of: dict[str, str], search: Callable[[str], list],
                       relevance: RelevanceGate, selection: SentenceSelection, depth: int) -> SyntheticSignals:
     """``questions``: SyntheticQuestion (question, chunk_id); ``doc_of``: chunk id -> document id; ``search``: the
@@ -53,13 +60,11 @@ def synthetic_signals(questions: list, doc_of: dict[str, str], search: Callable[
         source = doc_of[q.chunk_id]
         for kind, kept in (("answerable", hits[:depth]),
                            ("gap", [h for h in hits if h.chunk.doc_id != source][:depth])):
-            used = relevance.run(kept)
-            if not used:
+            signals = attempt_signals(q.question, kept, relevance, selection)
+            if signals is None:
                 gated[kind] += 1
-                continue
-            chosen = selection.run(q.question, used)
-            triples = [(h.chunk.context, h.chunk.text, dense_of(h, 0.0)) for h in used]
-            rows[kind].append(gap_signals(q.question, triples, chosen))
+            else:
+                rows[kind].append(signals)
     empty = np.zeros((0, len(SIGNALS)), dtype=np.float32)
     return SyntheticSignals(np.stack(rows["answerable"]) if rows["answerable"] else empty,
                             np.stack(rows["gap"]) if rows["gap"] else empty, gated["answerable"], gated["gap"])

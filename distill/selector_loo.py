@@ -30,7 +30,7 @@ from distill.selector_train import featurise, fit_gap_detector, fit_selector, tr
 TARGET = "target"   # the shipped scorer's training target (graded), so LOO and shipped differ only in their data
 
 
-def _latest(folder: Path) -> Path | None:
+def latest_version(folder: Path) -> Path | None:
     versions = sorted(folder.glob("v[0-9]*")) if folder.is_dir() else []
     return versions[-1] if versions else None
 
@@ -39,7 +39,7 @@ def scorer_on(pairs: list[dict], out: Path, source: str, models: Path) -> Path:
     """A scorer trained on ``pairs`` under ``out/sentence-scorer``, or the one a previous run left there."""
     from retrieval.answering.registry import SENTENCE_SCORERS
 
-    done = _latest(out / SENTENCE_SCORERS)
+    done = latest_version(out / SENTENCE_SCORERS)
     if done is not None:
         return done
     return train_scorer(pairs, models, source, activate=False, target=TARGET, out=out)
@@ -77,7 +77,7 @@ def leave_one_out(examples: list[dict], pairs: list[dict], out: Path, models: Pa
     reports = {}
     for left_out in datasets:
         target = out / left_out
-        if (target / "gap_detector.json").exists() and _latest(target / "sentence-scorer") is not None:
+        if (target / "gap_detector.json").exists() and latest_version(target / "sentence-scorer") is not None:
             reports[left_out] = json.loads((target / "report.json").read_text())
             continue
         others = [d for d in datasets if d != left_out]

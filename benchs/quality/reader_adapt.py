@@ -29,7 +29,7 @@ from benchs.common import (ANSWER_DATASETS, BENCH_HOME, HITS, RESULTS, hits_of, 
 from distill.gap_calibration import calibrated, synthetic_signals
 from distill.metrics import token_f1
 from distill.reader_adapt import AdaptConfig, adapt_scorer, synthetic_pairs
-from distill.selector_loo import load_scorer
+from distill.selector_loo import latest_version, load_scorer
 from distill.teacher_questions import split_held_out
 from retrieval.answering.engines.cpu import describe
 from retrieval.answering.gates import RelevanceGate
@@ -46,11 +46,6 @@ def auc(gap: list[float], still: list[float]) -> float:
         return float("nan")
     g, s = np.asarray(gap)[:, None], np.asarray(still)[None, :]
     return float(((g > s) + 0.5 * (g == s)).mean())
-
-
-def latest(folder: Path) -> Path | None:
-    versions = sorted(folder.glob("v[0-9]*")) if folder.is_dir() else []
-    return versions[-1] if versions else None
 
 
 def main() -> None:
@@ -82,12 +77,12 @@ def main() -> None:
         questions = synthetic_questions(collection)
         trained, held = split_held_out(questions)
         adapted_dir = BENCH_HOME / "adapted" / f"{name}-e{config.epochs}-lr{config.lr:g}"
-        adapted = latest(adapted_dir / "sentence-scorer")
+        adapted = latest_version(adapted_dir / "sentence-scorer")
         if adapted is None:
             chosen = random.Random(0).sample(trained, min(len(trained), MAX_TRAIN_QUESTIONS))
             pairs = synthetic_pairs(chosen, {c.chunk_id: c for c in chunks}, lambda q: collection.search(q, HITS))
             print(f"{name}: adapting on {len(pairs)} pairs of {len(chosen)} synthetic questions", flush=True)
-            base = latest(args.loo / name / "sentence-scorer")
+            base = latest_version(args.loo / name / "sentence-scorer")
             adapted = adapt_scorer(base, pairs, adapted_dir, config, show_progress=True)
         report = json.loads((adapted / "training.json").read_text()) if (adapted / "training.json").exists() else {}
         rows = retrieval_rows(service, args.data, name, args.split)

@@ -29,6 +29,11 @@ def dense_of(hit: SearchHit, missing: float) -> float:
     return hit.dense_score if hit.dense_score is not None else missing
 
 
+def signals_of(question: str, used: list[SearchHit], selection: Selection):
+    """The gap detector's signals (gap_detector.py) for ``selection`` over the prompt's hits ``used``."""
+    return gap_signals(question, [(h.chunk.context, h.chunk.text, dense_of(h, 0.0)) for h in used], selection)
+
+
 class RelevanceGate:
     def __init__(self, min_relevance: float, prompt_passages: int = 3):
         if not -1.0 <= min_relevance <= 1.0:
@@ -62,6 +67,5 @@ class GapGate:
         self.detector = detector
 
     def run(self, question: str, used: list[SearchHit], selection: Selection) -> GateVerdict:
-        triples = [(h.chunk.context, h.chunk.text, dense_of(h, 0.0)) for h in used]
-        gap = self.detector.probability(gap_signals(question, triples, selection))
+        gap = self.detector.probability(signals_of(question, used, selection))
         return GateVerdict(round(1.0 - gap, 4), gap < self.detector.threshold)
