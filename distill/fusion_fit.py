@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from retrieval.collection import Collection
+from retrieval.encoder import encode_queries
 from retrieval.fusion import RRF_K, hybrid_weights, reciprocal_rank_fusion
 
 GRID = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
@@ -37,7 +38,7 @@ def rankings(collection: Collection, texts: list[str], depth: int = DEPTH) -> tu
     """Each text's dense and BM25 rankings (FAISS ids), taken once so every weight fuses the same two lists, and
     the chunks they name by FAISS id."""
     snapshot = collection.snapshot()
-    _, ids = snapshot.index.search(snapshot.encoder.encode(texts), depth)
+    _, ids = snapshot.index.search(encode_queries(snapshot.encoder, texts), depth)
     dense = [[int(i) for i in row if i >= 0] for row in ids]
     lexical = [[key for key, _ in snapshot.bm25.search(text, depth)] for text in texts]
     keys = sorted({key for rows in (dense, lexical) for row in rows for key in row})

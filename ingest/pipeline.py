@@ -15,6 +15,7 @@ from typing import Callable
 from tqdm.auto import tqdm
 
 from ingest.chunker import Chunker
+from ingest.language import document_language
 from ingest.loaders import LoadError, load_file, supported
 from ingest.path_metadata import PathRule
 from ingest.records import Chunk, Document
@@ -125,6 +126,9 @@ def plan_ingest(path: Path, store: ChunkStore, chunker: Chunker, collection: str
                 for doc in docs:
                     doc.metadata = {**folder_fields, **doc.metadata, **extra}
             _check_text(docs, rel)
+            for doc in docs:   # citations carry it, filters can use it, and it chooses the collection's encoder
+                if "language" not in doc.metadata:
+                    doc.metadata["language"] = document_language(doc.title, doc.text, doc.metadata)
             for doc in docs:
                 owner = store.doc_owner(doc.doc_id)
                 if owner is not None and owner != (root_key, rel):

@@ -204,6 +204,12 @@ class ChunkStore:
                                f"WHERE c.faiss_id IN ({marks})", [int(i) for i in faiss_ids]).fetchall()
         return {r["faiss_id"]: _row_to_chunk(r) for r in rows}, {r["doc_id"]: json.loads(r["metadata"]) for r in rows}
 
+    def languages(self) -> dict[str, int]:
+        """Documents by their "language" field (ingest/language.py sets it at ingest; "en" where it is missing)."""
+        rows = self.db.execute("SELECT COALESCE(json_extract(metadata, '$.language'), 'en'), COUNT(*) FROM documents "
+                               "GROUP BY 1 ORDER BY 2 DESC").fetchall()
+        return {str(language): count for language, count in rows}
+
     def counts(self) -> dict[str, int]:
         return {table: self.db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
                 for table in ("files", "documents", "chunks")}

@@ -12,6 +12,8 @@ from concurrent.futures import Future
 
 import numpy as np
 
+from retrieval.encoder import encode_queries
+
 
 class BatchingEncoder:
     def __init__(self, encoder, max_batch: int = 32, max_wait_ms: float = 3.0):
@@ -25,8 +27,11 @@ class BatchingEncoder:
         return getattr(self.inner, name)
 
     def encode(self, texts: list[str], batch_size: int = 64, show_progress: bool = False) -> np.ndarray:
+        return self.inner.encode(texts, batch_size=batch_size, show_progress=show_progress)
+
+    def encode_queries(self, texts: list[str]) -> np.ndarray:
         if len(texts) != 1:
-            return self.inner.encode(texts, batch_size=batch_size, show_progress=show_progress)
+            return encode_queries(self.inner, texts)
         future: Future = Future()
         self._queue.put((texts[0], future))
         return future.result()[None, :]
@@ -42,7 +47,7 @@ class BatchingEncoder:
             except queue.Empty:
                 pass
             try:
-                vectors = self.inner.encode([text for text, _ in pending], batch_size=self.max_batch)
+                vectors = encode_queries(self.inner, [text for text, _ in pending])
                 for (_, future), vector in zip(pending, vectors):
                     future.set_result(vector)
             except Exception as exc:  # every waiting request sees the failure; the worker lives on

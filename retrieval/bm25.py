@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import threading
 import uuid
@@ -45,11 +46,26 @@ KEPT_CACHE = 16              # filters whose kept rows are remembered per index
 MERGE_MIN, MERGE_SHARE = 20_000, 0.10
 
 
+# Chinese, Japanese and Korean write no spaces between words: bm25s's word pattern would keep a whole sentence as one
+# term. Each run of their characters becomes its overlapping character pairs instead, as Lucene's CJK analyser does
+# (no dictionary to ship; pairs match most two-character words). Text without them is analysed as before, exactly.
+_CJK_RUN = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af\uff66-\uff9f]+")
+
+
+def _pairs(match: re.Match) -> str:
+    run = match.group(0)
+    return " " + (" ".join(run[i:i + 2] for i in range(len(run) - 1)) if len(run) > 1 else run) + " "
+
+
+def analysed(text: str) -> str:
+    return _CJK_RUN.sub(_pairs, text) if _CJK_RUN.search(text) else text
+
+
 def tokenize(texts: list[str], vocab: dict[str, int]) -> list[np.ndarray]:
     """Each text's term ids (``vocab`` grows with new terms): bm25s's tokeniser, ids made global."""
     if not texts:
         return []
-    tokens = bm25s.tokenize(texts, stopwords="en", stemmer=_STEMMER, show_progress=False, allow_empty=False)
+    tokens = bm25s.tokenize([analysed(t) for t in texts], stopwords="en", stemmer=_STEMMER, show_progress=False, allow_empty=False)
     local = np.empty(len(tokens.vocab), dtype=np.int64)
     for term, i in tokens.vocab.items():
         local[i] = vocab.setdefault(term, len(vocab))
@@ -201,7 +217,7 @@ class BM25Index:
         filter keeps (the rest score 0 before ranking, so the top ``k`` are the filtered top ``k``)."""
         if self.empty or k <= 0 or (allowed is not None and not len(allowed)):
             return []
-        words = bm25s.tokenize([query], stopwords="en", stemmer=_STEMMER, return_ids=False, show_progress=False)[0]
+        words = bm25s.tokenize([analysed(query)], stopwords="en", stemmer=_STEMMER, return_ids=False, show_progress=False)[0]
         # A repeated query word counts each time, as in bm25s ("screen ... black screen"); unknown words score 0.
         ids = np.array([self.vocab[w] for w in words if w in self.vocab], dtype=np.int64)
         if not len(ids):

@@ -31,7 +31,8 @@ from ingest.chunker import Chunker
 from ingest.path_metadata import PathRule
 from ingest.pipeline import IngestPlan, IngestReport, plan_ingest
 from ingest.store import ChunkStore
-from retrieval.collection_encoder import CollectionEncoder, EncoderMismatch
+from ingest.language import ENGLISH, from_metadata
+from retrieval.collection_encoder import MODEL_META, CollectionEncoder, EncoderMismatch
 from retrieval.encoder import TextEncoder
 from retrieval.filters import canonical, compile_filter
 from retrieval.fusion import EQUAL_WEIGHT, FUSION_META, fusion_record, stored_dense_weight
@@ -55,15 +56,18 @@ class CollectionBusy(TimeoutError):
 class Collection:
     def __init__(self, directory: Path, encoder: TextEncoder, create: bool = False,
                  exact_limit: int = EXACT_LIMIT, encoder_loader: Callable[[Path], TextEncoder] | None = None,
-                 vector_store: Callable[..., IndexGenerations] = IndexGenerations):
+                 vector_store: Callable[..., IndexGenerations] = IndexGenerations,
+                 named_encoder: Callable[[str], TextEncoder] | None = None):
         """``vector_store``: where the vectors of each generation live, built as (folder, store, exact_limit):
-        FAISS files (IndexGenerations) or Milvus (retrieval.milvus_store.MilvusGenerations)."""
+        FAISS files (IndexGenerations) or Milvus (retrieval.milvus_store.MilvusGenerations). ``named_encoder``: a
+        shipped encoder by its model name (the multilingual one, for documents that are not English); without it
+        every collection keeps ``encoder``."""
         self.directory = Path(directory)
         self.name = self.directory.name
         if not (self.directory / "store.sqlite").exists() and not create:
             raise UnknownCollection(f"collection {self.name!r} does not exist: ingest documents into it first")
         self.store = ChunkStore(self.directory / "store.sqlite")
-        self.encoders = CollectionEncoder(self.directory, self.store, encoder, encoder_loader)
+        self.encoders = CollectionEncoder(self.directory, self.store, encoder, encoder_loader, named_encoder)
         self.generations = vector_store(self.directory, self.store, exact_limit)
         self._lock = threading.RLock()
         # One writer at a time per collection, across threads and processes (flock on a file in its folder): the
@@ -156,6 +160,7 @@ class Collection:
         index = self.snapshot().index
         return {"collection": self.name, **self.store.counts(), "generation": self._generation,
                 "index": index.kind, "index_on_gpu": index.on_gpu, "encoder": self.store.get_meta("encoder"),
+                "languages": self.store.languages(),
                 "hybrid_dense_weight": self.dense_weight}
 
     def allowed(self, filter_: dict) -> np.ndarray:
@@ -232,6 +237,12 @@ class Collection:
             plan = plan_ingest(path, self.store, chunker, self.name, show_progress, files=files, metadata=metadata,
                                path_rule=PathRule(stored_rule) if stored_rule and files is None else None,
                                **({"load": load} if load is not None else {}))
+            languages = {from_metadata(doc.metadata) or ENGLISH for update in plan.updates for doc in update.docs}
+            with self._lock:
+                if self.encoders.fit_languages(languages):
+                    encoder = self.encoders.current
+                    log.info("collection %r: documents in %s, served by the multilingual encoder from now on",
+                             self.name, ", ".join(sorted(languages)))
             reembed_all = self.encoders.stale()
             # Embed only chunks never embedded before by this encoder.
             new_chunks = plan.new_chunks
@@ -278,6 +289,8 @@ class Collection:
                 fresh = encoder.encode([c.embedding_text() for c in stale], show_progress=show_progress)
                 self.store.update_vectors([c.chunk_id for c in stale], fresh)
             self.store.set_meta("encoder", encoder.encoder_id)
+            if self.encoders.model_name:
+                self.store.set_meta(MODEL_META, self.encoders.model_name)
             generation = old_generation + 1
             self.store.set_meta("generation", str(generation))
             index = self.generations.commit(generation, encoder.dim, current, removed_ids, added_ids, added_vectors)
@@ -298,6 +311,27 @@ class Collection:
                 return
             self._generation = -1
             self.refresh()
+
+    def use_shipped_encoder(self, name: str, show_progress: bool = False) -> bool:
+        """Serve with the shipped encoder ``name`` (retrieval/models.py) from now on: MULTILINGUAL for documents in
+        English asked in other languages too. Re-embeds every chunk in one commit; the choice is kept by the store.
+        False when it already serves."""
+        with self.writing():
+            with self._lock:
+                self.encoders.adopt_stored()
+                if self.encoders.model_name == name:
+                    return False
+                if self.store.get_meta("encoder_dir"):
+                    raise ValueError(f"collection {self.name!r} serves its own distilled encoder: a shipped one "
+                                     f"would discard it")
+                self.encoders.choose(name)
+            if self.store.generation == 0:   # nothing embedded yet: the first ingest embeds with it
+                with self.store.transaction():
+                    self.store.set_meta(MODEL_META, name)
+                return True
+            self._commit(IngestPlan("", [], [], IngestReport(self.name)), {}, reembed_all=True,
+                         show_progress=show_progress)
+            return True
 
     def remove_file(self, root_key: str, rel: str) -> None:
         """Drop one ingested file (all its documents) from the store and the index, in one transaction."""

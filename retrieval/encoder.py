@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import os
 import queue
 import threading
@@ -19,6 +20,7 @@ from typing import Protocol
 import numpy as np
 from tqdm.auto import tqdm
 
+from retrieval.e5_port import PROMPTS_FILE
 from retrieval.model_store import MANIFEST, verify
 
 
@@ -26,9 +28,17 @@ class TextEncoder(Protocol):
     encoder_id: str  # vectors from encoders with different ids never share an index
     dim: int
 
-    def encode(self, texts: list[str], batch_size: int = 64, show_progress: bool = False) -> np.ndarray: ...
+    def encode(self, texts: list[str], batch_size: int = 64, show_progress: bool = False) -> np.ndarray:
+        """Passages (what is indexed)."""
 
     def count_tokens(self, text: str) -> int: ...
+
+
+def encode_queries(encoder, texts: list[str]) -> np.ndarray:
+    """Questions as the encoder was trained to read them: e5 wants "query: " where passages carry "passage: "
+    (``SentenceEncoder.encode_queries``); an encoder with one way for both encodes them as passages."""
+    method = getattr(encoder, "encode_queries", None)
+    return method(texts) if method is not None else encoder.encode(texts)
 
 
 def pick_device() -> str:
@@ -97,6 +107,9 @@ class SentenceEncoder:
         self.pipeline_threads = pipeline_threads or min(4, max(1, (os.cpu_count() or 1) // 4))
         self._fast = False
         self.dim = self.model.get_embedding_dimension()
+        # Prefixes the model was trained with ({"query": ..., "passage": ...}; e5's "query: "/"passage: "), if any.
+        prompts_file = model_dir / PROMPTS_FILE
+        self.prompts = json.loads(prompts_file.read_text()) if prompts_file.is_file() else {}
         # The manifest changes whenever the weights do, so its hash names this exact model.
         digest = hashlib.sha256((model_dir / MANIFEST).read_bytes()).hexdigest()[:12]
         self.encoder_id = f"{model_dir.name}@{digest}"
@@ -117,6 +130,13 @@ class SentenceEncoder:
             return len(self._counter.encode(text, add_special_tokens=False, verbose=False))
 
     def encode(self, texts: list[str], batch_size: int = 64, show_progress: bool = False) -> np.ndarray:
+        """Passages (with the model's passage prefix, if it has one)."""
+        return self._encode(_prefixed(self.prompts.get("passage"), texts), batch_size, show_progress)
+
+    def encode_queries(self, texts: list[str], batch_size: int = 64, show_progress: bool = False) -> np.ndarray:
+        return self._encode(_prefixed(self.prompts.get("query"), texts), batch_size, show_progress)
+
+    def _encode(self, texts: list[str], batch_size: int, show_progress: bool) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         if self.pipeline and len(texts) > batch_size:
@@ -216,6 +236,10 @@ class SentenceEncoder:
         result = np.empty_like(vectors)
         result[np.concatenate(done)] = vectors
         return result
+
+
+def _prefixed(prefix: str | None, texts: list[str]) -> list[str]:
+    return [prefix + text for text in texts] if prefix else list(texts)
 
 
 # Tokenised both ways before the fast path is trusted: plain, accented, and one past any model's length limit.

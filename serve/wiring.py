@@ -5,6 +5,7 @@ cheap, so tests and embedded uses hand it fakes or models of their own.
 """
 from __future__ import annotations
 
+import threading
 from contextlib import ExitStack, contextmanager
 
 from retrieval.answering.gap_detector import GapDetector
@@ -97,7 +98,24 @@ def load_service(settings: Settings, with_generator: bool = True) -> KbqaService
 
     encoder = wrap(SentenceEncoder(model_path(settings.kbqa_home.models_dir, STUDENT_START)))
     pipeline = answer_pipeline(settings, **_load_answering_parts(settings)) if with_generator else None
-    return KbqaService(settings, encoder, pipeline, encoder_loader=lambda folder: wrap(SentenceEncoder(folder)))
+    return KbqaService(settings, encoder, pipeline, encoder_loader=lambda folder: wrap(SentenceEncoder(folder)),
+                       named_encoder=SharedEncoders(settings.kbqa_home.models_dir, wrap))
+
+
+class SharedEncoders:
+    """Shipped encoders by model name, each loaded once at its first need and shared by every collection it serves
+    (the multilingual one is 470 MB: a server that never sees a document that is not English never loads it)."""
+
+    def __init__(self, models_dir, wrap):
+        self.models_dir, self.wrap = models_dir, wrap
+        self._loaded: dict = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, name: str):
+        with self._lock:
+            if name not in self._loaded:
+                self._loaded[name] = self.wrap(SentenceEncoder(model_path(self.models_dir, name)))
+            return self._loaded[name]
 
 
 def teacher_unavailable(settings: Settings) -> str | None:

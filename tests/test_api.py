@@ -29,19 +29,19 @@ def test_search_shape(client):
     assert body["query"] == "refunds paid back" and len(body["results"]) == 2
     top = body["results"][0]
     assert set(top) == {"chunk_id", "doc_id", "source", "title", "text", "score", "metadata"}
-    assert top["source"] == "billing.md" and top["title"] == "Billing" and top["metadata"] == {"title": "Billing"}
+    assert top["source"] == "billing.md" and top["title"] == "Billing" and top["metadata"] == {"title": "Billing", "language": "en"}
 
 
 def test_ask_shape_and_citation(client):
     body = client.post("/v1/ask", json={"question": "How are refunds paid back?"}).json()
     assert set(body) == {"question", "answer", "abstained", "grounding", "citations", "unsupported", "answer_id", "rewritten_question", "timings_ms",
-                         "answerability", "fallback_reason", "handoff", "context"}
+                         "answerability", "fallback_reason", "handoff", "context", "language"}
     assert body["handoff"] == {"recommended": False, "reason": None}
     assert body["abstained"] is False and body["grounding"] == "generated" and body["unsupported"] == []
     assert body["answerability"] is None   # no scorer trained: the gate is off
     assert body["citations"][0]["source"] == "billing.md" and body["citations"][0]["n"] == 1
     assert set(body["citations"][0]) == {"n", "chunk_id", "doc_id", "source", "title", "score", "metadata"}
-    assert body["citations"][0]["metadata"] == {"title": "Billing"}
+    assert body["citations"][0]["metadata"] == {"title": "Billing", "language": "en"}
     assert {"retrieve", "generate", "total"} <= set(body["timings_ms"])
 
 

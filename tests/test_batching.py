@@ -27,7 +27,7 @@ def test_concurrent_queries_share_a_batch_and_get_their_own_vector():
     results = {}
 
     def ask(text):
-        results[text] = batcher.encode([text])
+        results[text] = batcher.encode_queries([text])
 
     threads = [threading.Thread(target=ask, args=("q" * n,)) for n in range(1, 7)]
     for t in threads:
@@ -44,10 +44,10 @@ def test_bulk_encodes_bypass_the_queue_and_failures_reach_the_caller():
     inner = CountingEncoder()
     inner.gate.set()
     batcher = BatchingEncoder(inner, max_wait_ms=1)
-    assert batcher.encode(["a", "bb"]).shape == (2, 3) and inner.calls == [["a", "bb"]]
+    assert batcher.encode_queries(["a", "bb"]).shape == (2, 3) and inner.calls == [["a", "bb"]]
     with pytest.raises(RuntimeError, match="encoder failed"):
-        batcher.encode(["boom"])
-    assert batcher.encode(["ok"])[0, 0] == 2  # the worker survived
+        batcher.encode_queries(["boom"])
+    assert batcher.encode_queries(["ok"])[0, 0] == 2  # the worker survived
 
 
 def test_token_counting_and_encoding_from_many_threads_never_fail(tmp_path):

@@ -78,10 +78,12 @@ def test_metadata_comes_from_front_matter_and_record_fields_with_its_types(tmp_p
     collection = Collection(tmp_path / "home", fake_encoder, create=True)
     collection.ingest(_kb(tmp_path / "kb"), Chunker(fake_encoder.count_tokens, 50, 5))
     docs = {d["doc_id"]: d["metadata"] for d in collection.store.documents()}
-    assert docs["tv.md"] == {"product": "tv", "version": 3.2, "tags": ["picture", "sound"]}
-    assert docs["faq-1"] == {"product": "tv", "plan": ["business"]}   # nested objects are left out
+    # Every document also carries the language ingest found for it (ingest/language.py).
+    assert docs["tv.md"] == {"product": "tv", "version": 3.2, "tags": ["picture", "sound"], "language": "en"}
+    assert docs["faq-1"] == {"product": "tv", "plan": ["business"], "language": "en"}   # nested objects left out
     hits = collection.search("dark screen reset", k=5)
-    assert {h.chunk.doc_id: h.metadata for h in hits}["phone.md"] == {"product": "phone", "version": 10}
+    assert {h.chunk.doc_id: h.metadata for h in hits}["phone.md"] == {"product": "phone", "version": 10,
+                                                                      "language": "en"}
 
 
 @pytest.mark.parametrize("mode", ["dense", "bm25", "hybrid"])
@@ -149,7 +151,7 @@ def test_search_and_ask_take_a_filter_and_show_metadata(sliced):
     client, made = sliced
     body = {"query": "reset dark screen", "k": 5, "filter": {"product": "phone"}}
     hits = client.post("/v1/search", json=body, headers=_as(made["admin"])).json()["results"]
-    assert [h["source"] for h in hits] == ["phone.md"] and hits[0]["metadata"] == {"product": "phone", "plan": "free"}
+    assert [h["source"] for h in hits] == ["phone.md"] and hits[0]["metadata"] == {"product": "phone", "plan": "free", "language": "en"}
     answer = client.post("/v1/ask", json={"question": "How do I reset a dark screen?", "filter": {"product": "tv"}},
                          headers=_as(made["admin"])).json()
     assert answer["citations"] and {c["source"] for c in answer["citations"]} == {"tv.md"}
@@ -247,7 +249,7 @@ def test_an_upload_s_metadata_part_tags_its_files_and_a_metadata_change_embeds_n
     first = send({"manual.md": {"product": "soundbar", "since": "2024-05-01", "plans": ["free", "pro"]}})
     assert first.status_code == 201 and first.json()["added"] == ["manual.md"]
     meta = client.get("/v1/collections/default/documents/manual.md", headers=headers).json()["metadata"]
-    assert meta == {"product": "soundbar", "since": "2024-05-01", "plans": ["free", "pro"]}
+    assert meta == {"product": "soundbar", "since": "2024-05-01", "plans": ["free", "pro"], "language": "en"}
     hits = client.post("/v1/search", json={"query": "pair soundbar", "filter": {"product": "soundbar"}},
                        headers=headers).json()["results"]
     assert [h["source"] for h in hits] == ["manual.md"]
@@ -278,8 +280,9 @@ def test_a_folder_rule_gives_files_metadata_from_where_they_sit(tmp_path, fake_e
     chunker = Chunker(fake_encoder.count_tokens, 50, 5)
     collection.ingest(kb, chunker, path_rule="{product}/{version}")
     docs = {d["doc_id"]: d["metadata"] for d in collection.store.documents()}
-    assert docs["tv/3.2/setup.md"] == {"product": "tv", "version": "3.2"}
-    assert docs["phone/10/setup.md"] == {"product": "galaxy", "version": "10"}   # the file's own front matter wins
+    assert docs["tv/3.2/setup.md"] == {"product": "tv", "version": "3.2", "language": "en"}
+    # the file's own front matter wins
+    assert docs["phone/10/setup.md"] == {"product": "galaxy", "version": "10", "language": "en"}
     again = collection.ingest(kb, chunker)   # the stored rule applies: nothing changed
     assert sorted(again.unchanged) == sorted(docs) and not again.changed
     renamed = collection.ingest(kb, chunker, path_rule="{line}")   # a new rule re-commits, re-embedding nothing

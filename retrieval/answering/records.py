@@ -59,6 +59,8 @@ class Answer:
     # The customer context that scoped the search (serve/customer.py): {"used": {field: {metadata, use, value}},
     # "ignored": [fields]}; None when the request carried none.
     context: dict | None = None
+    # The question's language (ingest/language.py); the abstention is written in it (retrieval/answering/phrases.py).
+    language: str = "en"
 
     def to_dict(self) -> dict:
         return asdict(self)

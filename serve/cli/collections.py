@@ -11,7 +11,7 @@ from serve.cli.keys import filter_arg
 
 def cmd_ingest(args) -> int:
     report = service(with_generator=False).ingest(Path(args.path), args.collection, show_progress=not args.json,
-                                                  path_rule=args.path_metadata)
+                                                  path_rule=args.path_metadata, encoder=args.encoder)
     if args.json:
         print(json.dumps(report.to_dict(), indent=1))
     else:
@@ -108,7 +108,8 @@ def cmd_status(args) -> int:
     for row in rows if not args.json else []:
         print(f"{row['collection']}: {row['chunks']} chunks, {row['chunks_newer_than_encoder']} "
               f"({row['share_newer']:.0%}) newer than the serving encoder {row['encoder']}; "
-              f"hybrid search weighs dense {row['hybrid_dense_weight']:.2f}, BM25 {1 - row['hybrid_dense_weight']:.2f}")
+              f"hybrid search weighs dense {row['hybrid_dense_weight']:.2f}, BM25 {1 - row['hybrid_dense_weight']:.2f}; "
+              f"documents by language {row['languages']}")
     return 0
 
 
@@ -119,6 +120,9 @@ def register(sub) -> None:
     p.add_argument("--path-metadata", metavar="RULE", help="metadata from each file's folders, e.g. "
                    "'{product}/{version}' reads tv/3.2/setup.md as product tv, version 3.2; kept for the next "
                    "ingests of the collection ('' drops it)")
+    p.add_argument("--encoder", choices=("multilingual",), help="serve the collection with the multilingual encoder "
+                   "even if its documents are all English (customers who ask in other languages); a collection whose "
+                   "documents are not all English gets it without asking")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_ingest)
 

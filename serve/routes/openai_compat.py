@@ -24,6 +24,7 @@ from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
 from retrieval.answering.engines.remote import GeneratorUnavailable
+from retrieval.answering.phrases import sources_label
 from retrieval.home import UnknownCollection
 from serve.admission import admit
 from serve.deps import QueryKey, ServiceDep
@@ -134,7 +135,7 @@ def reply_text(answer: AskResponse) -> str:
     if answer.abstained or not answer.citations:
         return answer.answer
     sources = "\n".join(f"[{c.n}] {c.title or c.source} ({c.source})" for c in answer.citations)
-    return f"{answer.answer}\n\nSources:\n{sources}"
+    return f"{answer.answer}\n\n{sources_label(answer.language)}:\n{sources}"
 
 
 def extension(answer: AskResponse) -> dict:

@@ -1,0 +1,142 @@
+"""Issue 29: languages detected at ingest and ask time, the multilingual encoder chosen for a collection, CJK in BM25,
+and kbqa's own words in the customer's language."""
+import pytest
+
+from ingest.language import ENGLISH, detect, document_language, from_metadata, question_language
+from retrieval.answering.phrases import ABSTENTIONS, abstention, sources_label
+from retrieval.answering.prompt import ABSTENTION
+from retrieval.bm25 import BM25Index, analysed
+from retrieval.collection import Collection
+from retrieval.collection_encoder import MODEL_META
+from retrieval.models import MULTILINGUAL
+from tests.fakes import FakeEncoder, ScriptedGenerator, make_kb
+
+GERMAN = ("# Passwort zurücksetzen\nUm Ihr Passwort zurückzusetzen, öffnen Sie die Einstellungen und klicken Sie "
+          "auf Passwort vergessen. Sie erhalten danach eine E-Mail mit einem Link.")
+
+
+def test_detection_calls_clear_text_and_declines_too_little():
+    found = detect("Um Ihr Passwort zurückzusetzen, öffnen Sie die Einstellungen und klicken Sie auf den Link.")
+    assert found.language == "de" and found.confidence > 0.9
+    assert detect("OK") is None and detect("4242 / 17") is None
+
+
+@pytest.mark.parametrize("metadata, expected", [({"language": "de"}, "de"), ({"lang": "pt_BR"}, "pt"),
+                                                ({"locale": "fr-CA"}, "fr"), ({"language": 7}, None), ({}, None)])
+def test_declared_language_is_read_from_metadata(metadata, expected):
+    assert from_metadata(metadata) == expected
+
+
+def test_a_document_is_english_unless_declared_or_surely_other():
+    assert document_language("Passwort", GERMAN, {}) == "de"
+    assert document_language("Billing", "Refunds are paid back within five days.", {}) == ENGLISH
+    assert document_language("Billing", "Refunds are paid back within five days.", {"language": "es"}) == "es"
+    assert document_language("", "VPN 2.1", {}) == ENGLISH   # nothing to tell: what every collection used to be
+
+
+def test_a_question_leaves_the_collections_language_only_when_clearly_another():
+    assert question_language("yes i did", "en") == "en"   # read as Catalan at ~0.7 on its own
+    assert question_language("¿Cómo cancelo mi suscripción mensual?", "en") == "es"
+    assert question_language("Wie setze ich mein Passwort zurück?", "en") == "de"
+    assert question_language("パスワードをリセットするにはどうすればよいですか", "en") == "ja"
+    assert question_language("Billing?", "de") == "de"
+
+
+class Named:
+    """Shipped encoders by name, as serve/wiring.SharedEncoders, made of fakes that tell themselves apart."""
+
+    def __init__(self):
+        self.loaded = {}
+
+    def __call__(self, name):
+        return self.loaded.setdefault(name, FakeEncoder(f"{name}@1"))
+
+
+def test_documents_that_are_not_english_switch_the_collection_to_the_multilingual_encoder(tmp_path, fake_encoder):
+    named = Named()
+    collection = Collection(tmp_path / "c", fake_encoder, create=True, named_encoder=named)
+    kb = make_kb(tmp_path / "kb")
+    collection.ingest(kb, chunker())
+    assert collection.encoder is fake_encoder and collection.store.get_meta(MODEL_META) is None
+    assert collection.stats()["languages"] == {"en": 3}
+    (kb / "passwort.md").write_text(GERMAN)
+    report = collection.ingest(kb, chunker())
+    multilingual = named.loaded[MULTILINGUAL]
+    assert collection.encoder is multilingual and collection.store.get_meta(MODEL_META) == MULTILINGUAL
+    assert report.added == ["passwort.md"] and sum(multilingual.calls) == collection.store.counts()["chunks"]
+    assert collection.stats()["languages"] == {"en": 3, "de": 1}
+    assert collection.search("Passwort vergessen", 1)[0].metadata["language"] == "de"
+    collection.close()
+    # A new process adopts the stored choice; one that cannot load shipped encoders by name says what to do.
+    reopened = Collection(tmp_path / "c", fake_encoder, named_encoder=Named())
+    assert reopened.search("Passwort", 1)[0].chunk.source == "passwort.md"
+    assert reopened.encoder.encoder_id == f"{MULTILINGUAL}@1"
+    with pytest.raises(RuntimeError, match="re-embed|embedded with"):
+        Collection(tmp_path / "c", fake_encoder).search("Passwort", 1)
+
+
+def test_an_english_collection_never_loads_the_multilingual_encoder(tmp_path, fake_encoder):
+    named = Named()
+    collection = Collection(tmp_path / "c", fake_encoder, create=True, named_encoder=named)
+    collection.ingest(make_kb(tmp_path / "kb"), chunker())
+    assert named.loaded == {} and collection.encoder is fake_encoder
+
+
+def test_an_english_collection_can_choose_it_for_customers_who_ask_in_other_languages(tmp_path, fake_encoder):
+    from distill.run import distill_collection
+
+    collection = Collection(tmp_path / "c", fake_encoder, create=True, named_encoder=Named())
+    collection.ingest(make_kb(tmp_path / "kb"), chunker())
+    generation = collection.store.generation
+    assert collection.use_shipped_encoder(MULTILINGUAL) is True
+    assert collection.store.generation == generation + 1 and collection.encoder.encoder_id == f"{MULTILINGUAL}@1"
+    assert collection.stats()["encoder"] == f"{MULTILINGUAL}@1"
+    assert collection.use_shipped_encoder(MULTILINGUAL) is False   # already: nothing re-embedded
+    with pytest.raises(ValueError, match="multilingual encoder"):
+        distill_collection(collection, tmp_path / "models")
+
+
+def test_an_empty_collection_keeps_the_choice_for_its_first_ingest(tmp_path, fake_encoder):
+    collection = Collection(tmp_path / "c", fake_encoder, create=True, named_encoder=Named())
+    collection.use_shipped_encoder(MULTILINGUAL)
+    collection.close()
+    reopened = Collection(tmp_path / "c", fake_encoder, named_encoder=Named())
+    reopened.ingest(make_kb(tmp_path / "kb"), chunker())
+    assert reopened.stats()["encoder"] == f"{MULTILINGUAL}@1"
+
+
+def test_cjk_runs_become_character_pairs_and_other_text_is_untouched():
+    assert analysed("如何重置密码") == " 如何 何重 重置 置密 密码 "
+    text = "Refunds are paid back within five days (Zürich, Ünïcödé)."
+    assert analysed(text) is text
+    index = BM25Index.build([1, 2, 3], ["如何重置我的密码", "如何取消订阅", "How to reset the password"])
+    assert [key for key, _ in index.search("重置密码", 3)] == [1]
+    assert [key for key, _ in index.search("password reset", 3)] == [3]
+
+
+def test_kbqas_own_words_follow_the_question(tmp_path, fake_encoder):
+    from serve.routes.openai_compat import reply_text
+    from serve.schemas import AskResponse
+    from serve.service import KbqaService
+    from serve.settings import Settings
+    from serve.wiring import answer_pipeline
+
+    settings = Settings(home=tmp_path / "home", min_relevance=0.5)   # the fake encoder's buckets collide below
+    service = KbqaService(settings, fake_encoder,
+                          answer_pipeline(settings, generator=ScriptedGenerator("Refunds are paid back [1].")))
+    service.ingest(make_kb(tmp_path / "kb"), "default")
+    spanish = service.ask("¿Cuál es el precio del plan premium para empresas grandes?")
+    assert spanish.abstained and spanish.language == "es" and spanish.answer == ABSTENTIONS["es"]
+    english = service.ask("What does the premium plan cost for large companies?")
+    assert english.abstained and english.language == "en" and english.answer == ABSTENTION
+    answered = service.ask("How are refunds paid back?")
+    assert answered.language == "en" and answered.citations[0].metadata["language"] == "en"
+    spanish_reply = AskResponse(**{**answered.to_dict(), "language": "es"})
+    assert "\n\nFuentes:\n[1]" in reply_text(spanish_reply)
+    assert abstention("xx") == ABSTENTION and sources_label("ja") == "出典"
+
+
+def chunker():
+    from ingest.chunker import Chunker as Real
+
+    return Real(FakeEncoder().count_tokens)
