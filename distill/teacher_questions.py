@@ -40,10 +40,16 @@ DROP_REASONS = ("not a question", "too short", "too long", "copies the title or 
 # A customer never saw the passage: "the third-party integrations mentioned in the passage", "the script URL from
 # Step 1" (3 of 30 kept questions the 1.5B teacher wrote for kb/ before this filter) cannot be asked of a search box.
 _META = re.compile(r"\b(passages?|mentioned (in|above)|the (text|article) above|from step \d+)\b", re.IGNORECASE)
+# Nor the document it came from: "How can a remote attacker exploit this vulnerability?", "How do I recover from this
+# problem?" (3 of 30 kept techqa questions) name nothing a search could find, unless an earlier sentence of the
+# question says what it is ("I hear a popping noise from my TV. How can I resolve this issue?").
+_DEMONSTRATIVE = re.compile(r"\bth(is|ese) (vulnerabilit(y|ies)|problems?|issues?|errors?|fix(es)?|apars?|technotes?|"
+                            r"documents?|workarounds?|security bulletins?)\b", re.IGNORECASE)
 # The teacher turned agent: "Do you have any questions about face masks ...?", "Is there a specific feature pack that
 # you would like to install?", "... the consoleProperties.xml file so I can assist you" (2 of 30 kept covid
-# questions, 3 of 30 techqa ones before).
+# questions, 3 of 30 techqa ones before), "... the error message you're encountering?" (techqa).
 _TO_CUSTOMER = re.compile(r"^(do you have any (questions|concerns)|would you like|are you (interested|looking))\b"
+                          r"|\b(you're|you are) (encountering|seeing|getting|experiencing)\b|\bthe steps you took\b"
                           r"|\b(you would like to|(so|that) i can (assist|help) you)\b", re.IGNORECASE)
 # Line labels the teacher adds: "- ", "2.", "Q1:", "Question 2:", "Customer 3:" (1 of 30 kept emanualqa questions).
 _BULLET = re.compile(r"^\s*(?:[-*\u2022]|\d{1,2}[.)]|q\d*[:.)]|question\s*\d*[:.)]|customer\s*\d*\s*:)\s*", re.IGNORECASE)
@@ -109,7 +115,7 @@ def filter_questions(lines: list[str], chunk, seen: set[str]) -> tuple[list[Synt
             reason = "too long"
         elif normal in headings:
             reason = "copies the title or a heading"
-        elif _META.search(question):
+        elif _META.search(question) or (_DEMONSTRATIVE.search(question) and len(split_sentences(question)) == 1):
             reason = "refers to the passage"
         elif _TO_CUSTOMER.search(question):
             reason = "asks the customer"

@@ -9,6 +9,7 @@ import time
 import pytest
 import uvicorn
 
+from retrieval.answering.phrases import ABSTENTIONS
 from serve.app import create_app
 from serve.service import KbqaService
 from serve.wiring import answer_pipeline
@@ -86,5 +87,12 @@ def test_chat_page_streams_an_answer_with_a_citation(server):
         page.fill("#question", "I want to talk to a human about refunds")
         page.click("#send")
         expect(page.locator(".turn.bot").last.locator(".handoff")).to_contain_text("asks for a person", timeout=20_000)
+        # A Japanese question in a new conversation: its script survives the round trip, and what kbqa says itself
+        # (nothing in these English docs answers it) comes in Japanese.
+        page.goto(url + "/")
+        page.fill("#question", "返金はいつ支払われますか？")
+        page.click("#send")
+        expect(page.locator(".turn.user").last).to_have_text("返金はいつ支払われますか？")
+        expect(page.locator(".turn.bot").last).to_contain_text(ABSTENTIONS["ja"], timeout=20_000)
         browser.close()
     assert service.feedback.list_feedback()[0]["helpful"] is True

@@ -187,6 +187,15 @@ def test_a_question_written_with_its_answer_on_one_line_keeps_the_question():
     assert dropped == {"not a question": 1, "asks the customer": 3}
 
 
+def test_questions_that_lean_on_their_document_or_the_customers_situation_are_dropped():
+    kept, dropped = filter_questions(["How long until this problem with refunds is fixed?",
+                                      "My refund to the card has not arrived. How long should this issue take?",
+                                      "Could you tell me more about the refund error you're encountering?",
+                                      "Are there workarounds for these issues with card refunds?"], REFUNDS, set())
+    assert [q.question for q in kept] == ["My refund to the card has not arrived. How long should this issue take?"]
+    assert dropped == {"refers to the passage": 2, "asks the customer": 1}
+
+
 def test_the_teacher_starts_only_when_a_chunk_needs_asking_and_a_failed_start_ends_the_run(tmp_path, monkeypatch):
     from retrieval.answering.engines import remote
     from retrieval.answering.engines.base import EngineNotStarted

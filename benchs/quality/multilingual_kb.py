@@ -1,0 +1,112 @@
+"""A knowledge base partly in Spanish (issue 29): retrieval and gap-protocol abstention for Spanish and English
+questions, beside today's English-only pipeline on the same documents.
+
+    python -m benchs.quality.multilingual_kb --data PATH/TO/shared/data
+
+The knowledge base is the covid FAQ with the documents that answer the 60 sampled questions replaced by their
+Spanish translation (benchs/builders/translate_questions.py --kb-language es: Qwen2.5-Coder-1.5B, a small model's
+machine translation), so each sampled question's answer is in Spanish and the other 150-odd documents stay English:
+a help center half-way through its localisation. The questions are the same 60, asked in English and in Spanish.
+
+- today: kbqa as it was, English MiniLM whatever the documents' language (a service without the multilingual
+  encoder);
+- kbqa: the collection switches itself to the multilingual encoder at ingest (its documents are not all English).
+
+Gap protocol: the gold documents of every 4th question removed from a second copy of each collection; an answer
+is asked of both in the default (select) mode; gap recall = gap questions refused, false abstention = answerable
+questions refused.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from benchs.common import BENCH_HOME, REPO, dataset_files, gap_protocol, ingest_records, load_questions, publish, \
+    ranked_docs
+from distill.metrics import ranking_metrics
+from serve.service import KbqaService
+from serve.settings import Settings
+
+TRANSLATED = REPO / "benchs" / "data" / "translated-questions"
+NAME = "covid_faq_deepset"
+
+
+def mixed_kb(data: Path, language: str) -> tuple[list[dict], set[str]]:
+    """covid's records with the translated ones in place (declaring their language), and the translated ids."""
+    kb_path, _ = dataset_files(data, NAME)
+    records = [json.loads(line) for line in kb_path.read_text().splitlines() if line.strip()]
+    translated = {}
+    for row in map(json.loads, (TRANSLATED / f"{NAME}-kb-{language}.jsonl").read_text().splitlines()):
+        row.pop("seconds", None)
+        if not row["text"]:   # the model put everything on one line: it is all text
+            row["title"], row["text"] = "", row["title"]
+        translated[row["id"]] = row
+    return [translated.get(r["id"], r) for r in records], set(translated)
+
+
+def jsonl(records: list[dict]) -> bytes:
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--language", default="es")
+    parser.add_argument("--out", type=Path, default=REPO / "benchs" / "results" / "multilingual_kb.md")
+    args = parser.parse_args()
+    settings = Settings(home=BENCH_HOME, answer_mode="select")
+    kbqa = KbqaService.load(settings)
+    today = KbqaService(settings, kbqa.encoder, kbqa.pipeline)   # no shipped encoder by name: never switches
+    records, translated_ids = mixed_kb(args.data, args.language)
+    rows = [json.loads(line) for line in (TRANSLATED / f"{NAME}.jsonl").read_text().splitlines()]
+    questions = {q["id"]: q for q in load_questions(dataset_files(args.data, NAME)[1])}
+    sampled = [questions[qid] for qid in dict.fromkeys(r["id"] for r in rows if r["language"] == args.language)]
+    asked = {(r["id"], "en"): r["question"] for r in rows} | \
+        {(r["id"], r["language"]): r["translation"] for r in rows if r["language"] == args.language}
+    removed, status = gap_protocol(sampled)
+    tag = f"covid-mixed-{args.language}"
+    collections = {}
+    for system, service in (("today", today), ("kbqa", kbqa)):
+        full = ingest_records(service, jsonl(records), tag, f"{tag}-{system}")
+        gap = ingest_records(service, jsonl([r for r in records if r["id"] not in removed]), f"{tag}-gap",
+                             f"{tag}-{system}-gap")
+        collections[system] = (full, gap)
+    lines = [f"Knowledge base: {len(records)} covid FAQ documents, {len(translated_ids)} of them translated into "
+             f"{args.language} (the gold documents of the {len(sampled)} questions); gap protocol: {len(removed)} "
+             f"documents removed, {sum(s == 'gap' for s in status.values())} gap questions.", "",
+             "| system | encoder | question language | n | nDCG@10 hybrid | nDCG@10 dense | gap recall | gap false "
+             "abstention | false abstention (full KB) |", "|---|---|---|---|---|---|---|---|---|"]
+    for system, service in (("today", today), ("kbqa", kbqa)):
+        full, gap = collections[system]
+        for language in ("en", args.language):
+            ndcg = {mode: [] for mode in ("hybrid", "dense")}
+            gap_refused, gap_answerable_refused, full_refused = [], [], []
+            for q in sampled:
+                text = asked[(q["id"], language)]
+                for mode in ndcg:
+                    hits = full.search(text, 40, mode)
+                    ndcg[mode].append(ranking_metrics(ranked_docs(hits), set(q["gold_ids"]))["nDCG@10"])
+                full_refused.append(service.ask(text, collection=full.name).abstained)
+                if status[q["id"]] == "gap":
+                    gap_refused.append(service.ask(text, collection=gap.name).abstained)
+                elif status[q["id"]] == "answerable":
+                    gap_answerable_refused.append(service.ask(text, collection=gap.name).abstained)
+            lines.append(f"| {system} | {full.encoder.encoder_id.split('@')[0]} | {language} | {len(sampled)} | "
+                         f"{statistics.mean(ndcg['hybrid']):.3f} | {statistics.mean(ndcg['dense']):.3f} | "
+                         f"{statistics.mean(gap_refused):.3f} | {statistics.mean(gap_answerable_refused):.3f} | "
+                         f"{statistics.mean(full_refused):.3f} |")
+            print(lines[-1], flush=True)
+    languages = full.stats()["languages"]
+    lines += ["", f"kbqa's collection: documents by language {languages}; encoder chosen at ingest "
+              f"{collections['kbqa'][0].encoder.encoder_id}."]
+    publish(lines, args.out)
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
