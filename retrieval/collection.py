@@ -31,13 +31,14 @@ from ingest.chunker import Chunker
 from ingest.path_metadata import PathRule
 from ingest.pipeline import IngestPlan, IngestReport, plan_ingest
 from ingest.store import ChunkStore
-from ingest.language import ENGLISH, from_metadata
+from ingest.language import ENGLISH, from_metadata, question_language
 from retrieval.collection_encoder import MODEL_META, CollectionEncoder, EncoderMismatch
 from retrieval.encoder import TextEncoder
 from retrieval.filters import canonical, compile_filter
 from retrieval.fusion import EQUAL_WEIGHT, FUSION_META, fusion_record, stored_dense_weight
 from retrieval.home import CREATED_META, UnknownCollection
 from retrieval.index_generations import IndexGenerations
+from retrieval.models import MULTILINGUAL
 from retrieval.search import DEFAULT_MODE, SearchHit, SearchSnapshot, SnapshotMoved
 from retrieval.vector_index import EXACT_LIMIT, VectorIndex
 
@@ -78,6 +79,7 @@ class Collection:
         self._snapshot: SearchSnapshot | None = None
         self._fusion: tuple[str | None, str, float] = (None, "", EQUAL_WEIGHT)   # (record, encoder id, weight)
         self._allowed_cache: OrderedDict = OrderedDict()   # (generation, filter) -> FAISS ids it keeps
+        self._languages: tuple[int, dict[str, int]] = (-1, {})   # (generation, documents by language)
         self._closed = False
 
     def close(self) -> None:
@@ -160,8 +162,22 @@ class Collection:
         index = self.snapshot().index
         return {"collection": self.name, **self.store.counts(), "generation": self._generation,
                 "index": index.kind, "index_on_gpu": index.on_gpu, "encoder": self.store.get_meta("encoder"),
-                "languages": self.store.languages(),
+                "languages": self.languages(),
                 "hybrid_dense_weight": self.dense_weight}
+
+    def languages(self) -> dict[str, int]:
+        """Documents by language, most first; counted once per committed generation."""
+        with self._lock:
+            generation = self.store.generation
+            if self._languages[0] != generation:
+                self._languages = (generation, self.store.languages())
+            return self._languages[1]
+
+    def has_documents_in(self, question: str) -> bool:
+        """Whether the question is in a language some of the documents are in (short or unsure: it is taken as in
+        the collection's main language)."""
+        languages = self.languages()
+        return question_language(question, next(iter(languages), ENGLISH)) in languages
 
     def allowed(self, filter_: dict) -> np.ndarray:
         """Sorted FAISS ids of the chunks whose documents ``filter_`` keeps (retrieval/filters.py), cached per
@@ -183,6 +199,10 @@ class Collection:
         on the new one (twice at most), so a concurrent ingest never silently shortens the results. ``filter``: a
         metadata filter (retrieval/filters.py; FilterError when malformed, from ``allowed``); the ranking is exact
         within it."""
+        if mode == "hybrid" and self.encoders.model_name == MULTILINGUAL and not self.has_documents_in(query):
+            # BM25 cannot match words across languages (a Spanish question against English manuals: hybrid 0.52 nDCG@10,
+            # dense alone 0.64, benchs/results/multilingual_retrieval.md): the multilingual encoder ranks alone.
+            mode = "dense"
         try:
             for strict in (True, True, False):
                 try:

@@ -48,7 +48,6 @@ class KbqaService:
         self.encoder = encoder  # default for collections without a distilled encoder of their own
         self.encoder_loader = encoder_loader
         self.named_encoder = named_encoder
-        self._main_languages: dict[str, tuple[int, str]] = {}   # collection -> (generation, main language)
         self.chunker = Chunker(encoder.count_tokens)
         self.loader = BoundedLoader(settings.load_timeout_s, settings.max_file_chars)   # per file: time and text
         self.pipeline = pipeline
@@ -176,7 +175,8 @@ class KbqaService:
                                       rated_unhelpful=self.feedback.conversation_rated_unhelpful(
                                           conversation_id, collection, key_id))
 
-        language = question_language(question, self.main_language(collection))
+        languages = self.collection(collection).languages()
+        language = question_language(question, next(iter(languages), ENGLISH))
 
         def recorded():
             for kind, value in events:
@@ -188,16 +188,6 @@ class KbqaService:
                     self._record(value, collection, history, conversation_id, key_id, customer)
                 yield kind, value
         return recorded()
-
-    def main_language(self, collection: str) -> str:
-        """The language most of the collection's documents are in (a question too short to tell is taken as in
-        it), counted once per committed generation."""
-        store = self.collection(collection).store
-        generation, language = self._main_languages.get(collection, (None, ENGLISH))
-        if generation != store.generation:
-            generation, language = store.generation, next(iter(store.languages()), ENGLISH)
-            self._main_languages[collection] = (generation, language)
-        return language
 
     def _record(self, answer: Answer, collection: str, history: list[dict], conversation_id: str | None,
                 key_id: str | None = None, customer: dict | None = None) -> None:

@@ -96,6 +96,24 @@ def test_an_english_collection_can_choose_it_for_customers_who_ask_in_other_lang
         distill_collection(collection, tmp_path / "models")
 
 
+def test_a_question_in_a_language_no_document_is_in_is_ranked_by_the_multilingual_encoder_alone(tmp_path, fake_encoder,
+                                                                                               monkeypatch):
+    lexical = []
+    real = BM25Index.search
+    monkeypatch.setattr(BM25Index, "search", lambda self, *a, **kw: lexical.append(a[0]) or real(self, *a, **kw))
+    plain = Collection(tmp_path / "plain", fake_encoder, create=True, named_encoder=Named())
+    plain.ingest(make_kb(tmp_path / "kb"), chunker())
+    chosen = Collection(tmp_path / "chosen", fake_encoder, create=True, named_encoder=Named())
+    chosen.use_shipped_encoder(MULTILINGUAL)
+    chosen.ingest(tmp_path / "kb", chunker())
+    spanish = "¿Cuánto tardan en devolverme el dinero de un reembolso?"
+    chosen.search(spanish, 2)
+    assert lexical == []   # BM25 cannot match Spanish words in English documents
+    chosen.search("How long do refunds take?", 2)
+    plain.search(spanish, 2)   # the English encoder keeps today's hybrid whatever the language
+    assert lexical == ["How long do refunds take?", spanish]
+
+
 def test_an_empty_collection_keeps_the_choice_for_its_first_ingest(tmp_path, fake_encoder):
     collection = Collection(tmp_path / "c", fake_encoder, create=True, named_encoder=Named())
     collection.use_shipped_encoder(MULTILINGUAL)

@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import statistics
+import threading
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -34,7 +35,10 @@ from serve.settings import Settings
 TRANSLATED = REPO / "benchs" / "data" / "translated-questions"
 DATASETS = ("emanualqa", "covid_faq_deepset", "techqa_dev")
 MAX_WORDS = 120   # long TechQA questions are cut as the answer benchmarks cut them
-SYSTEMS = (("today", "hybrid"), ("today", "dense"), ("multilingual", "hybrid"), ("multilingual", "dense"))
+# "served" is what the product does (collection.search's hybrid: dense alone for a question in a language none of the
+# documents are in); "always hybrid" fuses BM25 whatever the question's language (the choice before that rule).
+SYSTEMS = (("today", "hybrid"), ("today", "dense"), ("multilingual", "always hybrid"), ("multilingual", "dense"),
+           ("multilingual", "served"))
 
 
 def multilingual_collection(service, data: Path, name: str):
@@ -42,6 +46,12 @@ def multilingual_collection(service, data: Path, name: str):
     collection_name = name.replace("_", "-") + "-multilingual"
     service.collection(collection_name, create=True).use_shipped_encoder(MULTILINGUAL, show_progress=True)
     return ingest_records(service, kb.read_bytes(), name, collection_name)
+
+
+def search(collection, text: str, mode: str) -> list:
+    if mode == "always hybrid":   # the snapshot's own hybrid search, under the collection's language rule
+        return collection.snapshot().search(text, 40, "hybrid", collection.store, threading.RLock())
+    return collection.search(text, 40, "hybrid" if mode == "served" else mode)
 
 
 def asked(text: str) -> str:
@@ -91,25 +101,25 @@ def main() -> None:
         for qid, language, text in asks:
             detected[(language, question_language(text) == language)] += 1
             for system, mode in SYSTEMS:
-                hits = collections[system].search(asked(text), 40, mode)
+                hits = search(collections[system], asked(text), mode)
                 scores[(name, language, system, mode)].append(
                     ranking_metrics(ranked_docs(hits), gold[qid])["nDCG@10"])
         print(name, "done", flush=True)
 
     languages = ["en"] + sorted({key[1] for key in scores} - {"en"})
     header = " | ".join(f"{s} {m}" for s, m in SYSTEMS)
-    lines = [f"| dataset | language | n | {header} | multilingual hybrid / its English |",
+    lines = [f"| dataset | language | n | {header} | multilingual served / its English |",
              "|---|---|---|" + "---|" * len(SYSTEMS) + "---|"]
     worst = 1.0
     for name in DATASETS:
-        base = statistics.mean(scores[(name, "en", "multilingual", "hybrid")])
+        base = statistics.mean(scores[(name, "en", "multilingual", "served")])
         for language in languages:
             cells = [statistics.mean(scores[(name, language, s, m)]) for s, m in SYSTEMS]
-            ratio = cells[2] / base if base else 0.0
+            ratio = cells[4] / base if base else 0.0
             worst = min(worst, ratio) if language != "en" else worst
             lines.append(f"| {name} | {language} | {len(scores[(name, language, 'today', 'hybrid')])} | " +
                          " | ".join(f"{c:.3f}" for c in cells) + f" | {ratio:.0%} |")
-    lines += ["", f"Worst set and language, multilingual hybrid against its own English: **{worst:.0%}** (target 90%)."]
+    lines += ["", f"Worst set and language, multilingual served against its own English: **{worst:.0%}** (target 90%)."]
     mean_rows = ["", "| language | " + header + " |", "|---|" + "---|" * len(SYSTEMS)]
     for language in languages:
         cells = [statistics.mean(statistics.mean(scores[(n, language, s, m)]) for n in DATASETS) for s, m in SYSTEMS]
