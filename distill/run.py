@@ -218,8 +218,8 @@ def distill_collection(collection: Collection, models_dir: Path, config: Distill
     if logged_held:
         # Customers' questions (teacher-labelled) weigh as much as the pseudo-queries in the decision.
         logged_gold, logged_texts = [position[q.chunk_id] for q in logged_held], [q.text for q in logged_held]
-        report.serving_logged = chunk_retrieval_metrics(encode_queries(collection.encoder, logged_texts), serving_passages,
-                                                        logged_gold)
+        report.serving_logged = chunk_retrieval_metrics(encode_queries(collection.encoder, logged_texts),
+                                                        serving_passages, logged_gold)
         report.student_logged = chunk_retrieval_metrics(candidate.encode(logged_texts), student_passages, logged_gold)
     student_scores, serving_scores = [student_score], [serving_score]
     if logged_held:

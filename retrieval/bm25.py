@@ -65,7 +65,8 @@ def tokenize(texts: list[str], vocab: dict[str, int]) -> list[np.ndarray]:
     """Each text's term ids (``vocab`` grows with new terms): bm25s's tokeniser, ids made global."""
     if not texts:
         return []
-    tokens = bm25s.tokenize([analysed(t) for t in texts], stopwords="en", stemmer=_STEMMER, show_progress=False, allow_empty=False)
+    tokens = bm25s.tokenize([analysed(t) for t in texts], stopwords="en", stemmer=_STEMMER, show_progress=False,
+                            allow_empty=False)
     local = np.empty(len(tokens.vocab), dtype=np.int64)
     for term, i in tokens.vocab.items():
         local[i] = vocab.setdefault(term, len(vocab))

@@ -166,6 +166,9 @@ class ErrorResponse(BaseModel):
 class CollectionCreate(BaseModel):
     model_config = STRICT
     name: str = Field(pattern=COLLECTION_NAME.pattern)
+    encoder: Literal["multilingual"] | None = Field(None, description="multilingual: serve it with the multilingual "
+                                                    "encoder even if its documents are all English (customers ask in "
+                                                    "other languages); documents not all English get it anyway")
 
 
 class CollectionOut(BaseModel):
@@ -177,6 +180,7 @@ class CollectionOut(BaseModel):
     encoder: str | None
     hybrid_dense_weight: float = Field(0.5, description="the dense ranking's share in hybrid search, fitted by "
                                                         "`kbqa distill` on the teacher LLM's questions")
+    languages: dict[str, int] = Field(default_factory=dict, description="documents by language (ISO 639-1)")
 
 
 class FeedbackRequest(BaseModel):

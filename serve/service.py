@@ -87,10 +87,12 @@ class KbqaService:
     def collection_names(self) -> list[str]:
         return self.home.collections()
 
-    def create_collection(self, name: str) -> Collection:
+    def create_collection(self, name: str, encoder: str | None = None) -> Collection:
         if name in self.collection_names():
             raise CollectionExists(f"collection {name!r} already exists")
         collection = self.collection(name, create=True)
+        if encoder == "multilingual":
+            collection.use_shipped_encoder(MULTILINGUAL)
         collection.mark_created()   # listed from now on, empty as it is (retrieval/home.py)
         collection.refresh()
         return collection

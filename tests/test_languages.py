@@ -158,3 +158,23 @@ def chunker():
     from ingest.chunker import Chunker as Real
 
     return Real(FakeEncoder().count_tokens)
+
+
+def test_a_collection_made_over_the_api_can_ask_for_the_multilingual_encoder(tmp_path, fake_encoder):
+    from serve.app import create_app
+    from serve.service import KbqaService
+    from serve.settings import Settings
+    from tests.fakes import local_client
+
+    settings = Settings(home=tmp_path / "home")
+    service = KbqaService(settings, fake_encoder, named_encoder=Named())
+    with local_client(create_app(settings, service)) as client:
+        made = client.post("/v1/collections", json={"name": "world", "encoder": "multilingual"})
+        assert made.status_code == 201 and made.json()["encoder"] is None   # nothing embedded yet
+        assert client.post("/v1/collections", json={"name": "x", "encoder": "klingon"}).status_code == 422
+        page = ("---\ntitle: Zahlung\n---\nRückerstattungen werden innerhalb von fünf Tagen auf die ursprüngliche "
+                "Karte zurückgezahlt.")
+        sent = client.post("/v1/collections/world/documents", files=[("files", ("zahlung.md", page.encode()))])
+        assert sent.status_code == 201, sent.text
+        listed = {c["collection"]: c for c in client.get("/v1/collections").json()}["world"]
+        assert listed["encoder"] == f"{MULTILINGUAL}@1" and listed["languages"] == {"de": 1}

@@ -7,8 +7,8 @@ Writes ``benchs/data/translated-questions/<dataset>.jsonl`` (id, language, Engli
 ``back-translation.jsonl`` (the first ``--back`` translations of each language turned back into English, with their
 token-F1 against the original: the check that a translation kept the question). With ``--kb-language es``, the
 covid FAQ's documents that answer the sampled questions are translated too (``covid_faq_deepset-kb-es.jsonl``): a
-knowledge base partly in Spanish, as a help center half-way through its localisation is. Every line is written as soon as
-it is translated and existing lines are skipped, so a killed run resumes where it stopped. The teacher is
+knowledge base partly in Spanish, as a help center half-way through its localisation is. Every line is written as
+soon as it is translated and existing lines are skipped, so a killed run resumes where it stopped. The teacher is
 Qwen2.5-Coder-1.5B-Instruct (`kbqa prepare --teacher`) on llama.cpp's server: this is machine translation, and a
 small model's; the figures that use it say so.
 """
@@ -35,8 +35,8 @@ LANGUAGES = {"es": "Spanish", "de": "German", "fr": "French", "zh": "Simplified 
 PER_DATASET = {"emanualqa": 60, "covid_faq_deepset": 60, "techqa_dev": 30}
 PROMPT = ("Translate the customer's message into {language}. Keep product names, codes and version numbers as they "
           "are. Reply with the translation only.")
-DOC_PROMPT = ("Translate this help-center article into {language}. Keep product names, codes, numbers and links as they "
-              "are. Reply with the translation only.")
+DOC_PROMPT = ("Translate this help-center article into {language}. Keep product names, codes, numbers and links as "
+              "they are. Reply with the translation only.")
 KB_DATASET = "covid_faq_deepset"
 
 

@@ -63,7 +63,8 @@ def speed_rows(data: Path, models_dir: Path) -> list[str]:
     kb, questions_path = dataset_files(data, "covid_faq_deepset")
     passages = [json.loads(line)["text"] for line in kb.read_text().splitlines()[:128]]
     questions = [q["question"] for q in load_questions(questions_path)[:40]]
-    rows = ["| encoder | passages/s (128 covid passages, batch 32) | query p50 ms | query p95 ms |", "|---|---|---|---|"]
+    rows = ["| encoder | passages/s (128 covid passages, batch 32) | query p50 ms | query p95 ms |",
+            "|---|---|---|---|"]
     for name in (STUDENT_START, MULTILINGUAL):
         encoder = SentenceEncoder(model_path(models_dir, name), device="cpu")
         encoder.encode(passages[:8])   # warm-up

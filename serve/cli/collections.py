@@ -108,7 +108,8 @@ def cmd_status(args) -> int:
     for row in rows if not args.json else []:
         print(f"{row['collection']}: {row['chunks']} chunks, {row['chunks_newer_than_encoder']} "
               f"({row['share_newer']:.0%}) newer than the serving encoder {row['encoder']}; "
-              f"hybrid search weighs dense {row['hybrid_dense_weight']:.2f}, BM25 {1 - row['hybrid_dense_weight']:.2f}; "
+              f"hybrid search weighs dense {row['hybrid_dense_weight']:.2f}, "
+              f"BM25 {1 - row['hybrid_dense_weight']:.2f}; "
               f"documents by language {row['languages']}")
     return 0
 

@@ -13,7 +13,7 @@ def _out(collection) -> CollectionOut:
     stats = collection.stats()
     return CollectionOut(collection=stats["collection"], documents=stats["documents"], chunks=stats["chunks"],
                          generation=stats["generation"], index=stats["index"], encoder=stats["encoder"],
-                         hybrid_dense_weight=stats["hybrid_dense_weight"])
+                         hybrid_dense_weight=stats["hybrid_dense_weight"], languages=stats["languages"])
 
 
 @router.get("", response_model=list[CollectionOut])
@@ -26,7 +26,7 @@ async def list_collections(service: ServiceDep, key: AdminKey) -> list[Collectio
 async def create_collection(body: CollectionCreate, service: ServiceDep, key: AdminKey) -> CollectionOut:
     key.check_collection(body.name)
     key.check_unsliced("creating collections")
-    return _out(await run_in_threadpool(service.create_collection, body.name))
+    return _out(await run_in_threadpool(service.create_collection, body.name, body.encoder))
 
 
 @router.delete("/{name}", status_code=204, responses={404: {"model": ErrorResponse}})
