@@ -53,6 +53,34 @@ def jsonl(records: list[dict]) -> bytes:
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode()
 
 
+def both_versions(service, data: Path, records: list[dict], translated_ids: set[str], sampled: list[dict],
+                  asked: dict, language: str) -> list[str]:
+    """The English originals back beside their translations (ids + "-<language>"): does a question find the version
+    in its own language first?"""
+    originals = {r["id"]: r for r in map(json.loads, dataset_files(data, NAME)[0].read_text().splitlines())}
+    both = [originals[r["id"]] if r["id"] in translated_ids else r for r in records] + \
+        [{**r, "id": f"{r['id']}-{language}"} for r in records if r["id"] in translated_ids]
+    collection = ingest_records(service, jsonl(both), f"covid-both-{language}", f"covid-both-{language}")
+    lines = [f"Both versions of the {len(translated_ids)} documents in one collection ({len(both)} documents; "
+             f"encoder {collection.encoder.encoder_id.split('@')[0]}): where the answering document ranks first, in "
+             f"which language it is.", "",
+             "| question language | n | first in the question's language | first in the other | nDCG@10 (either "
+             "version gold) |", "|---|---|---|---|---|"]
+    for asked_in in ("en", language):
+        own = other = 0
+        ndcg = []
+        for q in sampled:
+            ranked = ranked_docs(collection.search(asked[(q["id"], asked_in)], 40))
+            gold = set(q["gold_ids"]) | {f"{g}-{language}" for g in q["gold_ids"]}
+            first = next((d for d in ranked if d in gold), None)
+            if first is not None:
+                in_language = first.endswith(f"-{language}") == (asked_in == language)
+                own, other = own + in_language, other + (not in_language)
+            ndcg.append(ranking_metrics(ranked, gold)["nDCG@10"])
+        lines.append(f"| {asked_in} | {len(sampled)} | {own} | {other} | {statistics.mean(ndcg):.3f} |")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True)
@@ -101,9 +129,10 @@ def main() -> None:
                          f"{statistics.mean(gap_refused):.3f} | {statistics.mean(gap_answerable_refused):.3f} | "
                          f"{statistics.mean(full_refused):.3f} |")
             print(lines[-1], flush=True)
-    languages = full.stats()["languages"]
+    languages = collections["kbqa"][0].stats()["languages"]
     lines += ["", f"kbqa's collection: documents by language {languages}; encoder chosen at ingest "
               f"{collections['kbqa'][0].encoder.encoder_id}."]
+    lines += ["", *both_versions(kbqa, args.data, records, translated_ids, sampled, asked, args.language)]
     publish(lines, args.out)
     print("\n".join(lines))
 
