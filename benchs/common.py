@@ -125,6 +125,17 @@ def ingest_records(service, kb: bytes, staged_name: str, collection: str):
     return service.collection(collection)
 
 
+def multilingual_collection(service, data: Path, name: str):
+    """The dataset's kb.jsonl in a collection served by the multilingual encoder (`kbqa ingest --encoder
+    multilingual`): ``<dataset>-multilingual``."""
+    from retrieval.models import MULTILINGUAL
+
+    kb, _ = dataset_files(data, name)
+    collection_name = name.replace("_", "-") + "-multilingual"
+    service.collection(collection_name, create=True).use_shipped_encoder(MULTILINGUAL, show_progress=True)
+    return ingest_records(service, kb.read_bytes(), name, collection_name)
+
+
 TEACHER_QUESTIONS = REPO / "benchs" / "data" / "teacher-questions"
 
 

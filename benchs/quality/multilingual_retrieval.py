@@ -23,7 +23,7 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from benchs.common import (BENCH_HOME, REPO, dataset_files, ingest_records, load_questions, open_collection,
+from benchs.common import (BENCH_HOME, REPO, dataset_files, load_questions, multilingual_collection, open_collection,
                            publish, ranked_docs)
 from distill.metrics import ranking_metrics
 from ingest.language import question_language
@@ -39,13 +39,6 @@ MAX_WORDS = 120   # long TechQA questions are cut as the answer benchmarks cut t
 # documents are in); "always hybrid" fuses BM25 whatever the question's language (the choice before that rule).
 SYSTEMS = (("today", "hybrid"), ("today", "dense"), ("multilingual", "always hybrid"), ("multilingual", "dense"),
            ("multilingual", "served"))
-
-
-def multilingual_collection(service, data: Path, name: str):
-    kb, _ = dataset_files(data, name)
-    collection_name = name.replace("_", "-") + "-multilingual"
-    service.collection(collection_name, create=True).use_shipped_encoder(MULTILINGUAL, show_progress=True)
-    return ingest_records(service, kb.read_bytes(), name, collection_name)
 
 
 def search(collection, text: str, mode: str) -> list:
