@@ -106,7 +106,7 @@ def distill_collection(collection: Collection, models_dir: Path, config: Distill
     chunks = collection.store.all_chunks()
     if not chunks:
         raise ValueError(f"collection {collection.name!r} is empty: run `kbqa ingest PATH --collection {collection.name}` first")
-    if collection.encoders.model_name == MULTILINGUAL:
+    if collection.encoder_model == MULTILINGUAL:
         # The teacher (mpnet) and the student start (MiniLM) read English only: a student distilled from them would
         # lose the languages the collection chose the multilingual encoder for. Not built yet (issue 29, 3).
         raise ValueError(f"collection {collection.name!r} is served by the multilingual encoder, which kbqa does not "

@@ -99,6 +99,14 @@ class Collection:
     def encoder_dir(self) -> Path | None:
         return self.encoders.encoder_dir
 
+    @property
+    def encoder_model(self) -> str | None:
+        """The shipped model serving the collection when not the default (MULTILINGUAL); None for the default or a
+        distilled encoder. Read from the store, so a choice another process made counts at once."""
+        with self._lock:
+            self.encoders.adopt_stored()
+            return self.encoders.model_name
+
     # --- reading --------------------------------------------------------------------------------
     def refresh(self) -> None:
         """Reload the indexes if another process (or this one) committed a newer generation."""
@@ -199,7 +207,7 @@ class Collection:
         on the new one (twice at most), so a concurrent ingest never silently shortens the results. ``filter``: a
         metadata filter (retrieval/filters.py; FilterError when malformed, from ``allowed``); the ranking is exact
         within it."""
-        if mode == "hybrid" and self.encoders.model_name == MULTILINGUAL and not self.has_documents_in(query):
+        if mode == "hybrid" and self.encoder_model == MULTILINGUAL and not self.has_documents_in(query):
             # BM25 cannot match words across languages (a Spanish question against English manuals: hybrid 0.52 nDCG@10,
             # dense alone 0.64, benchs/results/multilingual_retrieval.md): the multilingual encoder ranks alone.
             mode = "dense"

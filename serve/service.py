@@ -171,11 +171,13 @@ class KbqaService:
         def search(standalone: str) -> list[SearchHit]:
             return scope.search(lambda query, n: self.search(query, n, collection, narrowed), standalone, k)
 
+        multilingual = self.collection(collection).encoder_model == MULTILINGUAL
         events = self.pipeline.stream(question, search,
                                       history,
                                       answer_id=uuid.uuid4().hex,
                                       rated_unhelpful=self.feedback.conversation_rated_unhelpful(
-                                          conversation_id, collection, key_id))
+                                          conversation_id, collection, key_id),
+                                      min_relevance=self.settings.multilingual_min_relevance if multilingual else None)
 
         languages = self.collection(collection).languages()
         language = question_language(question, next(iter(languages), ENGLISH))

@@ -178,3 +178,18 @@ def test_a_collection_made_over_the_api_can_ask_for_the_multilingual_encoder(tmp
         assert sent.status_code == 201, sent.text
         listed = {c["collection"]: c for c in client.get("/v1/collections").json()}["world"]
         assert listed["encoder"] == f"{MULTILINGUAL}@1" and listed["languages"] == {"de": 1}
+
+
+def test_the_multilingual_encoders_collections_have_their_own_relevance_floor(tmp_path, fake_encoder):
+    from serve.service import KbqaService
+    from serve.settings import Settings
+    from serve.wiring import answer_pipeline
+
+    # Its cosines run higher than MiniLM's: the floor that lets an answer through differs (here set impossibly high).
+    settings = Settings(home=tmp_path / "home", min_relevance=0.5, multilingual_min_relevance=0.999)
+    service = KbqaService(settings, fake_encoder, answer_pipeline(settings, generator=ScriptedGenerator("Refunds [1].")),
+                          named_encoder=Named())
+    service.ingest(make_kb(tmp_path / "kb"), "plain")
+    service.ingest(tmp_path / "kb", "world", encoder="multilingual")
+    assert not service.ask("How are refunds paid back?", collection="plain").abstained
+    assert service.ask("How are refunds paid back?", collection="world").abstained

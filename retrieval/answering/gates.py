@@ -42,9 +42,11 @@ class RelevanceGate:
             raise ValueError(f"prompt_passages must be >= 1, got {prompt_passages}")
         self.min_relevance, self.prompt_passages = min_relevance, prompt_passages
 
-    def run(self, hits: list[SearchHit]) -> list[SearchHit]:
-        """Passages for the prompt: retrieval order (fused rank), only those that pass the gate."""
-        return [h for h in hits if dense_of(h, -1.0) >= self.min_relevance][: self.prompt_passages]
+    def run(self, hits: list[SearchHit], min_relevance: float | None = None) -> list[SearchHit]:
+        """Passages for the prompt: retrieval order (fused rank), only those that pass the gate (``min_relevance``:
+        another encoder's floor, its cosines being on another scale)."""
+        floor = self.min_relevance if min_relevance is None else min_relevance
+        return [h for h in hits if dense_of(h, -1.0) >= floor][: self.prompt_passages]
 
 
 class AnswerabilityGate:

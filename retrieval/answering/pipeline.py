@@ -48,18 +48,19 @@ class AnswerPipeline:
         self.handoff = handoff
 
     def stream(self, question: str, retrieve: Retrieve, history: list[dict] | None = None, answer_id: str = "",
-               rated_unhelpful: bool = False) -> Iterator[Event]:
+               rated_unhelpful: bool = False, min_relevance: float | None = None) -> Iterator[Event]:
         """Rewrites and retrieves now (so an unknown collection fails before anything is sent), then returns the
         events: ("token", text) pieces as the answer is written (the generator's, or the selection at once), then
         one ("final", Answer): what to show, which may differ from the tokens (citations resolved, an unsupported
         or degenerate text replaced). ``answer_id``: what the answer will be recorded under; ``rated_unhelpful``:
-        the conversation already holds an unhelpful rating (the hand-off reads it)."""
+        the conversation already holds an unhelpful rating (the hand-off reads it); ``min_relevance``: the
+        relevance gate's cosine floor for this collection's encoder, when not the gate's own."""
         timings = Timings()
         history = history or []
         standalone = standalone_question(question, history)
         with timings.stage("retrieve"):
             hits = retrieve(standalone)
-        return self._events(question, standalone, hits, history, answer_id, rated_unhelpful, timings)
+        return self._events(question, standalone, hits, history, answer_id, rated_unhelpful, timings, min_relevance)
 
     def run(self, question: str, retrieve: Retrieve, history: list[dict] | None = None, answer_id: str = "",
             rated_unhelpful: bool = False) -> Answer:
@@ -70,8 +71,8 @@ class AnswerPipeline:
         return final
 
     def _events(self, question: str, standalone: str, hits: list[SearchHit], history: list[dict], answer_id: str,
-                rated_unhelpful: bool, timings: Timings) -> Iterator[Event]:
-        used = self.relevance.run(hits)
+                rated_unhelpful: bool, timings: Timings, min_relevance: float | None = None) -> Iterator[Event]:
+        used = self.relevance.run(hits, min_relevance)
         outcome, answerability = ABSTAINED, None
         if used:
             outcome, answerability = yield from self._answer(standalone, used, timings)
