@@ -78,9 +78,16 @@ def speed_rows(data: Path, models_dir: Path) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True)
-    parser.add_argument("--out", type=Path, default=REPO / "benchs" / "results" / "multilingual_retrieval.md")
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--speed-only", action="store_true", help="only the encoders' speed table (for a quiet CPU)")
     args = parser.parse_args()
     settings = Settings(home=BENCH_HOME)
+    if args.speed_only:
+        lines = speed_rows(args.data, settings.kbqa_home.models_dir)
+        publish(lines, args.out or REPO / "benchs" / "results" / "multilingual_speed.md")
+        print("\n".join(lines))
+        return
+    args.out = args.out or REPO / "benchs" / "results" / "multilingual_retrieval.md"
     service = KbqaService.load(settings, with_generator=False)
     scores: dict = defaultdict(list)   # (dataset, language, system, mode) -> nDCG@10 per question
     detected: Counter = Counter()
