@@ -194,6 +194,10 @@ def write_sentence_transformer(e5: E5File, target: Path) -> None:
     model.save_pretrained(hf)
     _tokenizer(e5).save_pretrained(hf)
     transformer = Transformer(str(hf), max_seq_length=c["max_positions"])
+    pooler = getattr(transformer.auto_model, "pooler", None)
+    if pooler is not None:   # loaded at random, unused by mean pooling: zeros, so a port is the same bytes every time
+        for parameter in pooler.parameters():
+            torch.nn.init.zeros_(parameter)
     encoder = SentenceTransformer(modules=[transformer, Pooling(c["hidden"], pooling_mode="mean"), Normalize()],
                                   device="cpu")
     encoder.save(str(target))

