@@ -90,6 +90,8 @@ class KbqaService:
     def create_collection(self, name: str, encoder: str | None = None) -> Collection:
         if name in self.collection_names():
             raise CollectionExists(f"collection {name!r} already exists")
+        if encoder is not None and self.named_encoder is None:   # checked before anything is created
+            raise ValueError("this service loads no shipped encoder by name (serve/wiring.load_service gives one)")
         collection = self.collection(name, create=True)
         if encoder == "multilingual":
             collection.use_shipped_encoder(MULTILINGUAL)

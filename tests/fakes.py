@@ -38,6 +38,17 @@ class FakeEncoder:
         return out / np.where(norms == 0, 1.0, norms)
 
 
+class NamedFakes:
+    """Shipped encoders by model name, as serve/wiring.SharedEncoders gives them, made of fake encoders whose ids
+    name the model ("encoder-multilingual-e5-small@1")."""
+
+    def __init__(self):
+        self.loaded = {}
+
+    def __call__(self, name):
+        return self.loaded.setdefault(name, FakeEncoder(f"{name}@1"))
+
+
 class ScriptedGenerator:
     """Returns a fixed text, and records the prompts it was given."""
 

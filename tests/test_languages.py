@@ -9,7 +9,7 @@ from retrieval.bm25 import BM25Index, analysed
 from retrieval.collection import Collection
 from retrieval.collection_encoder import MODEL_META
 from retrieval.models import MULTILINGUAL
-from tests.fakes import FakeEncoder, ScriptedGenerator, make_kb
+from tests.fakes import FakeEncoder, NamedFakes as Named, ScriptedGenerator, make_kb
 
 GERMAN = ("# Passwort zurücksetzen\nUm Ihr Passwort zurückzusetzen, öffnen Sie die Einstellungen und klicken Sie "
           "auf Passwort vergessen. Sie erhalten danach eine E-Mail mit einem Link.")
@@ -40,16 +40,6 @@ def test_a_question_leaves_the_collections_language_only_when_clearly_another():
     assert question_language("Wie setze ich mein Passwort zurück?", "en") == "de"
     assert question_language("パスワードをリセットするにはどうすればよいですか", "en") == "ja"
     assert question_language("Billing?", "de") == "de"
-
-
-class Named:
-    """Shipped encoders by name, as serve/wiring.SharedEncoders, made of fakes that tell themselves apart."""
-
-    def __init__(self):
-        self.loaded = {}
-
-    def __call__(self, name):
-        return self.loaded.setdefault(name, FakeEncoder(f"{name}@1"))
 
 
 def test_documents_that_are_not_english_switch_the_collection_to_the_multilingual_encoder(tmp_path, fake_encoder):

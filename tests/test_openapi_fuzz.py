@@ -10,7 +10,7 @@ from serve.auth import KeyStore
 from serve.service import KbqaService
 from serve.wiring import answer_pipeline
 from serve.settings import Settings
-from tests.fakes import FakeEncoder
+from tests.fakes import FakeEncoder, NamedFakes
 from tests.fakes import ScriptedGenerator
 from tests.fakes import make_kb
 
@@ -18,7 +18,8 @@ from tests.fakes import make_kb
 def build_app(tmp):
     """The app with one admin key (schemathesis' client is not on loopback, so keyless mode would refuse it)."""
     settings_ = Settings(home=tmp / "home", min_relevance=0.1, rate_limit_per_minute=0)
-    service = KbqaService(settings_, FakeEncoder(), answer_pipeline(settings_, generator=ScriptedGenerator("Refunds are paid back within five days [1].")))
+    service = KbqaService(settings_, FakeEncoder(), answer_pipeline(settings_, generator=ScriptedGenerator("Refunds are paid back within five days [1].")),
+                          named_encoder=NamedFakes())   # as load_service gives one: collections may ask for it
     service.ingest(make_kb(tmp / "kb"), "default")
     key = KeyStore(settings_.kbqa_home.root / "keys.sqlite").create("fuzz", "admin")
     return create_app(settings_, service), {"Authorization": f"Bearer {key}"}
