@@ -58,7 +58,10 @@ def command_line() -> str:
     main = sys.modules["__main__"]
     spec = getattr(main, "__spec__", None)
     start = f"python -m {spec.name}" if spec is not None and spec.name else f"python {sys.argv[0]}"
-    return " ".join([start, *map(shlex.quote, sys.argv[1:])])
+    # The dev sets' folder is written the way the docs write it: nothing kept in the repo names the sibling checkout.
+    args = ["PATH/TO/shared/data" if Path(arg).as_posix().rstrip("/").endswith("shared/data") else arg
+            for arg in sys.argv[1:]]
+    return " ".join([start, *map(shlex.quote, args)])
 
 
 def commit() -> str:

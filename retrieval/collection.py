@@ -102,9 +102,9 @@ class Collection:
     @property
     def encoder_model(self) -> str | None:
         """The shipped model serving the collection when not the default (MULTILINGUAL); None for the default or a
-        distilled encoder. Read from the store, so a choice another process made counts at once."""
+        distilled encoder. As of the committed generation: a refresh reads one row unless another commit landed."""
         with self._lock:
-            self.encoders.adopt_stored()
+            self.refresh()
             return self.encoders.model_name
 
     # --- reading --------------------------------------------------------------------------------

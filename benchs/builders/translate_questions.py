@@ -78,8 +78,9 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     samples = {name: sampled_questions(args.data, name, count) for name, count in PER_DATASET.items()}
     # Language-major: a run stopped early leaves whole languages, each over all three sets.
+    done = {name: done_keys(OUT / f"{name}.jsonl") for name in samples}
     todo = [(language, name, q) for language in languages for name, questions in samples.items() for q in questions
-            if (q["id"], language) not in done_keys(OUT / f"{name}.jsonl")]
+            if (q["id"], language) not in done[name]]
     back_path = OUT / "back-translation.jsonl"
     back_done = done_keys(back_path)
     back_todo = [(language, q) for language in languages for q in samples["covid_faq_deepset"][:args.back]

@@ -21,24 +21,24 @@ from benchs.common import BENCH_HOME, REPO, publish
 
 DATASETS = ("emanualqa", "covid_faq_deepset", "techqa_dev", "plausible_docs")
 MODES = ("hybrid", "dense", "bm25")
-# Run inside each tree: only the APIs both trees have (KbqaService.load, ingest, search).
+# Run inside each tree: only the APIs both trees have (benchs.common's dev-set readers, KbqaService, ingest, search).
 DUMP = r"""
 import json, os, sys
 from pathlib import Path
+from benchs.common import dataset_files, load_questions
 from serve.service import KbqaService
 from serve.settings import Settings
 data, home, out, names, modes = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4].split(","), sys.argv[5].split(",")
 service = KbqaService.load(Settings(home=home), with_generator=False)
 result = {}
 for name in names:
-    folder = data / name / "normalized"
-    folder = folder if folder.is_dir() else data / name
+    kb, questions_path = dataset_files(data, name)
     staged = home / "sources" / name
     staged.mkdir(parents=True, exist_ok=True)
-    (staged / "kb.jsonl").write_bytes((folder / "kb.jsonl").read_bytes())
+    (staged / "kb.jsonl").write_bytes(kb.read_bytes())
     service.ingest(staged, collection=name.replace("_", "-"))
     collection = service.collection(name.replace("_", "-"))
-    questions = [json.loads(line) for line in (folder / "questions.jsonl").read_text().splitlines() if line.strip()]
+    questions = load_questions(questions_path)
     result[name] = {f"{q['id']}|{mode}": [[h.chunk.chunk_id, round(h.score, 6)] for h in collection.search(q["question"], 10, mode)]
                     for q in questions for mode in modes}
 out.write_text(json.dumps(result))

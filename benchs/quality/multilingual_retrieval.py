@@ -23,8 +23,8 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from benchs.common import (BENCH_HOME, REPO, dataset_files, load_questions, multilingual_collection, open_collection,
-                           publish, ranked_docs)
+from benchs.common import (BENCH_HOME, MAX_QUESTION_WORDS, REPO, dataset_files, load_questions, multilingual_collection,
+                           open_collection, publish, ranked_docs)
 from distill.metrics import ranking_metrics
 from ingest.language import question_language
 from retrieval.encoder import SentenceEncoder, encode_queries
@@ -34,7 +34,6 @@ from serve.settings import Settings
 
 TRANSLATED = REPO / "benchs" / "data" / "translated-questions"
 DATASETS = ("emanualqa", "covid_faq_deepset", "techqa_dev")
-MAX_WORDS = 120   # long TechQA questions are cut as the answer benchmarks cut them
 # "served" is what the product does (collection.search's hybrid: dense alone for a question in a language none of the
 # documents are in); "always hybrid" fuses BM25 whatever the question's language (the choice before that rule).
 SYSTEMS = (("today", "hybrid"), ("today", "dense"), ("multilingual", "always hybrid"), ("multilingual", "dense"),
@@ -48,7 +47,7 @@ def search(collection, text: str, mode: str) -> list:
 
 
 def asked(text: str) -> str:
-    return " ".join(text.split()[:MAX_WORDS])
+    return " ".join(text.split()[:MAX_QUESTION_WORDS])   # long TechQA questions cut as the answer benchmarks cut them
 
 
 def speed_rows(data: Path, models_dir: Path) -> list[str]:
