@@ -50,12 +50,17 @@ def detect(text: str, max_chars: int = 3000) -> Detected | None:
     return Detected(language, float(confidence))
 
 
+def language_code(value: str) -> str:
+    """"de", "de-AT", "pt_BR" -> "de", "pt": a declared language or locale as the ISO 639-1 code used here."""
+    return value.strip().replace("_", "-").split("-")[0].lower()
+
+
 def from_metadata(metadata: dict) -> str | None:
-    """A language the document declares ("language", "lang" or "locale": "de", "de-AT", "pt_BR" -> "de", "pt")."""
+    """A language the document declares ("language", "lang" or "locale"), as its code."""
     for key in METADATA_KEYS:
         value = metadata.get(key)
         if isinstance(value, str) and value.strip():
-            return value.strip().replace("_", "-").split("-")[0].lower()
+            return language_code(value)
     return None
 
 

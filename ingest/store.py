@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
+from ingest.language import ENGLISH, language_code
 from ingest.records import Chunk, Document
 
 _SCHEMA = """
@@ -207,8 +209,16 @@ class ChunkStore:
     def languages(self) -> dict[str, int]:
         """Documents by their "language" field (ingest/language.py sets it at ingest; "en" where it is missing)."""
         rows = self.db.execute("SELECT COALESCE(json_extract(metadata, '$.language'), 'en'), COUNT(*) FROM documents "
-                               "GROUP BY 1 ORDER BY 2 DESC").fetchall()
-        return {str(language): count for language, count in rows}
+                               "GROUP BY 1").fetchall()
+        counts = Counter()
+        for language, count in rows:   # a declared "de-AT" counts as "de", the code questions are detected in
+            counts[language_code(str(language)) or ENGLISH] += count
+        return dict(counts.most_common())
+
+    def document_languages(self) -> dict[str, str]:
+        """Each document's language (its "language" field; "en" where it is missing), by document id."""
+        rows = self.db.execute("SELECT doc_id, COALESCE(json_extract(metadata, '$.language'), 'en') FROM documents")
+        return {doc_id: language_code(str(language)) or ENGLISH for doc_id, language in rows}
 
     def counts(self) -> dict[str, int]:
         return {table: self.db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]

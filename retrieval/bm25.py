@@ -1,9 +1,9 @@
 """BM25 over chunk texts that is saved with each generation and updated with each commit, never rebuilt on open.
 
-bm25s tokenises (English stop words, Snowball stemming) and defines the scoring (its default "lucene" variant:
-idf = ln(1 + (N - df + 0.5) / (df + 0.5)), tf part = tf / (tf + k1 (1 - b + b dl / avgdl))); bm25s bakes idf and
-avgdl into its index, so one added chunk would mean re-indexing the whole corpus. Here the index keeps raw term
-counts instead, in two segments, and scores at query time:
+bm25s tokenises (each language's stop words and Snowball stemmer; English where a text has no language) and
+defines the scoring (its default "lucene" variant: idf = ln(1 + (N - df + 0.5) / (df + 0.5)), tf part = tf / (tf +
+k1 (1 - b + b dl / avgdl))); bm25s bakes idf and avgdl into its index, so one added chunk would mean re-indexing the
+whole corpus. Here the index keeps raw term counts instead, in two segments, and scores at query time:
 
 - ``main``: term-major counts (CSC) of most chunks, written once into its own folder and memory-mapped; chunks
   removed from it are marked dead (and their document frequencies subtracted), not rewritten;
@@ -34,13 +34,30 @@ import scipy.sparse as sp
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import bm25s  # noqa: E402
+import bm25s.stopwords as stop_lists  # noqa: E402
 import Stemmer  # noqa: E402
 
+from ingest.language import ENGLISH  # noqa: E402
 from retrieval import model_store  # noqa: E402
 from retrieval.filters import members  # noqa: E402
 
 logging.getLogger("bm25s").setLevel(logging.WARNING)  # it logs every index build at DEBUG
 _STEMMER = Stemmer.Stemmer("english")
+# Each language is analysed with its own Snowball stemmer (PyStemmer) and stop words (bm25s's lists) where there are
+# some: an English stemmer leaves Spanish plurals and verb endings apart ("pantallas" / "pantalla"). Keys are
+# ingest/language.py's ISO 639-1 codes; a language with neither is split into words (and CJK pairs) only.
+SNOWBALL = {"en": "english", "es": "spanish", "de": "german", "fr": "french", "pt": "portuguese", "it": "italian",
+            "nl": "dutch", "sv": "swedish", "da": "danish", "no": "norwegian", "fi": "finnish", "hu": "hungarian",
+            "ro": "romanian", "ru": "russian", "tr": "turkish", "el": "greek", "ar": "arabic", "ca": "catalan",
+            "id": "indonesian", "pl": "polish", "cs": "czech", "fa": "persian", "hi": "hindi"}
+STOP_WORDS = {"es": stop_lists.STOPWORDS_SPANISH, "de": stop_lists.STOPWORDS_GERMAN,
+              "fr": stop_lists.STOPWORDS_FRENCH, "pt": stop_lists.STOPWORDS_PORTUGUESE,
+              "it": stop_lists.STOPWORDS_ITALIAN, "nl": stop_lists.STOPWORDS_DUTCH,
+              "sv": stop_lists.STOPWORDS_SWEDISH, "da": stop_lists.STOPWORDS_DANISH,
+              "no": stop_lists.STOPWORDS_NORWEGIAN, "ru": stop_lists.STOPWORDS_RUSSIAN,
+              "tr": stop_lists.STOPWORDS_TURKISH, "zh": stop_lists.STOPWORDS_CHINESE,
+              "ko": stop_lists.STOPWORDS_KOREAN}
+_analysers: dict[str, tuple] = {ENGLISH: ("en", _STEMMER)}
 K1, B = 1.5, 0.75            # bm25s's defaults
 KEPT_CACHE = 16              # filters whose kept rows are remembered per index
 MERGE_MIN, MERGE_SHARE = 20_000, 0.10
@@ -61,16 +78,35 @@ def analysed(text: str) -> str:
     return _CJK_RUN.sub(_pairs, text) if _CJK_RUN.search(text) else text
 
 
-def tokenize(texts: list[str], vocab: dict[str, int]) -> list[np.ndarray]:
-    """Each text's term ids (``vocab`` grows with new terms): bm25s's tokeniser, ids made global."""
+def analyser(language: str | None) -> tuple:
+    """(stop words, stemmer) for bm25s.tokenize in ``language`` (None: English, what every collection used to be)."""
+    language = language or ENGLISH
+    if language not in _analysers:
+        stemmer = Stemmer.Stemmer(SNOWBALL[language]) if language in SNOWBALL else None
+        _analysers[language] = (STOP_WORDS.get(language), stemmer)
+    return _analysers[language]
+
+
+def tokenize(texts: list[str], vocab: dict[str, int], languages: list[str] | None = None) -> list[np.ndarray]:
+    """Each text's term ids (``vocab`` grows with new terms): bm25s's tokeniser, ids made global. ``languages``:
+    each text's (None: all English). Texts are tokenised a language at a time; all-English input in one call, in
+    the order it always was, so an English collection's terms and ids do not change."""
     if not texts:
         return []
-    tokens = bm25s.tokenize([analysed(t) for t in texts], stopwords="en", stemmer=_STEMMER, show_progress=False,
-                            allow_empty=False)
-    local = np.empty(len(tokens.vocab), dtype=np.int64)
-    for term, i in tokens.vocab.items():
-        local[i] = vocab.setdefault(term, len(vocab))
-    return [local[np.asarray(ids, dtype=np.int64)] if len(ids) else np.zeros(0, dtype=np.int64) for ids in tokens.ids]
+    languages = languages or [ENGLISH] * len(texts)
+    result: list[np.ndarray] = [np.zeros(0, dtype=np.int64)] * len(texts)
+    for language in dict.fromkeys(languages):
+        at = [i for i, lang in enumerate(languages) if lang == language]
+        stopwords, stemmer = analyser(language)
+        tokens = bm25s.tokenize([analysed(texts[i]) for i in at], stopwords=stopwords, stemmer=stemmer,
+                                show_progress=False, allow_empty=False)
+        local = np.empty(len(tokens.vocab), dtype=np.int64)
+        for term, i in tokens.vocab.items():
+            local[i] = vocab.setdefault(term, len(vocab))
+        for i, ids in zip(at, tokens.ids):
+            if len(ids):
+                result[i] = local[np.asarray(ids, dtype=np.int64)]
+    return result
 
 
 @dataclass(frozen=True)
@@ -175,9 +211,9 @@ class BM25Index:
         return mask
 
     @classmethod
-    def build(cls, keys, texts: list[str]) -> "BM25Index":
+    def build(cls, keys, texts: list[str], languages: list[str] | None = None) -> "BM25Index":
         vocab: dict[str, int] = {}
-        ids = tokenize(list(texts), vocab)
+        ids = tokenize(list(texts), vocab, languages)
         main = Segment.of(keys, ids, len(vocab))
         return cls(list(vocab), main, uuid.uuid4().hex, np.zeros(len(main.keys), dtype=bool), Segment.empty(len(vocab)),
                    vocab=vocab)
@@ -191,16 +227,17 @@ class BM25Index:
         """Faiss ids of the live chunks."""
         return np.concatenate([self.main.keys[~self.dead], self.delta.keys])
 
-    def updated(self, removed_keys, added_keys, added_texts: list[str]) -> "BM25Index":
-        """The index after a commit: ``removed_keys`` gone, ``added_texts`` (tokenised now) in. Merges the delta
-        into a new main when it has grown too large."""
+    def updated(self, removed_keys, added_keys, added_texts: list[str],
+                added_languages: list[str] | None = None) -> "BM25Index":
+        """The index after a commit: ``removed_keys`` gone, ``added_texts`` (tokenised now, each in its language of
+        ``added_languages``) in. Merges the delta into a new main when it has grown too large."""
         removed = np.asarray(list(removed_keys), dtype=np.int64)
         newly_dead = np.isin(self.main.keys, removed) & ~self.dead
         dead = self.dead | newly_dead
         dead_df = self.dead_df + self.main.doc_freqs_of(newly_dead) if newly_dead.any() else self.dead_df
         delta = self.delta.rows(~np.isin(self.delta.keys, removed)) if len(self.delta.keys) else self.delta
         vocab = dict(self.vocab)
-        added = Segment.of(added_keys, tokenize(list(added_texts), vocab), len(vocab))
+        added = Segment.of(added_keys, tokenize(list(added_texts), vocab, added_languages), len(vocab))
         terms = self.terms + list(vocab)[len(self.terms):]
         delta = Segment(np.concatenate([delta.keys, added.keys]), np.concatenate([delta.lengths, added.lengths]),
                         sp.vstack([delta.widened(len(terms)), added.counts], format="csc"))
@@ -213,12 +250,16 @@ class BM25Index:
                              Segment.empty(len(terms)), vocab=vocab)
         return BM25Index(terms, self.main, self.main_id, dead, delta, dead_df, vocab=vocab)
 
-    def search(self, query: str, k: int, allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
+    def search(self, query: str, k: int, allowed: np.ndarray | None = None,
+               language: str = ENGLISH) -> list[tuple[int, float]]:
         """Up to ``k`` (faiss id, score) pairs with a positive score, best first; ``allowed``: sorted FAISS ids a
-        filter keeps (the rest score 0 before ranking, so the top ``k`` are the filtered top ``k``)."""
+        filter keeps (the rest score 0 before ranking, so the top ``k`` are the filtered top ``k``); ``language``:
+        the query's, whose stemmer and stop words analyse it."""
         if self.empty or k <= 0 or (allowed is not None and not len(allowed)):
             return []
-        words = bm25s.tokenize([analysed(query)], stopwords="en", stemmer=_STEMMER, return_ids=False, show_progress=False)[0]
+        stopwords, stemmer = analyser(language)
+        words = bm25s.tokenize([analysed(query)], stopwords=stopwords, stemmer=stemmer, return_ids=False,
+                               show_progress=False)[0]
         # A repeated query word counts each time, as in bm25s ("screen ... black screen"); unknown words score 0.
         ids = np.array([self.vocab[w] for w in words if w in self.vocab], dtype=np.int64)
         if not len(ids):

@@ -181,11 +181,14 @@ class Collection:
                 self._languages = (generation, self.store.languages())
             return self._languages[1]
 
-    def has_documents_in(self, question: str) -> bool:
-        """Whether the question is in a language some of the documents are in (short or unsure: it is taken as in
-        the collection's main language)."""
+    def question_language(self, question: str) -> str:
+        """The question's language; short or unsure: the collection's main one. An all-English collection on an
+        English encoder does not run the detector (its questions analyse and rank exactly as before languages were
+        read)."""
         languages = self.languages()
-        return question_language(question, next(iter(languages), ENGLISH)) in languages
+        if set(languages) <= {ENGLISH} and self.encoder_model != MULTILINGUAL:
+            return ENGLISH
+        return question_language(question, next(iter(languages)))
 
     def allowed(self, filter_: dict) -> np.ndarray:
         """Sorted FAISS ids of the chunks whose documents ``filter_`` keeps (retrieval/filters.py), cached per
@@ -208,7 +211,8 @@ class Collection:
         metadata filter (retrieval/filters.py; FilterError when malformed, from ``allowed``); the ranking is exact
         within it."""
         try:
-            if mode == "hybrid" and self.encoder_model == MULTILINGUAL and not self.has_documents_in(query):
+            language = self.question_language(query)
+            if mode == "hybrid" and self.encoder_model == MULTILINGUAL and language not in self.languages():
                 # BM25 matches little across languages (Spanish questions, English docs: hybrid 0.53 nDCG@10, dense
                 # alone 0.65, benchs/results/multilingual_retrieval.md): the multilingual encoder ranks alone.
                 mode = "dense"
@@ -216,7 +220,8 @@ class Collection:
                 try:
                     snapshot = self.snapshot()
                     allowed = self.allowed(filter) if filter else None
-                    return snapshot.search(query, k, mode, self.store, self._lock, strict=strict, allowed=allowed)
+                    return snapshot.search(query, k, mode, self.store, self._lock, strict=strict, allowed=allowed,
+                                           language=language)
                 except SnapshotMoved:
                     continue
         except sqlite3.ProgrammingError:   # "Cannot operate on a closed database": deleted mid-search
@@ -299,7 +304,7 @@ class Collection:
             removed_ids: list[int] = []
             for rel in plan.removed:
                 removed_ids += self.store.remove_file(plan.root_key, rel)
-            added_ids, added_vectors, added_texts = [], [], []
+            added_ids, added_vectors, added_texts, added_languages = [], [], [], []
             for update in plan.updates:
                 if self.store.same_chunks(plan.root_key, update.rel, update.docs, update.chunks):
                     # metadata alone changed: the store's rows change, the indexes keep every vector and term
@@ -311,6 +316,8 @@ class Collection:
                 self.store.add_file(plan.root_key, update.rel, update.digest, update.docs, update.chunks, rows)
                 added_ids += [c.faiss_id for c in update.chunks]
                 added_texts += [c.embedding_text() for c in update.chunks]
+                language_of = {doc.doc_id: from_metadata(doc.metadata) or ENGLISH for doc in update.docs}
+                added_languages += [language_of.get(c.doc_id, ENGLISH) for c in update.chunks]
                 added_vectors.append(rows)
             if reembed_all:  # every other stored vector comes from the old encoder: replace them all
                 stale = [c for c in self.store.all_chunks() if c.chunk_id not in vectors]
@@ -323,7 +330,7 @@ class Collection:
             self.store.set_meta("generation", str(generation))
             index = self.generations.commit(generation, encoder.dim, current, removed_ids, added_ids, added_vectors)
             # BM25 gets the change only: the added chunks are tokenised, the removed marked dead (retrieval/bm25.py).
-            bm25 = (bm25.updated(removed_ids, added_ids, added_texts) if bm25 is not None
+            bm25 = (bm25.updated(removed_ids, added_ids, added_texts, added_languages) if bm25 is not None
                     else self.generations.build_bm25())
             self.generations.save_bm25(bm25, generation)
         # Warmed before it is served: at 1M chunks the first query after a commit paid 150-360 ms for it.

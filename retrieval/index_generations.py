@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ingest.language import ENGLISH
 from ingest.store import ChunkStore
 from retrieval.bm25 import BM25Index
 from retrieval.model_store import sweep_dead_writers
@@ -39,7 +40,9 @@ class IndexGenerations:
 
     def build_bm25(self) -> BM25Index:
         chunks = self.store.all_chunks()
-        return BM25Index.build([c.faiss_id for c in chunks], [c.embedding_text() for c in chunks])
+        language_of = self.store.document_languages()
+        return BM25Index.build([c.faiss_id for c in chunks], [c.embedding_text() for c in chunks],
+                               [language_of.get(c.doc_id, ENGLISH) for c in chunks])
 
     def save_bm25(self, bm25: BM25Index, generation: int) -> None:
         bm25.save(self.bm25_dir, self.bm25_name(generation))

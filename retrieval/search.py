@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
+from ingest.language import ENGLISH
 from ingest.records import Chunk
 from ingest.store import ChunkStore
 from retrieval.bm25 import BM25Index
@@ -42,14 +43,15 @@ class SearchSnapshot:
     dense_weight: float = EQUAL_WEIGHT   # the dense ranking's share in hybrid fusion (retrieval/fusion.py)
 
     def search(self, query: str, k: int, mode: str, store: ChunkStore, store_lock: threading.RLock,
-               strict: bool = True, allowed=None) -> list[SearchHit]:
+               strict: bool = True, allowed=None, language: str = ENGLISH) -> list[SearchHit]:
         """The top ``k``. ``strict``: raise SnapshotMoved when a concurrent commit removed a ranked chunk, rather
         than answer with fewer hits; otherwise such hits are left out. ``allowed``: the sorted FAISS ids a filter
-        keeps; both rankings are restricted to them before ranking."""
+        keeps; both rankings are restricted to them before ranking. ``language``: the query's (BM25 analyses it
+        so)."""
         if mode not in SEARCH_MODES:
             raise ValueError(f"unknown search mode {mode!r}; use one of {SEARCH_MODES}")
         depth = k if mode == "dense" else max(4 * k, 40)
-        lexical = (_LEXICAL.submit(self.bm25.search, query, k if mode == "bm25" else depth, allowed)
+        lexical = (_LEXICAL.submit(self.bm25.search, query, k if mode == "bm25" else depth, allowed, language)
                    if mode != "dense" else None)
         query_vector = encode_queries(self.encoder, [query])  # (1, D): the BM25-only hits' cosines need it too
         dense: dict[int, float] = {}

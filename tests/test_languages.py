@@ -5,7 +5,7 @@ import pytest
 from ingest.language import ENGLISH, detect, document_language, from_metadata, question_language
 from retrieval.answering.phrases import ABSTENTIONS, abstention, sources_label
 from retrieval.answering.prompt import ABSTENTION
-from retrieval.bm25 import BM25Index, analysed
+from retrieval.bm25 import BM25Index, analysed, tokenize
 from retrieval.collection import Collection
 from retrieval.collection_encoder import MODEL_META
 from retrieval.models import MULTILINGUAL
@@ -120,6 +120,44 @@ def test_cjk_runs_become_character_pairs_and_other_text_is_untouched():
     index = BM25Index.build([1, 2, 3], ["如何重置我的密码", "如何取消订阅", "How to reset the password"])
     assert [key for key, _ in index.search("重置密码", 3)] == [1]
     assert [key for key, _ in index.search("password reset", 3)] == [3]
+
+
+def test_each_language_is_stemmed_with_its_own_stemmer_and_english_terms_do_not_change():
+    texts = ["Las pantallas no encienden después de la actualización", "The screens stay black after the update"]
+    index = BM25Index.build([1, 2], texts, ["es", "en"])
+    assert [key for key, _ in index.search("¿Por qué mi pantalla no enciende?", 2, language="es")] == [1]
+    assert index.search("pantalla", 2) == []   # English analysis leaves "pantallas" and "pantalla" apart
+    # English-only input gets the same terms and ids as before languages were passed.
+    english = ["Refunds are paid back within five days.", "Invoices are emailed monthly."]
+    plain, tagged = {}, {}
+    assert [t.tolist() for t in tokenize(english, plain)] == [t.tolist() for t in tokenize(english, tagged, ["en"] * 2)]
+    assert plain == tagged
+    # A commit's added chunks are analysed in their languages as a fresh build would.
+    grown = BM25Index.build([2], texts[1:], ["en"]).updated([], [1], texts[:1], ["es"])
+    assert grown.search("pantalla", 2, language="es") == index.search("pantalla", 2, language="es")
+
+
+def test_a_collection_analyses_documents_and_questions_in_their_languages(tmp_path, fake_encoder):
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    (kb / "pantalla.md").write_text("# Pantallas\nLas pantallas no encienden después de la actualización del "
+                                    "sistema. Reinicie el televisor y vuelva a intentarlo.")
+    (kb / "factura.md").write_text("# Facturas\nLas facturas se envían por correo electrónico cada mes. Puede "
+                                   "descargarlas también desde su cuenta.")
+    collection = Collection(tmp_path / "c", fake_encoder, create=True, named_encoder=Named())
+    declared = {"language": "es-MX"}   # a declared locale counts as its language
+    collection.ingest(kb, chunker(), metadata={"pantalla.md": declared, "factura.md": declared})
+    assert collection.stats()["languages"] == {"es": 2}
+    assert collection.question_language("¿Por qué no se enciende mi pantalla?") == "es"
+    hits = collection.search("¿Por qué no se enciende mi pantalla?", 1, mode="bm25")
+    assert [h.chunk.source for h in hits] == ["pantalla.md"]
+    collection.close()
+    # Reopened, BM25 rebuilt from the store (as after an older kbqa) analyses the same way.
+    for path in (tmp_path / "c").rglob("bm25/*"):
+        if path.is_file():
+            path.unlink()
+    reopened = Collection(tmp_path / "c", fake_encoder, named_encoder=Named())
+    assert [h.chunk.source for h in reopened.search("pantalla encendida", 1, mode="bm25")] == ["pantalla.md"]
 
 
 def test_kbqas_own_words_follow_the_question(tmp_path, fake_encoder):
