@@ -58,6 +58,9 @@ STOP_WORDS = {"es": stop_lists.STOPWORDS_SPANISH, "de": stop_lists.STOPWORDS_GER
               "tr": stop_lists.STOPWORDS_TURKISH, "zh": stop_lists.STOPWORDS_CHINESE,
               "ko": stop_lists.STOPWORDS_KOREAN}
 _analysers: dict[str, tuple] = {ENGLISH: ("en", _STEMMER)}
+# Saved with each index: one written before texts were analysed per language ("", English rules for every text) is
+# rebuilt on open where the collection holds other languages (retrieval/index_generations.py).
+ANALYSIS = "per-language-1"
 K1, B = 1.5, 0.75            # bm25s's defaults
 KEPT_CACHE = 16              # filters whose kept rows are remembered per index
 MERGE_MIN, MERGE_SHARE = 20_000, 0.10
@@ -172,10 +175,11 @@ class BM25Index:
     """Immutable: ``updated`` returns a new index (searches of the old one may still be running)."""
 
     def __init__(self, terms: list[str], main: Segment, main_id: str, dead: np.ndarray, delta: Segment,
-                 dead_df: np.ndarray | None = None, vocab: dict[str, int] | None = None):
+                 dead_df: np.ndarray | None = None, vocab: dict[str, int] | None = None, analysis: str = ANALYSIS):
         """``dead_df``: document frequencies of main's dead rows (kept, so no commit rescans main); ``vocab``: term ->
-        id, when the caller already has it (else built from ``terms``)."""
-        self.terms = terms
+        id, when the caller already has it (else built from ``terms``); ``analysis``: the text analysis its terms
+        came from (``ANALYSIS``)."""
+        self.terms, self.analysis = terms, analysis
         self.vocab = vocab if vocab is not None else {t: i for i, t in enumerate(terms)}
         self.main, self.main_id, self.dead, self.delta = main, main_id, dead, delta
         self.dead_df = np.zeros(main.counts.shape[1], dtype=np.int64) if dead_df is None else dead_df
@@ -247,8 +251,8 @@ class BM25Index:
             merged = Segment(np.concatenate([alive.keys, delta.keys]), np.concatenate([alive.lengths, delta.lengths]),
                              sp.vstack([alive.widened(len(terms)), delta.counts], format="csc"))
             return BM25Index(terms, merged, uuid.uuid4().hex, np.zeros(len(merged.keys), dtype=bool),
-                             Segment.empty(len(terms)), vocab=vocab)
-        return BM25Index(terms, self.main, self.main_id, dead, delta, dead_df, vocab=vocab)
+                             Segment.empty(len(terms)), vocab=vocab, analysis=self.analysis)
+        return BM25Index(terms, self.main, self.main_id, dead, delta, dead_df, vocab=vocab, analysis=self.analysis)
 
     def search(self, query: str, k: int, allowed: np.ndarray | None = None,
                language: str = ENGLISH) -> list[tuple[int, float]]:
@@ -331,7 +335,8 @@ class BM25Index:
         d = self.delta.counts
         terms = np.frombuffer(json.dumps(self.terms).encode(), dtype=np.uint8)  # unicode arrays pad every term
         with open(tmp, "wb") as fh:
-            np.savez(fh, main_id=np.array(self.main_id), terms=terms, dead=self.dead, dead_df=self.dead_df,
+            np.savez(fh, main_id=np.array(self.main_id), analysis=np.array(self.analysis), terms=terms, dead=self.dead,
+                     dead_df=self.dead_df,
                      keys=self.delta.keys,
                      lengths=self.delta.lengths, data=d.data, indices=d.indices, indptr=d.indptr,
                      shape=np.array(d.shape))
@@ -349,7 +354,8 @@ class BM25Index:
                             sp.csc_matrix((state["data"], state["indices"], state["indptr"]),
                                           shape=tuple(state["shape"])))
             terms, dead, dead_df = json.loads(state["terms"].tobytes()), state["dead"], state["dead_df"]
-        return cls(terms, Segment.load(folder / f"main-{main_id}"), main_id, dead, delta, dead_df)
+            analysis = str(state["analysis"]) if "analysis" in state.files else ""
+        return cls(terms, Segment.load(folder / f"main-{main_id}"), main_id, dead, delta, dead_df, analysis=analysis)
 
     @staticmethod
     def prune(folder: Path, keep: str, pid_alive=model_store.pid_alive) -> None:

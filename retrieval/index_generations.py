@@ -14,7 +14,7 @@ import numpy as np
 
 from ingest.language import ENGLISH
 from ingest.store import ChunkStore
-from retrieval.bm25 import BM25Index
+from retrieval.bm25 import ANALYSIS, BM25Index
 from retrieval.model_store import sweep_dead_writers
 from retrieval.vector_index import EXACT_LIMIT, VectorIndex
 
@@ -49,7 +49,8 @@ class IndexGenerations:
 
     def open_bm25(self, generation: int) -> BM25Index:
         """The generation's saved BM25 (memory-mapped), rebuilt from the stored texts when it is missing,
-        unreadable or out of step with the store (an older kbqa wrote no BM25 files)."""
+        unreadable or out of step with the store (an older kbqa wrote no BM25 files, or analysed every language with
+        English rules)."""
         name = self.bm25_name(generation)
         bm25 = None
         if (self.bm25_dir / f"{name}.npz").exists():
@@ -57,7 +58,8 @@ class IndexGenerations:
                 bm25 = BM25Index.load(self.bm25_dir, name)
             except (OSError, ValueError, KeyError) as exc:
                 log.warning("BM25 %s unreadable (%s); rebuilding from the store", name, exc)
-        if bm25 is None or bm25.size != self.store.counts()["chunks"]:
+        if bm25 is None or bm25.size != self.store.counts()["chunks"] or (
+                bm25.analysis != ANALYSIS and set(self.store.languages()) - {ENGLISH}):
             bm25 = self.build_bm25()
             if generation > 0:
                 self.save_bm25(bm25, generation)
