@@ -14,6 +14,7 @@ from ingest.bounded import BoundedLoader
 from ingest.chunker import Chunker
 from ingest.language import ENGLISH, question_language
 from ingest.pipeline import IngestReport
+from retrieval.answering.cosine_scale import CosineScale
 from retrieval.answering.pipeline import AnswerPipeline
 from retrieval.answering.phrases import abstention
 from retrieval.answering.prompt import ABSTENTION
@@ -66,6 +67,11 @@ class KbqaService:
             if settings.handoff_webhook and secret else None
         self.documents = DocumentManager(self.chunker, settings.write_wait_s, self.loader)
         self.jobs = DistillJobs(distill_runner(self))   # (collection, on_stage) -> report
+
+    @functools.cached_property
+    def multilingual_scale(self) -> CosineScale:
+        """The multilingual encoder's cosines on MiniLM's scale, which the selector and gap detector read."""
+        return CosineScale.load()
 
     @classmethod
     def load(cls, settings: Settings, with_generator: bool = True) -> "KbqaService":
@@ -179,7 +185,8 @@ class KbqaService:
                                       answer_id=uuid.uuid4().hex,
                                       rated_unhelpful=self.feedback.conversation_rated_unhelpful(
                                           conversation_id, collection, key_id),
-                                      min_relevance=self.settings.multilingual_min_relevance if multilingual else None)
+                                      min_relevance=self.settings.multilingual_min_relevance if multilingual else None,
+                                      cosine_scale=self.multilingual_scale if multilingual else None)
 
         languages = self.collection(collection).languages()
         language = question_language(question, next(iter(languages), ENGLISH))

@@ -10,7 +10,9 @@ a help center half-way through its localisation. The questions are the same 60, 
 
 - today: kbqa as it was, English MiniLM whatever the documents' language (a service without the multilingual
   encoder);
-- kbqa: the collection switches itself to the multilingual encoder at ingest (its documents are not all English).
+- kbqa: the collection switches itself to the multilingual encoder at ingest (its documents are not all English);
+- kbqa, e5 cosines unmapped: the same, with the selector and gap detector reading e5's cosines as they are, not
+  mapped onto MiniLM's scale (retrieval/answering/cosine_scale.py).
 
 Gap protocol: the gold documents of every 4th question removed from a second copy of each collection; an answer
 is asked of both in the default (select) mode; gap recall = gap questions refused, false abstention = answerable
@@ -33,6 +35,7 @@ from serve.service import KbqaService
 from serve.settings import Settings
 
 TRANSLATED = REPO / "benchs" / "data" / "translated-questions"
+UNMAPPED = "kbqa, e5 cosines unmapped"
 NAME = "covid_faq_deepset"
 
 
@@ -109,8 +112,12 @@ def main() -> None:
              f"documents removed, {sum(s == 'gap' for s in status.values())} gap questions.", "",
              "| system | encoder | question language | n | nDCG@10 hybrid | nDCG@10 dense | gap recall | gap false "
              "abstention | false abstention (full KB) |", "|---|---|---|---|---|---|---|---|---|"]
-    for system, service in (("today", today), ("kbqa", kbqa)):
-        full, gap = collections[system]
+    unmapped = KbqaService(settings, kbqa.encoder, kbqa.pipeline, named_encoder=kbqa.named_encoder)
+    unmapped.multilingual_scale = None   # the answer models read e5's cosines as they are (before the cosine scale)
+    for system, service in (("today", today), (UNMAPPED, unmapped), ("kbqa", kbqa)):
+        full, gap = collections["kbqa" if system == UNMAPPED else system]
+        if service is unmapped:   # the same collections, opened by this service
+            full, gap = service.collection(full.name), service.collection(gap.name)
         for language in ("en", args.language):
             ndcg = {mode: [] for mode in ("hybrid", "dense")}
             gap_refused, gap_answerable_refused, full_refused = [], [], []

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Callable, Iterator, Literal
 
+from retrieval.answering.cosine_scale import CosineScale, on_scale
 from retrieval.answering.followup import standalone_question
 from retrieval.answering.gates import AnswerabilityGate, GapGate, RelevanceGate
 from retrieval.answering.handoff import HandoffPolicy
@@ -48,19 +49,22 @@ class AnswerPipeline:
         self.handoff = handoff
 
     def stream(self, question: str, retrieve: Retrieve, history: list[dict] | None = None, answer_id: str = "",
-               rated_unhelpful: bool = False, min_relevance: float | None = None) -> Iterator[Event]:
+               rated_unhelpful: bool = False, min_relevance: float | None = None,
+               cosine_scale: CosineScale | None = None) -> Iterator[Event]:
         """Rewrites and retrieves now (so an unknown collection fails before anything is sent), then returns the
         events: ("token", text) pieces as the answer is written (the generator's, or the selection at once), then
         one ("final", Answer): what to show, which may differ from the tokens (citations resolved, an unsupported
         or degenerate text replaced). ``answer_id``: what the answer will be recorded under; ``rated_unhelpful``:
         the conversation already holds an unhelpful rating (the hand-off reads it); ``min_relevance``: the
-        relevance gate's cosine floor for this collection's encoder, when not the gate's own."""
+        relevance gate's cosine floor for this collection's encoder, when not the gate's own; ``cosine_scale``: its
+        cosines onto the scale the selector and gap detector were fitted on (cosine_scale.py), when not MiniLM's."""
         timings = Timings()
         history = history or []
         standalone = standalone_question(question, history)
         with timings.stage("retrieve"):
             hits = retrieve(standalone)
-        return self._events(question, standalone, hits, history, answer_id, rated_unhelpful, timings, min_relevance)
+        return self._events(question, standalone, hits, history, answer_id, rated_unhelpful, timings, min_relevance,
+                            cosine_scale)
 
     def run(self, question: str, retrieve: Retrieve, history: list[dict] | None = None, answer_id: str = "",
             rated_unhelpful: bool = False) -> Answer:
@@ -71,11 +75,12 @@ class AnswerPipeline:
         return final
 
     def _events(self, question: str, standalone: str, hits: list[SearchHit], history: list[dict], answer_id: str,
-                rated_unhelpful: bool, timings: Timings, min_relevance: float | None = None) -> Iterator[Event]:
+                rated_unhelpful: bool, timings: Timings, min_relevance: float | None = None,
+                cosine_scale: CosineScale | None = None) -> Iterator[Event]:
         used = self.relevance.run(hits, min_relevance)
         outcome, answerability = ABSTAINED, None
         if used:
-            outcome, answerability = yield from self._answer(standalone, used, timings)
+            outcome, answerability = yield from self._answer(standalone, used, timings, cosine_scale)
         handoff = (self.handoff.decide(question, history, outcome.abstained, answerability, rated_unhelpful)
                    if self.handoff is not None else Handoff(False))
         yield "final", Answer(
@@ -84,7 +89,7 @@ class AnswerPipeline:
             rewritten_question=standalone if standalone != question else None, timings_ms=timings.with_total(),
             answerability=answerability, fallback_reason=outcome.fallback_reason, handoff=handoff)
 
-    def _answer(self, question: str, used: list[SearchHit], timings: Timings):
+    def _answer(self, question: str, used: list[SearchHit], timings: Timings, cosine_scale: CosineScale | None = None):
         """Yields the tokens; returns (Outcome, answerability)."""
         answerability = None
         if self.answerability is not None:
@@ -96,9 +101,10 @@ class AnswerPipeline:
         selection: Selection | None = None
         if self.selection is not None:
             with timings.stage("select"):
-                selection = self.selection.run(question, used)
+                read = on_scale(used, cosine_scale)
+                selection = self.selection.run(question, read)
             if self.gap is not None:
-                verdict = self.gap.run(question, used, selection)
+                verdict = self.gap.run(question, read, selection)
                 answerability = verdict.answerability
                 if not verdict.passed:
                     return ABSTAINED, answerability
