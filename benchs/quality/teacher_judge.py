@@ -11,6 +11,10 @@ detector fitted without the set (leave-one-out, distill/selector_loo.py) on the 
 p(gap), and the gap recall at the threshold that keeps false abstention on the still-answerable questions at or
 below 10% (chosen on these very questions: an upper bound for both, the same for both). Judgements are cached in
 .kbqa-bench/judge/ (a kill loses one).
+
+``--choice N``: also the passage the answer should come from: N answerable questions a set, each of the top three
+passages judged alone; how often the passage the teacher is surest of is a gold one, against retrieval's rank 1
+(gold@1) and the passage holding the leave-one-out selector's best unit (what the section shape serves).
 """
 from __future__ import annotations
 
@@ -28,14 +32,23 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from benchs.common import (ANSWER_DATASETS, BENCH_HOME, RESULTS, hits_of, loo_parts, publish, real_signals,
                            retrieval_rows, sample)
 from distill.answer_judge import PROMPT_VERSION, TeacherJudge
+from distill.metrics import oracle_selection, token_f1
 from retrieval.answering.engines.cpu import describe
 from retrieval.answering.gates import RelevanceGate
-from retrieval.answering.selection import SentenceSelection
+from retrieval.answering.selection import SentenceSelection, split_units
 from retrieval.models import TEACHER_LLM, TEACHER_LLM_GGUF, model_path
 from serve.service import KbqaService
 from serve.settings import Settings
 
 FALSE_ABSTENTION = 0.10
+ANSWERED = 0.5   # oracle token-F1 over the judged passages at or above this: the reference's answer is still there
+
+
+def oracle_f1(row: dict, passages: list[str]) -> float:
+    """The best token-F1 against the reference that a choice of the passages' sentences reaches (a ceiling that reads
+    the reference: here it tells which "gap" questions the remaining passages still answer)."""
+    units = [u.text for n, text in enumerate(passages) for u in split_units(text, n)]
+    return token_f1(" ".join(units[i] for i in oracle_selection(units, row["reference"])), row["reference"])
 
 
 def auc(gap: list[float], answerable: list[float]) -> float:
@@ -64,6 +77,7 @@ class Judgements:
         self.seconds: list[float] = []
 
     def __call__(self, row: dict, key: str, passages: list[str]) -> float:
+        """P(yes) for ``row``'s question over ``passages``; ``key`` names which of its hits they are."""
         k = f"{row['id']}:{key}:{PROMPT_VERSION}"
         if k not in self.done:
             self.judge = self.judge or self.factory()
@@ -76,6 +90,22 @@ class Judgements:
         return self.done[k]
 
 
+def passage_choice(rows: list[dict], judgements: Judgements, relevance, selection) -> dict:
+    """Gold@1 of three ways to choose the passage an answer comes from (see ``--choice``)."""
+    chosen = {"any": [], "rank 1": [], "selector": [], "teacher": []}
+    for row in tqdm(rows, desc="passage choice", unit="q"):
+        hits = relevance.run(hits_of(row["hits"]))
+        if not hits:
+            continue
+        gold = [h.chunk.doc_id in row["gold_ids"] for h in hits]
+        result = selection.run(row["question"], hits)
+        selector = result.candidates[int(np.argmax(result.probabilities))].passage if result.candidates else 0
+        teacher = [judgements(row, f"hit{n}", [h.chunk.text]) for n, h in enumerate(hits)]
+        for way, n in (("any", None), ("rank 1", 0), ("selector", selector), ("teacher", int(np.argmax(teacher)))):
+            chosen[way].append(any(gold) if n is None else gold[n])
+    return {"n": len(chosen["any"]), **{way: float(np.mean(v)) for way, v in chosen.items()}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True)
@@ -83,6 +113,7 @@ def main() -> None:
     parser.add_argument("--split", default="tune", choices=("tune", "report"))
     parser.add_argument("--per-dataset", type=int, default=30, help="gap and still-answerable questions, each")
     parser.add_argument("--datasets", nargs="+", default=list(ANSWER_DATASETS), choices=ANSWER_DATASETS)
+    parser.add_argument("--choice", type=int, default=0, help="answerable questions a set for the passage choice")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     settings = Settings(home=BENCH_HOME)
@@ -90,7 +121,7 @@ def main() -> None:
     relevance = RelevanceGate(settings.min_relevance, settings.prompt_passages)
     gguf = model_path(settings.kbqa_home.models_dir, TEACHER_LLM) / TEACHER_LLM_GGUF
     judgements = Judgements(lambda: TeacherJudge(gguf), BENCH_HOME / "judge" / f"{args.split}.jsonl")
-    table = []
+    table, still_answered, choice = [], {}, {}
     for name in args.datasets:
         parts = loo_parts(settings, args.loo / name)
         selection = SentenceSelection(parts["selector"], parts["sentence_scorer"])
@@ -99,32 +130,57 @@ def main() -> None:
                   "still": (sample(rows, lambda r: r["gap_status"] == "answerable", args.per_dataset), "gap_hits"),
                   "unanswerable": ([r for r in rows if not r["answerable"]][:args.per_dataset], "hits")}
         p_gap = {"teacher": {}, "detector": {}}
+        oracle: dict[str, list[float]] = {}
         todo = sum(len(g) for g, _ in groups.values())
         with tqdm(total=todo, desc=f"judging {name}", unit="q") as bar:
             for group, (chosen, key) in groups.items():
                 signals = real_signals(chosen, key, relevance, selection)
-                teacher, detector = [], []
+                teacher, detector, oracle[group] = [], [], []
                 for row, signal in zip(chosen, signals):
                     passages = [h.chunk.text for h in relevance.run(hits_of(row[key]))]
+                    oracle[group].append(oracle_f1(row, passages) if row["reference"] else 0.0)
                     teacher.append(1.0 - judgements(row, key, passages) if passages else 1.0)
                     detector.append(1.0 if signal is None else parts["gap_detector"].probability(signal))
                     bar.update()
                 p_gap["teacher"][group], p_gap["detector"][group] = teacher, detector
+        p_gap["teacher and detector, mean"] = {g: list((np.asarray(p_gap["teacher"][g]) + p_gap["detector"][g]) / 2)
+                                               for g in groups}
+        clean = np.asarray(oracle["gap"]) < ANSWERED
+        still_answered[name] = (float(np.mean(~clean)) if len(clean) else float("nan"),
+                                float(np.mean(np.asarray(oracle["still"]) >= ANSWERED)))
         for system, p in p_gap.items():
+            gap = list(np.asarray(p["gap"])[clean])
             table.append((name, system, len(p["gap"]), len(p["still"]), auc(p["gap"], p["still"]),
-                          recall_at(p["gap"], p["still"]), auc(p["unanswerable"], p["still"]),
-                          recall_at(p["unanswerable"], p["still"])))
-        print(name, table[-2:], flush=True)
+                          recall_at(p["gap"], p["still"]), auc(gap, p["still"]), recall_at(gap, p["still"]),
+                          auc(p["unanswerable"], p["still"]), recall_at(p["unanswerable"], p["still"])))
+        print(name, table[-3:], flush=True)
+        if args.choice:
+            choice[name] = passage_choice(sample(rows, lambda r: r["answerable"] and r["gold_ids"], args.choice),
+                                          judgements, relevance, selection)
+            print(name, choice[name], flush=True)
     seconds = judgements.seconds
     lines = [f"The teacher LLM (Qwen2.5-Coder-1.5B-Instruct Q4_K_M, prompt {PROMPT_VERSION}) as a gap judge against "
              f"the leave-one-out gap detector, {args.split} split. CPU: {describe()}.", "",
              "Recall at <= 10% false abstention uses the threshold chosen on these same still-answerable questions "
              "(an upper bound, the same for both systems). Issue 27's target: 60% at <= 10%.", "",
+             f"\"Gap questions the passages do not answer\": those whose oracle token-F1 over the judged passages "
+             f"is below {ANSWERED} (the reference's answer is not in what remains).", "",
              "| set | p(gap) from | gap questions | still answerable | gap AUC | gap recall at 10% | "
-             "TechQA unanswerable AUC | unanswerable recall at 10% |", "|---|---|---|---|---|---|---|---|"]
-    for name, system, n_gap, n_still, a, r, ua, ur in table:
-        cells = [f"{a:.3f}", f"{r:.3f}", "-" if np.isnan(ua) else f"{ua:.3f}", "-" if np.isnan(ur) else f"{ur:.3f}"]
+             "AUC, gaps the passages do not answer | recall at 10%, same | TechQA unanswerable AUC | "
+             "unanswerable recall at 10% |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, system, n_gap, n_still, *figures in table:
+        cells = ["-" if np.isnan(f) else f"{f:.3f}" for f in figures]
         lines.append(f"| {name} | {system} | {n_gap} | {n_still} | " + " | ".join(cells) + " |")
+    lines += ["", "Share of the gap protocol's gap questions whose judged passages still hold the reference's answer "
+                  f"(oracle token-F1 >= {ANSWERED}), and of the still-answerable ones: "
+              + "; ".join(f"{n} {g:.2f} / {a:.2f}" for n, (g, a) in still_answered.items()) + "."]
+    if choice:
+        lines += ["", "Passage choice, answerable questions over the full KB's top three passages: share whose chosen "
+                      "passage is a gold one.", "", "| set | questions | gold in the top 3 | retrieval rank 1 | "
+                      "selector's best unit | teacher, each passage alone |", "|---|---|---|---|---|---|"]
+        for name, c in choice.items():
+            lines.append(f"| {name} | {c['n']} | {c['any']:.3f} | {c['rank 1']:.3f} | {c['selector']:.3f} | "
+                         f"{c['teacher']:.3f} |")
     if seconds:
         lines += ["", f"Teacher time this run: {len(seconds)} judgements, median {np.median(seconds):.1f} s, "
                       f"total {sum(seconds):.0f} s."]
