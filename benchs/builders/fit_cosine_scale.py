@@ -57,7 +57,8 @@ def main() -> None:
     args.out.write_text(json.dumps(scale.to_dict(), indent=1) + "\n")
     for q in (0.1, 0.5, 0.9):
         e5 = float(np.quantile(cosines["multilingual"], q))
-        print(f"quantile {q}: multilingual {e5:.3f} -> {scale(e5):.3f} (MiniLM {np.quantile(cosines['minilm'], q):.3f})")
+        minilm = float(np.quantile(cosines["minilm"], q))
+        print(f"quantile {q}: multilingual {e5:.3f} -> {scale(e5):.3f} (MiniLM {minilm:.3f})")
     print(f"-> {args.out}")
 
 
