@@ -28,6 +28,7 @@ from distill.teacher_cache import TeacherCache
 from distill.teacher_questions import split_held_out
 from distill.trainer import train_student
 from retrieval.collection import Collection
+from retrieval.e5_port import PROMPTS_FILE
 from retrieval.encoder import SentenceEncoder, encode_queries, pick_device
 from retrieval.models import MULTILINGUAL, STUDENT_START, TEACHER, model_path
 from retrieval.model_store import prune_versions, publish_version
@@ -106,11 +107,10 @@ def distill_collection(collection: Collection, models_dir: Path, config: Distill
     chunks = collection.store.all_chunks()
     if not chunks:
         raise ValueError(f"collection {collection.name!r} is empty: run `kbqa ingest PATH --collection {collection.name}` first")
-    if collection.encoder_model == MULTILINGUAL:
-        # The teacher (mpnet) and the student start (MiniLM) read English only: a student distilled from them would
-        # lose the languages the collection chose the multilingual encoder for. Not built yet (issue 29, 3).
-        raise ValueError(f"collection {collection.name!r} is served by the multilingual encoder, which kbqa does not "
-                         f"distil yet: it keeps serving as it is")
+    # mpnet and MiniLM read English only: a multilingual collection is distilled from the multilingual encoder into
+    # a copy of itself (no larger multilingual teacher is bundled), adapting it to the collection's own chunks.
+    multilingual = collection.encoder_model == MULTILINGUAL
+    teacher_model, student_model = (MULTILINGUAL, MULTILINGUAL) if multilingual else (TEACHER, STUDENT_START)
     current = collection.encoder_dir
     incremental = current is not None and not config.full
     distilled = collection.store.distilled_ids()
@@ -149,12 +149,12 @@ def distill_collection(collection: Collection, models_dir: Path, config: Distill
     position = {cid: i for i, cid in enumerate(ids)}
 
     stage("teacher")
-    teacher = SentenceEncoder(model_path(models_dir, TEACHER), device=device)
+    teacher = SentenceEncoder(model_path(models_dir, teacher_model), device=device)
     cache = TeacherCache(collection.directory / "teacher_cache.sqlite", teacher)
     try:
         teacher_passages = cache.encode(passages, show_progress=show_progress)
-        teacher_queries = cache.encode([q.text for q in train_queries], show_progress=show_progress)
-        teacher_logged = cache.encode(logged, show_progress=show_progress) if logged else None
+        teacher_queries = cache.encode([q.text for q in train_queries], show_progress=show_progress, queries=True)
+        teacher_logged = cache.encode(logged, show_progress=show_progress, queries=True) if logged else None
         report.teacher_texts_encoded = cache.encoded
     finally:
         cache.close()
@@ -179,15 +179,14 @@ def distill_collection(collection: Collection, models_dir: Path, config: Distill
         logged_triples = mine_triples(logged_train, teacher_logged[kept], teacher_passages, ids, docs,
                                       config.negatives_from_rank, config.negatives_to_rank, config.seed)
     report.triples = len(triples) + len(logged_triples)
-    if incremental:
-        start_dir = str(current)
-        student = SentenceTransformer(start_dir, device=device, local_files_only=True)
-    else:
-        # MiniLM: a layer-pruned teacher was measured worse and slower (README), so it is not offered.
-        start_dir = "minilm"
-        student = SentenceTransformer(str(model_path(models_dir, STUDENT_START)), device=device, local_files_only=True)
+    # MiniLM: a layer-pruned teacher was measured worse and slower (README), so it is not offered.
+    start = Path(current) if incremental else model_path(models_dir, student_model)
+    start_dir = str(current) if incremental else "minilm" if not multilingual else student_model
+    student = SentenceTransformer(str(start), device=device, local_files_only=True)
+    prompts = json.loads((start / PROMPTS_FILE).read_text()) if (start / PROMPTS_FILE).is_file() else {}
     stage("training")
-    losses = train_student(student, triples, passages, config, device, show_progress, always=logged_triples)
+    losses = train_student(student, triples, passages, config, device, show_progress, always=logged_triples,
+                           prompts=prompts)
     clock["train"] = time.perf_counter()
 
     # Save a versioned student (config and metrics beside it), whatever the verdict.
@@ -197,6 +196,8 @@ def distill_collection(collection: Collection, models_dir: Path, config: Distill
     shutil.rmtree(staging, ignore_errors=True)
     student.save(str(staging))
     del student
+    if prompts:   # the student reads questions and passages with the prefixes it started with
+        (staging / PROMPTS_FILE).write_text(json.dumps(prompts))
     (staging / "distill_config.json").write_text(json.dumps(
         {**config.to_dict(), "started_from": str(start_dir), "device": device}, indent=1))
     version = publish_version(encoders, staging, f"kbqa distill of collection {collection.name}")
@@ -212,7 +213,7 @@ def distill_collection(collection: Collection, models_dir: Path, config: Distill
     serving_passages = np.stack([stored[c] for c in ids])
     report.serving = chunk_retrieval_metrics(encode_queries(collection.encoder, held_texts), serving_passages, gold)
     student_passages = candidate.encode(passages, show_progress=show_progress)
-    report.student = chunk_retrieval_metrics(candidate.encode(held_texts), student_passages, gold)
+    report.student = chunk_retrieval_metrics(encode_queries(candidate, held_texts), student_passages, gold)
     student_score, serving_score = report.student["mrr@10"], report.serving["mrr@10"]
     on_what = f"{len(gold)} held-out pseudo-queries"
     if logged_held:
@@ -220,7 +221,8 @@ def distill_collection(collection: Collection, models_dir: Path, config: Distill
         logged_gold, logged_texts = [position[q.chunk_id] for q in logged_held], [q.text for q in logged_held]
         report.serving_logged = chunk_retrieval_metrics(encode_queries(collection.encoder, logged_texts),
                                                         serving_passages, logged_gold)
-        report.student_logged = chunk_retrieval_metrics(candidate.encode(logged_texts), student_passages, logged_gold)
+        report.student_logged = chunk_retrieval_metrics(encode_queries(candidate, logged_texts), student_passages,
+                                                        logged_gold)
     student_scores, serving_scores = [student_score], [serving_score]
     if logged_held:
         student_scores.append(report.student_logged["mrr@10"])
@@ -230,8 +232,8 @@ def distill_collection(collection: Collection, models_dir: Path, config: Distill
         synthetic_gold, synthetic_texts = [position[q.chunk_id] for q in synthetic_held], [q.text for q in synthetic_held]
         report.serving_synthetic = chunk_retrieval_metrics(encode_queries(collection.encoder, synthetic_texts),
                                                            serving_passages, synthetic_gold)
-        report.student_synthetic = chunk_retrieval_metrics(candidate.encode(synthetic_texts), student_passages,
-                                                           synthetic_gold)
+        report.student_synthetic = chunk_retrieval_metrics(encode_queries(candidate, synthetic_texts),
+                                                           student_passages, synthetic_gold)
         student_scores.append(report.student_synthetic["mrr@10"])
         serving_scores.append(report.serving_synthetic["mrr@10"])
         on_what += f", {len(synthetic_held)} held-out synthetic questions"

@@ -30,7 +30,8 @@ class CollectionEncoder:
         self.current = default
         self.loader = loader
         self.named = named
-        self.model_name: str | None = None   # the shipped model ``current`` is, when not the default
+        # The shipped model ``current`` is, or was distilled from (the multilingual one), when not the default.
+        self.model_name: str | None = None
 
     @property
     def encoder_dir(self) -> Path | None:
@@ -46,7 +47,7 @@ class CollectionEncoder:
             encoder = self.loader(self.directory / stored_dir)
             if encoder.encoder_id != stored_id:
                 raise EncoderMismatch(f"{self.directory / stored_dir} is {encoder.encoder_id}, expected {stored_id}")
-            self.current = encoder
+            self.current, self.model_name = encoder, stored_model   # distilled from that shipped model, if any
         elif (not stored_dir and stored_model and self.named is not None
               and (self.model_name != stored_model or stored_id not in (None, self.current.encoder_id))):
             encoder = self.named(stored_model)
