@@ -27,6 +27,7 @@ from distill.pseudo_queries import PseudoQuery, make_pseudo_queries, split_holdo
 from distill.teacher_cache import TeacherCache
 from distill.teacher_questions import split_held_out
 from distill.trainer import train_student
+from retrieval.answering.cosine_scale import COLLECTION_SCALE_META, CosineScale
 from retrieval.collection import Collection
 from retrieval.e5_port import PROMPTS_FILE
 from retrieval.encoder import SentenceEncoder, encode_queries, pick_device
@@ -84,6 +85,20 @@ def freshness(collection: Collection) -> dict:
 
 
 KEEP_STUDENTS = 2   # unpromoted students kept on disk besides the serving one
+
+
+def top_cosines(query_sets: list[np.ndarray], passages: np.ndarray, k: int = 3) -> list[float]:
+    """The ``k`` best cosines of every question (prompt passages' cosines, as the relevance floor reads them)."""
+    return [float(x) for queries in query_sets for x in np.sort(queries @ passages.T, axis=1)[:, -k:].ravel()]
+
+
+def student_scale(student: tuple[list[np.ndarray], np.ndarray], serving: tuple[list[np.ndarray], np.ndarray],
+                  previous: CosineScale | None) -> CosineScale:
+    """A multilingual student's cosines onto the shipped e5's scale (retrieval/answering/cosine_scale.py): the same
+    questions' top cosines under the student and under the serving encoder, (query vectors, passage vectors) each,
+    matched quantile to quantile; composed with the serving encoder's own map when it is a distilled one."""
+    scale = CosineScale.fit(top_cosines(*student), top_cosines(*serving))
+    return scale.then(previous) if previous is not None else scale
 
 
 def distill_collection(collection: Collection, models_dir: Path, config: DistillConfig | None = None,
@@ -211,9 +226,10 @@ def distill_collection(collection: Collection, models_dir: Path, config: Distill
     held_texts = [q.text for q in held_out]
     stored = collection.store.vectors_for(ids)
     serving_passages = np.stack([stored[c] for c in ids])
-    report.serving = chunk_retrieval_metrics(encode_queries(collection.encoder, held_texts), serving_passages, gold)
+    asked = {"serving": [encode_queries(collection.encoder, held_texts)], "student": [encode_queries(candidate, held_texts)]}
+    report.serving = chunk_retrieval_metrics(asked["serving"][0], serving_passages, gold)
     student_passages = candidate.encode(passages, show_progress=show_progress)
-    report.student = chunk_retrieval_metrics(encode_queries(candidate, held_texts), student_passages, gold)
+    report.student = chunk_retrieval_metrics(asked["student"][0], student_passages, gold)
     student_score, serving_score = report.student["mrr@10"], report.serving["mrr@10"]
     on_what = f"{len(gold)} held-out pseudo-queries"
     if logged_held:
@@ -230,10 +246,10 @@ def distill_collection(collection: Collection, models_dir: Path, config: Distill
         on_what += f", {len(logged_held)} held-out logged questions"
     if synthetic_held:
         synthetic_gold, synthetic_texts = [position[q.chunk_id] for q in synthetic_held], [q.text for q in synthetic_held]
-        report.serving_synthetic = chunk_retrieval_metrics(encode_queries(collection.encoder, synthetic_texts),
-                                                           serving_passages, synthetic_gold)
-        report.student_synthetic = chunk_retrieval_metrics(encode_queries(candidate, synthetic_texts),
-                                                           student_passages, synthetic_gold)
+        asked["serving"].append(encode_queries(collection.encoder, synthetic_texts))
+        asked["student"].append(encode_queries(candidate, synthetic_texts))
+        report.serving_synthetic = chunk_retrieval_metrics(asked["serving"][-1], serving_passages, synthetic_gold)
+        report.student_synthetic = chunk_retrieval_metrics(asked["student"][-1], student_passages, synthetic_gold)
         student_scores.append(report.student_synthetic["mrr@10"])
         serving_scores.append(report.serving_synthetic["mrr@10"])
         on_what += f", {len(synthetic_held)} held-out synthetic questions"
@@ -244,7 +260,12 @@ def distill_collection(collection: Collection, models_dir: Path, config: Distill
 
     if student_score > serving_score:
         stage("promoting")
-        collection.promote(candidate, final, dict(zip(ids, student_passages)), trained_on=ids)
+        meta = {}
+        if multilingual:   # the student's cosines onto the shipped e5's scale, which the floor and cosine map read
+            scale = student_scale((asked["student"], student_passages), (asked["serving"], serving_passages),
+                                  collection.cosine_scale())
+            meta[COLLECTION_SCALE_META] = json.dumps({"encoder": candidate.encoder_id, "scale": scale.to_dict()})
+        collection.promote(candidate, final, dict(zip(ids, student_passages)), trained_on=ids, meta=meta)
         collection.store.set_meta(LOGGED_SEEN, str(len(logged)))
         report.promoted = True
         report.reason = f"student MRR@10 {student_score:.3f} > serving {serving_score:.3f} on {on_what}"

@@ -32,6 +32,7 @@ from ingest.path_metadata import PathRule
 from ingest.pipeline import IngestPlan, IngestReport, plan_ingest
 from ingest.store import ChunkStore
 from ingest.language import ENGLISH, from_metadata, question_language
+from retrieval.answering.cosine_scale import COLLECTION_SCALE_META, CosineScale
 from retrieval.collection_encoder import MODEL_META, CollectionEncoder, EncoderMismatch
 from retrieval.encoder import TextEncoder
 from retrieval.filters import canonical, compile_filter
@@ -180,6 +181,15 @@ class Collection:
             if self._languages[0] != generation:
                 self._languages = (generation, self.store.languages())
             return self._languages[1]
+
+    def cosine_scale(self) -> CosineScale | None:
+        """The serving encoder's cosines onto the shipped multilingual encoder's scale, when it is one distilled from
+        it (retrieval/answering/cosine_scale.py); None otherwise."""
+        stored = self.store.get_meta(COLLECTION_SCALE_META)
+        if not stored:
+            return None
+        spec = json.loads(stored)
+        return CosineScale.from_dict(spec["scale"]) if spec.get("encoder") == self.encoder.encoder_id else None
 
     def question_language(self, question: str) -> str:
         """The question's language; short or unsure: the collection's main one. An all-English collection on an
@@ -376,11 +386,12 @@ class Collection:
             self._commit(IngestPlan(root_key, [], [rel], IngestReport(self.name)), {}, reembed_all=False)
 
     def promote(self, encoder: TextEncoder, encoder_dir: Path, vectors: dict[str, np.ndarray],
-                trained_on: list[str] | None = None, show_progress: bool = False) -> int:
+                trained_on: list[str] | None = None, show_progress: bool = False, meta: dict | None = None) -> int:
         """Serve this collection with ``encoder`` from now on: re-embedded, swapped in one transaction.
 
         ``vectors`` holds the new encoder's vectors by chunk id (computed beforehand, outside the
-        write lock); chunks added since are encoded here. Returns the new generation.
+        write lock); chunks added since are encoded here; ``meta``: store meta written in the same commit (what
+        belongs to the new encoder). Returns the new generation.
         """
         rel = Path(encoder_dir).resolve().relative_to(self.directory.resolve()).as_posix()
         with self.writing(), self._lock:
@@ -394,6 +405,8 @@ class Collection:
                 self.store.update_vectors([c.chunk_id for c in chunks], [vectors[c.chunk_id] for c in chunks])
                 self.store.set_meta("encoder", encoder.encoder_id)
                 self.store.set_meta("encoder_dir", rel)
+                for key, value in (meta or {}).items():
+                    self.store.set_meta(key, value)
                 if trained_on is not None:
                     self.store.set_distilled(trained_on)
                 generation = self.store.generation + 1

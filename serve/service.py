@@ -73,6 +73,18 @@ class KbqaService:
         """The multilingual encoder's cosines on MiniLM's scale, which the selector and gap detector read."""
         return CosineScale.load()
 
+    def cosine_reading(self, collection: Collection) -> tuple[float | None, CosineScale | None]:
+        """(relevance floor, cosine map for the answer models) of the collection's encoder; (None, None): MiniLM's
+        own. The multilingual encoder has its floor and map; one distilled from it on this collection has its own
+        map onto e5's scale, through which both are read."""
+        if collection.encoder_model != MULTILINGUAL:
+            return None, None
+        floor, scale = self.settings.multilingual_min_relevance, self.multilingual_scale
+        own = collection.cosine_scale()
+        if own is None or scale is None:
+            return floor, scale
+        return own.inverse()(floor), own.then(scale)
+
     @classmethod
     def load(cls, settings: Settings, with_generator: bool = True) -> "KbqaService":
         """The service over the prepared model folders (serve/wiring.py does the loading)."""
@@ -179,14 +191,13 @@ class KbqaService:
         def search(standalone: str) -> list[SearchHit]:
             return scope.search(lambda query, n: self.search(query, n, collection, narrowed), standalone, k)
 
-        multilingual = self.collection(collection).encoder_model == MULTILINGUAL
+        floor, scale = self.cosine_reading(self.collection(collection))
         events = self.pipeline.stream(question, search,
                                       history,
                                       answer_id=uuid.uuid4().hex,
                                       rated_unhelpful=self.feedback.conversation_rated_unhelpful(
                                           conversation_id, collection, key_id),
-                                      min_relevance=self.settings.multilingual_min_relevance if multilingual else None,
-                                      cosine_scale=self.multilingual_scale if multilingual else None)
+                                      min_relevance=floor, cosine_scale=scale)
 
         languages = self.collection(collection).languages()
         language = question_language(question, next(iter(languages), ENGLISH))

@@ -42,3 +42,11 @@ def test_the_shipped_multilingual_scale_maps_e5s_cosines_into_minilms_range():
     scale = CosineScale.load()
     assert np.all(np.diff(scale.source) >= 0) and np.all(np.diff(scale.target) >= 0)
     assert 0.2 < scale(0.85) < 0.8 and scale.source[0] > scale.target[0]
+
+
+def test_a_distilled_encoders_map_composes_with_the_shipped_one_and_reads_the_floor_back():
+    own = CosineScale((0.4, 0.8), (0.84, 0.92))       # a distilled student's cosines onto e5's
+    shipped = CosineScale((0.84, 0.92), (0.34, 0.76))  # e5's onto MiniLM's
+    assert own.then(shipped)(0.6) == pytest.approx(shipped(own(0.6)))
+    assert own.inverse()(0.84) == pytest.approx(0.4)   # e5's floor, on the student's scale
+    assert own.inverse()(own(0.55)) == pytest.approx(0.55)

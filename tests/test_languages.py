@@ -218,3 +218,30 @@ def test_the_multilingual_encoders_collections_have_their_own_relevance_floor(tm
     service.ingest(tmp_path / "kb", "world", encoder="multilingual")
     assert not service.ask("How are refunds paid back?", collection="plain").abstained
     assert service.ask("How are refunds paid back?", collection="world").abstained
+
+
+def test_a_distilled_multilingual_encoder_reads_the_floor_through_its_own_map(tmp_path, fake_encoder):
+    import json
+
+    from retrieval.answering.cosine_scale import COLLECTION_SCALE_META, CosineScale
+    from serve.service import KbqaService
+    from serve.settings import Settings
+
+    settings = Settings(home=tmp_path / "home")
+    service = KbqaService(settings, fake_encoder, named_encoder=Named())
+    service.ingest(make_kb(tmp_path / "kb"), "default")
+    collection = service.collection("default")
+    assert service.cosine_reading(collection) == (None, None)   # English: MiniLM's floor, no map
+    collection.use_shipped_encoder(MULTILINGUAL)
+    floor, scale = service.cosine_reading(collection)
+    assert floor == settings.multilingual_min_relevance and scale is service.multilingual_scale
+    # A student distilled from it spreads its cosines wider: its own map onto e5's scale is read through.
+    own = CosineScale((0.4, 0.8), (0.84, 0.92))
+    with collection.store.transaction():
+        collection.store.set_meta(COLLECTION_SCALE_META, json.dumps({"encoder": collection.encoder.encoder_id,
+                                                                     "scale": own.to_dict()}))
+    floor, scale = service.cosine_reading(collection)
+    assert floor == pytest.approx(0.4) and scale(0.6) == pytest.approx(service.multilingual_scale(own(0.6)))
+    with collection.store.transaction():   # a map fitted for another encoder is not this one's
+        collection.store.set_meta(COLLECTION_SCALE_META, json.dumps({"encoder": "other@1", "scale": own.to_dict()}))
+    assert service.cosine_reading(collection)[0] == settings.multilingual_min_relevance

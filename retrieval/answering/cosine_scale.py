@@ -7,6 +7,12 @@ none (benchs/results/multilingual_kb.md, before this map). The map is monotone a
 searched on the same documents under both encoders, their top passages' cosines matched quantile to quantile
 (``fit``). Only the answer models read mapped cosines; the relevance gate keeps its own floor per encoder and the
 API shows the encoder's own cosines.
+
+A multilingual encoder distilled on a collection (distill/run.py) spreads its cosines much wider than the e5 it
+started from (emanualqa: top-3 cosines 0.50-0.78 against 0.84-0.91), where the e5 floor (0.84) would refuse nearly
+every question. Its promotion fits a second map, student -> e5, on the held-out questions both encoders answered; it
+is kept in the collection's store for that encoder (``COLLECTION_SCALE_META``) and composed with the shipped one, and
+the floor is read back through it.
 """
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 SHIPPED_MULTILINGUAL_SCALE = Path(__file__).resolve().parent / "cosine_scale_multilingual.json"
+COLLECTION_SCALE_META = "cosine_scale"   # store meta: {"encoder": id, "scale": {...}}, a distilled encoder -> e5
 QUANTILES = 41
 
 
@@ -49,14 +56,28 @@ class CosineScale:
         return cls(tuple(round(float(x), 5) for x in np.quantile(source, at)),
                    tuple(round(float(x), 5) for x in np.quantile(target, at)), report)
 
+    def then(self, other: "CosineScale") -> "CosineScale":
+        """This map, then ``other``, as one map: its points are this one's and those that land on ``other``'s, so
+        it is exact between them (both are piecewise linear)."""
+        points = sorted({*self.source, *(self.inverse()(x) for x in other.source)})
+        return CosineScale(tuple(round(x, 6) for x in points), tuple(round(other(self(x)), 6) for x in points),
+                           self.report)
+
+    def inverse(self) -> "CosineScale":
+        """Back from the target scale (a floor set on the target scale, read on the source one)."""
+        return CosineScale(self.target, self.source, self.report)
+
     @classmethod
     def load(cls, path: Path = SHIPPED_MULTILINGUAL_SCALE) -> "CosineScale":
         try:
-            spec = json.loads(Path(path).read_text())
-            return cls(tuple(spec["source"]), tuple(spec["target"]), spec.get("report"))
+            return cls.from_dict(json.loads(Path(path).read_text()))
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"cosine scale file {path} is unusable ({exc}); refit it with "
                              f"`python -m benchs.builders.fit_cosine_scale`") from exc
+
+    @classmethod
+    def from_dict(cls, spec: dict) -> "CosineScale":
+        return cls(tuple(spec["source"]), tuple(spec["target"]), spec.get("report"))
 
     def to_dict(self) -> dict:
         return {"source": list(self.source), "target": list(self.target), "report": self.report or {}}
