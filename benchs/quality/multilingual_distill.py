@@ -96,6 +96,7 @@ def main() -> None:
             shutil.copyfile(committed, copy_dir / "teacher-questions.sqlite")
     distilled = Collection(copy_dir, service.encoder, encoder_loader=SentenceEncoder,
                            named_encoder=service.named_encoder)
+    distilled.refresh()   # serving what its store says (a promoted copy: its own encoder), before it is read
     if not args.reuse:
         start = time.perf_counter()
         report = distill_collection(distilled, settings.kbqa_home.models_dir, DistillConfig(full=True),
