@@ -55,9 +55,8 @@ def refused(collection, texts: list[str], floor: float) -> float:
 
 
 def floor_rows(service, base, distilled, asks: list[tuple], other: str) -> list[str]:
-    off_topic = [r["translation"] for r in map(json.loads, (TRANSLATED / f"{other}.jsonl").read_text().splitlines())]
-    off_topic += list(dict.fromkeys(r["question"] for r in map(json.loads, (TRANSLATED / f"{other}.jsonl")
-                                                                .read_text().splitlines())))
+    rows = [json.loads(line) for line in (TRANSLATED / f"{other}.jsonl").read_text().splitlines()]
+    off_topic = [r["translation"] for r in rows] + list(dict.fromkeys(r["question"] for r in rows))
     answerable = [" ".join(text.split()[:MAX_QUESTION_WORDS]) for _, _, text in asks]
     off_topic = [" ".join(text.split()[:MAX_QUESTION_WORDS]) for text in off_topic]
     rows = [f"Relevance floor on {len(answerable)} answerable questions (all languages) and {len(off_topic)} off-topic "
