@@ -164,6 +164,12 @@ def synthetic_questions(collection) -> list:
         cache.close()
 
 
+def top_cosine(collection, question: str) -> float:
+    """The best cosine among the top-5 hits: what the relevance gate compares with its floor (-1: no dense score)."""
+    hits = collection.search(question, 5)
+    return max((h.dense_score for h in hits if h.dense_score is not None), default=-1.0)
+
+
 def ranked_docs(hits, depth: int = 10) -> list[str]:
     """A document ranks where its best chunk ranks."""
     seen: list[str] = []

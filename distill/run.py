@@ -196,7 +196,7 @@ def distill_collection(collection: Collection, models_dir: Path, config: Distill
     report.triples = len(triples) + len(logged_triples)
     # MiniLM: a layer-pruned teacher was measured worse and slower (README), so it is not offered.
     start = Path(current) if incremental else model_path(models_dir, student_model)
-    start_dir = str(current) if incremental else "minilm" if not multilingual else student_model
+    start_dir = str(current) if incremental else (student_model if multilingual else "minilm")
     student = SentenceTransformer(str(start), device=device, local_files_only=True)
     prompts = json.loads((start / PROMPTS_FILE).read_text()) if (start / PROMPTS_FILE).is_file() else {}
     stage("training")

@@ -81,6 +81,7 @@ class Collection:
         self._fusion: tuple[str | None, str, float] = (None, "", EQUAL_WEIGHT)   # (record, encoder id, weight)
         self._allowed_cache: OrderedDict = OrderedDict()   # (generation, filter) -> FAISS ids it keeps
         self._languages: tuple[int, dict[str, int]] = (-1, {})   # (generation, documents by language)
+        self._cosine_scale: tuple = (None, None)   # ((stored map, encoder id), its CosineScale or None)
         self._closed = False
 
     def close(self) -> None:
@@ -188,8 +189,12 @@ class Collection:
         stored = self.store.get_meta(COLLECTION_SCALE_META)
         if not stored:
             return None
-        spec = json.loads(stored)
-        return CosineScale.from_dict(spec["scale"]) if spec.get("encoder") == self.encoder.encoder_id else None
+        key = (stored, self.encoder.encoder_id)
+        if self._cosine_scale[0] != key:   # parsed once per stored map and encoder, not at every answer
+            spec = json.loads(stored)
+            self._cosine_scale = (key, CosineScale.from_dict(spec["scale"])
+                                  if spec.get("encoder") == self.encoder.encoder_id else None)
+        return self._cosine_scale[1]
 
     def question_language(self, question: str) -> str:
         """The question's language; short or unsure: the collection's main one. An all-English collection on an

@@ -67,6 +67,7 @@ class KbqaService:
             if settings.handoff_webhook and secret else None
         self.documents = DocumentManager(self.chunker, settings.write_wait_s, self.loader)
         self.jobs = DistillJobs(distill_runner(self))   # (collection, on_stage) -> report
+        self._composed: tuple = (None, None, None, None)   # (own map, shipped map, floor, composed map)
 
     @functools.cached_property
     def multilingual_scale(self) -> CosineScale:
@@ -83,7 +84,9 @@ class KbqaService:
         own = collection.cosine_scale()
         if own is None or scale is None:
             return floor, scale
-        return own.inverse()(floor), own.then(scale)
+        if self._composed[0] is not own or self._composed[1] is not scale:   # once per map: the collection keeps it
+            self._composed = (own, scale, own.inverse()(floor), own.then(scale))
+        return self._composed[2], self._composed[3]
 
     @classmethod
     def load(cls, settings: Settings, with_generator: bool = True) -> "KbqaService":

@@ -22,16 +22,11 @@ import numpy as np
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from benchs.common import (BENCH_HOME, RETRIEVAL_DATASETS, dataset_files, load_questions, multilingual_collection,
-                           open_collection, publish, split_of)
+                           open_collection, publish, split_of, top_cosine)
 from serve.service import KbqaService
 from serve.settings import Settings
 
 MAX_FALSE_ABSTAIN = 0.05  # at most 5% of answerable tune questions may be refused by the gate
-
-
-def top_cosine(collection, question: str) -> float:
-    hits = collection.search(question, 5)
-    return max((h.dense_score for h in hits if h.dense_score is not None), default=-1.0)
 
 
 def main() -> None:
