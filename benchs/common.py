@@ -140,6 +140,7 @@ def multilingual_collection(service, data: Path, name: str):
 
 
 TEACHER_QUESTIONS = REPO / "benchs" / "data" / "teacher-questions"
+TEACHER_TRANSLATIONS = REPO / "benchs" / "data" / "teacher-translations"   # their translations (issue 29)
 
 
 def teacher_cache_path(directory: Path) -> Path:

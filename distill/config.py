@@ -31,6 +31,9 @@ class DistillConfig:
     # without a budget fills the rest beforehand.
     teacher_max_minutes: float | None = 15.0
     teacher_max_chunks: int | None = None
+    # Their translations into the customers' languages (multilingual collections, distill/teacher_translations.py):
+    # ~2.3 s a short question here, so 15 minutes is ~390 translations a run, more on later runs (cached).
+    translate_max_minutes: float | None = 15.0
     seed: int = 0
 
     def to_dict(self) -> dict:

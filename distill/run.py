@@ -63,6 +63,11 @@ class DistillReport:
     synthetic_held_out: int = 0
     serving_synthetic: dict = field(default_factory=dict)
     student_synthetic: dict = field(default_factory=dict)
+    translations: dict = field(default_factory=dict)   # the teacher LLM's translations of them (TranslationReport)
+    translated_questions: int = 0   # translations of the trained chunks' synthetic questions: trained on or held out
+    translated_held_out: int = 0
+    serving_translated: dict = field(default_factory=dict)
+    student_translated: dict = field(default_factory=dict)
     fusion: dict = field(default_factory=dict)   # the hybrid weight fitted on held-out synthetic questions (FusionFit)
     seconds: dict = field(default_factory=dict)
     device: str = "cpu"
@@ -101,16 +106,36 @@ def student_scale(student: tuple[list[np.ndarray], np.ndarray], serving: tuple[l
     return scale.then(previous) if previous is not None else scale
 
 
+def split_translations(translations: list, synthetic: list[PseudoQuery], synthetic_held: list[PseudoQuery],
+                       doc_of: dict[str, str]) -> tuple[list[tuple[PseudoQuery, str]], list[PseudoQuery]]:
+    """(trained on: (translated query, its source question), held out): translations follow their source question's
+    side of the synthetic split, so no student is judged on a question it learnt in another language; those of
+    questions outside this run (chunks not trained on) are left out."""
+    trained, held = {q.text for q in synthetic}, {q.text for q in synthetic_held}
+    train, held_out = [], []
+    for t in translations:
+        query = PseudoQuery(t.question, t.chunk_id, doc_of.get(t.chunk_id, ""), "translated")
+        if t.source in held:
+            held_out.append(query)
+        elif t.source in trained:
+            train.append((query, t.source))
+    return train, held_out
+
+
 def distill_collection(collection: Collection, models_dir: Path, config: DistillConfig | None = None,
                        device: str | None = None, show_progress: bool = False,
                        on_stage: Callable[[str], None] | None = None,
                        logged_questions: list[str] | None = None,
-                       synthetic_questions: list | None = None) -> DistillReport:
+                       synthetic_questions: list | None = None,
+                       translated_questions: list | None = None) -> DistillReport:
     """``on_stage`` hears each step's name as it starts (the API's job progress). ``logged_questions``: what
     customers asked (the answer log): scrubbed, teacher-labelled and trained on beside the pseudo-queries; with at
     least MIN_FOR_VALIDATION of them, a share is held out and decides promotion beside the held-out pseudo-queries.
     ``synthetic_questions``: the teacher LLM's (distill/teacher_questions.SyntheticQuestion), trained on with their
-    source chunk as the positive; with at least MIN_FOR_VALIDATION, a share is held out and weighs in promotion too."""
+    source chunk as the positive; with at least MIN_FOR_VALIDATION, a share is held out and weighs in promotion too.
+    ``translated_questions``: the teacher LLM's translations of those (distill/teacher_translations.py); the student
+    learns to read each as the teacher reads its original (the teacher's vector of the source question mines the
+    negative and scores the margins). A translation is held out when its source is, and weighs in promotion too."""
     from sentence_transformers import SentenceTransformer
 
     stage = on_stage or (lambda name: None)
@@ -159,6 +184,12 @@ def distill_collection(collection: Collection, models_dir: Path, config: Distill
         synthetic, synthetic_held = split_held_out(synthetic, config.holdout_ratio, text=lambda q: q.text)
     train_queries = train_queries + synthetic   # mined and trained like the pseudo-queries: hard negatives, margins
     report.synthetic_questions, report.synthetic_held_out = len(synthetic) + len(synthetic_held), len(synthetic_held)
+    translated, translated_held = split_translations(translated_questions or [], synthetic, synthetic_held, doc_of)
+    report.translated_questions = len(translated) + len(translated_held)
+    report.translated_held_out = len(translated_held)
+    # The teacher encoder reads every query in its own words, a translation in its source's: cross-lingual targets.
+    teacher_texts = [q.text for q in train_queries] + [source for _, source in translated]
+    train_queries = train_queries + [query for query, _ in translated]
     passages = [c.embedding_text() for c in chunks]
     ids, docs = [c.chunk_id for c in chunks], [c.doc_id for c in chunks]
     position = {cid: i for i, cid in enumerate(ids)}
@@ -168,7 +199,7 @@ def distill_collection(collection: Collection, models_dir: Path, config: Distill
     cache = TeacherCache(collection.directory / "teacher_cache.sqlite", teacher)
     try:
         teacher_passages = cache.encode(passages, show_progress=show_progress)
-        teacher_queries = cache.encode([q.text for q in train_queries], show_progress=show_progress, queries=True)
+        teacher_queries = cache.encode(teacher_texts, show_progress=show_progress, queries=True)
         teacher_logged = cache.encode(logged, show_progress=show_progress, queries=True) if logged else None
         report.teacher_texts_encoded = cache.encoded
     finally:
@@ -253,6 +284,16 @@ def distill_collection(collection: Collection, models_dir: Path, config: Distill
         student_scores.append(report.student_synthetic["mrr@10"])
         serving_scores.append(report.serving_synthetic["mrr@10"])
         on_what += f", {len(synthetic_held)} held-out synthetic questions"
+    if translated_held:
+        translated_gold = [position[q.chunk_id] for q in translated_held]
+        translated_texts = [q.text for q in translated_held]
+        asked["serving"].append(encode_queries(collection.encoder, translated_texts))
+        asked["student"].append(encode_queries(candidate, translated_texts))
+        report.serving_translated = chunk_retrieval_metrics(asked["serving"][-1], serving_passages, translated_gold)
+        report.student_translated = chunk_retrieval_metrics(asked["student"][-1], student_passages, translated_gold)
+        student_scores.append(report.student_translated["mrr@10"])
+        serving_scores.append(report.serving_translated["mrr@10"])
+        on_what += f", {len(translated_held)} held-out translated questions"
     if len(student_scores) > 1:   # each kind of held-out question weighs the same in the decision
         student_score, serving_score = float(np.mean(student_scores)), float(np.mean(serving_scores))
         on_what += " (mean)"

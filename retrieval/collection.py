@@ -47,6 +47,7 @@ __all__ = ["Collection", "CollectionBusy", "EncoderMismatch", "IngestReport", "S
 WRITE_LOCK = "write.lock"
 PATH_RULE_META = "path_metadata"   # the collection's folder rule (ingest/path_metadata.py)
 CUSTOMER_RULES_META = "customer_rules"   # customer field -> metadata field and use (serve/customer.py)
+QUESTION_LANGUAGES_META = "question_languages"   # languages the customers ask in, set by `kbqa distill --languages`
 ALLOWED_CACHE = 64   # filters whose kept ids are remembered per collection (a key's slice is asked again and again)
 log = logging.getLogger(__name__)
 
@@ -163,6 +164,17 @@ class Collection:
     def set_customer_rules(self, rules: dict) -> None:
         with self._lock, self.store.transaction():
             self.store.set_meta(CUSTOMER_RULES_META, json.dumps(rules, sort_keys=True))
+
+    @property
+    def question_languages(self) -> list[str]:
+        """The languages the collection's customers ask in, which distillation translates the teacher's questions
+        into (distill/teacher_translations.py): as set, else its documents' languages."""
+        stored = self.store.get_meta(QUESTION_LANGUAGES_META)
+        return json.loads(stored) if stored else list(self.languages())
+
+    def set_question_languages(self, languages: list[str]) -> None:
+        with self._lock, self.store.transaction():
+            self.store.set_meta(QUESTION_LANGUAGES_META, json.dumps(list(languages)))
 
     @property
     def index(self) -> VectorIndex:

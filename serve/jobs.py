@@ -60,6 +60,40 @@ def synthetic_questions(service, collection: str, config, show_progress: bool = 
     return questions, report.to_dict()
 
 
+def translated_questions(service, collection: str, questions: list, config, show_progress: bool = False,
+                         on_stage: Callable[[str], None] | None = None) -> tuple[list, dict]:
+    """The teacher LLM's translations of ``questions`` into the languages the collection's customers ask in, within
+    the config's budget (cached per question and language), and the report; ([], {"skipped": why}) when the
+    collection's encoder reads English only, no language other than the questions' own is wanted, or there is no
+    teacher."""
+    from distill.teacher_questions import Budget, QuestionCache
+    from distill.teacher_translations import LANGUAGE_NAMES, translate_questions
+    from retrieval.models import MULTILINGUAL
+    from serve.wiring import teacher_llm, teacher_unavailable
+
+    target = service.collection(collection)
+    if target.encoder_model != MULTILINGUAL:
+        return [], {"skipped": "the collection's encoder reads English only (`kbqa ingest --encoder multilingual`)"}
+    languages = [language for language in target.question_languages if language in LANGUAGE_NAMES]
+    if not questions or languages in ([], ["en"]):
+        return [], {"skipped": "no teacher questions to translate" if not questions
+                    else "the customers ask in English only (`kbqa distill --languages` sets theirs)"}
+    why = teacher_unavailable(service.settings)
+    if why is not None:
+        return [], {"skipped": why}
+    (on_stage or (lambda name: None))("translations")
+    minutes = config.translate_max_minutes
+    cache = QuestionCache(target.directory / "teacher-translations.sqlite")
+    try:
+        with teacher_llm(service.settings) as teacher:
+            translated, report = translate_questions(questions, languages, teacher, cache,
+                                                     Budget(max_seconds=minutes * 60 if minutes is not None else None,
+                                                            seed=config.seed), show_progress)
+    finally:
+        cache.close()
+    return translated, report.to_dict()
+
+
 def run_distill(service, collection: str, config=None, show_progress: bool = False,
                 on_stage: Callable[[str], None] | None = None, include_logged: bool = True) -> dict:
     """Distil one collection of ``service`` (distill/run.py; a promotion serves at once), with the team's remembered
@@ -79,10 +113,12 @@ def run_distill(service, collection: str, config=None, show_progress: bool = Fal
     before = evaluate(service, questions, collection) if questions else None
     logged = service.feedback.questions(collection) if include_logged else []
     synthetic, synthetic_report = synthetic_questions(service, collection, config, show_progress, on_stage)
+    translated, translation_report = translated_questions(service, collection, synthetic, config, show_progress,
+                                                          on_stage)
     report = distill_collection(service.collection(collection), service.home.models_dir, config,
                                 show_progress=show_progress, on_stage=on_stage, logged_questions=logged,
-                                synthetic_questions=synthetic)
-    report.synthetic = synthetic_report
+                                synthetic_questions=synthetic, translated_questions=translated)
+    report.synthetic, report.translations = synthetic_report, translation_report
     if questions:
         stage("evaluating")
     after = evaluate(service, questions, collection) if questions else None

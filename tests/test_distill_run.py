@@ -242,3 +242,87 @@ def test_a_multilingual_collection_is_distilled_from_its_own_encoder_with_its_pr
     own = reopened.cosine_scale()
     assert own is not None and own(0.2) <= own(0.5) <= own(0.8)
     assert reopened.search("refunds", k=1)
+
+
+def test_translated_questions_are_read_as_their_source_and_held_out_with_it(setup, monkeypatch):
+    """Cross-lingual distillation: a translation is mined and scored with the teacher's vector of its English source,
+    and is held out exactly when its source is (no student judged on a question it learnt in another language)."""
+    from distill.teacher_questions import SyntheticQuestion
+    from distill.teacher_translations import TranslatedQuestion
+
+    models, collection, _ = setup
+    chunks = collection.store.all_chunks()
+    synthetic = [SyntheticQuestion(f"{ask} {c.text.split('.')[0].lower()}?", c.chunk_id, c.text.split(".")[0])
+                 for ask in ("Can you tell me whether", "Is it true that", "I read that", "Why is it that",
+                             "How come", "Could you confirm that", "Do you know if", "Please explain why",
+                             "Is there help on how", "What does it mean that")
+                 for c in chunks]
+    translated = [TranslatedQuestion(f"auf Deutsch: {q.question}", q.question, q.chunk_id, "de") for q in synthetic]
+    translated.append(TranslatedQuestion("verwaist?", "How is an orphan handled?", "no-such-chunk", "de"))
+    mined = {}
+    real_mine = distill_run.mine_triples
+
+    def mine(queries, vectors, *rest):
+        mined.update({q.text: vectors[i] for i, q in enumerate(queries)})
+        return real_mine(queries, vectors, *rest)
+
+    monkeypatch.setattr(distill_run, "mine_triples", mine)
+    report = distill_collection(collection, models, config(), device="cpu", synthetic_questions=synthetic,
+                                translated_questions=translated)
+    assert report.translated_questions == len(synthetic) and report.translated_held_out == report.synthetic_held_out
+    assert "held-out translated questions" in report.reason and "mrr@10" in report.student_translated
+    trained = [t for t in translated if t.question in mined]
+    assert len(trained) == len(synthetic) - report.synthetic_held_out
+    for t in trained:   # the source's own vector, not the teacher's reading of the translation
+        assert t.source in mined and (mined[t.question] == mined[t.source]).all()
+    assert not any(t.source in mined for t in translated if t.question not in mined)
+
+
+def test_the_distill_flow_translates_teacher_questions_into_the_customers_languages(tmp_path, monkeypatch):
+    """`kbqa distill` and the API's job: a multilingual collection's teacher questions are translated into the
+    languages its customers ask in (kept in the store) and trained on; an English collection's are not."""
+    import contextlib
+
+    import serve.wiring as wiring
+    from retrieval.e5_port import PROMPTS_FILE
+    from serve.jobs import run_distill
+    from serve.service import KbqaService
+    from serve.settings import Settings
+
+    settings = Settings(home=tmp_path / "home")
+    models = settings.kbqa_home.models_dir
+    build_tiny_sentence_encoder(models / TEACHER, hidden=48, seed=1)
+    build_tiny_sentence_encoder(models / STUDENT_START, hidden=32, seed=2)
+    start = build_tiny_sentence_encoder(models / MULTILINGUAL, hidden=32, seed=3)
+    (start / PROMPTS_FILE).write_text(json.dumps({"query": "query: ", "passage": "passage: "}))
+    asked = []
+
+    class Teacher:
+        name = "scripted-teacher"
+
+        def generate(self, messages):
+            asked.append(messages[0]["content"])
+            if "German" in messages[0]["content"]:
+                return f"Wie lange dauert es bitte, bis das erledigt ist, Nummer {len(asked)}?", 20, 10
+            text = messages[1]["content"].split("\n\n", 1)[1]
+            words = " ".join(text.split()[:6]).strip(".")
+            return "\n".join(f"{ask} {words}?" for ask in ("Is it true that", "Why is it that", "How come")), 20, 10
+
+    monkeypatch.setattr(wiring, "teacher_unavailable", lambda settings: None)
+    monkeypatch.setattr(wiring, "teacher_llm", lambda settings: contextlib.nullcontext(Teacher()))
+    service = KbqaService(settings, SentenceEncoder(models / STUDENT_START, device="cpu"),
+                          encoder_loader=SentenceEncoder, named_encoder=wiring.SharedEncoders(models, lambda e: e))
+    service.ingest(make_kb(tmp_path / "kb", DOCS), "default")
+    english = run_distill(service, "default", config())
+    assert english["synthetic"]["kept"] > 0 and "English only" in english["translations"]["skipped"]
+    assert not any("Translate" in prompt for prompt in asked)
+    service.ingest(make_kb(tmp_path / "kb2", DOCS), "multi")
+    collection = service.collection("multi")
+    collection.use_shipped_encoder(MULTILINGUAL)
+    assert "English only" in run_distill(service, "multi", config(full=True))["translations"]["skipped"]
+    collection.set_question_languages(["de"])
+    report = run_distill(service, "multi", config(full=True))
+    translations = report["translations"]
+    assert translations["languages"] == ["de"] and translations["kept"] == report["synthetic"]["kept"] > 0
+    assert report["translated_questions"] > 0 and service.collection("multi").question_languages == ["de"]
+    service.close()

@@ -14,7 +14,13 @@ def cmd_distill(args) -> int:
     from serve.jobs import run_distill
 
     config = DistillConfig(full=args.full, epochs=args.epochs, max_examples=args.max_examples)
-    report = run_distill(service(with_generator=False), args.collection, config, show_progress=not args.json,
+    running = service(with_generator=False)
+    if args.languages is not None:   # kept: later runs and the API's distill jobs translate into them too
+        from distill.teacher_translations import supported
+
+        running.collection(args.collection).set_question_languages(
+            supported([code.strip() for code in args.languages.split(",") if code.strip()]))
+    report = run_distill(running, args.collection, config, show_progress=not args.json,
                          include_logged=not args.no_logged)
     if args.json:
         print(json.dumps(report, indent=1))
@@ -36,6 +42,13 @@ def cmd_distill(args) -> int:
               f"{synthetic['skipped_by_time']} left for the next run; {synthetic['kept']} of {synthetic['written']} "
               f"questions kept; {report['synthetic_questions']} on trained chunks "
               f"({report['synthetic_held_out']} held out)")
+    translations = report["translations"]
+    if "skipped" in translations:
+        print(f"  no translated questions: {translations['skipped']}")
+    elif translations:
+        print(f"  translations into {', '.join(translations['languages'])}: {translations['asked']} asked, "
+              f"{translations['cached']} cached, {translations['skipped_by_time']} left for the next run; "
+              f"{report['translated_questions']} on trained chunks ({report['translated_held_out']} held out)")
     if report.get("fusion"):
         print(f"  hybrid search: {report['fusion']['reason']}")
     return 0
@@ -110,7 +123,11 @@ def cmd_teacher_questions(args) -> int:
     finally:
         cache.close()
     if args.json:
-        print(json.dumps({**report.to_dict(), "questions": [q.__dict__ for q in questions]}, indent=1))
+        out = {**report.to_dict(), "questions": [q.__dict__ for q in questions]}
+        if args.languages:
+            translated, translation_report = translations(running, collection, questions, args)
+            out["translations"] = {**translation_report.to_dict(), "questions": [t.__dict__ for t in translated]}
+        print(json.dumps(out, indent=1, ensure_ascii=False))
         return 0
     drops = ", ".join(f"{reason} {n}" for reason, n in report.dropped.items()) or "none"
     print(f"collection {args.collection}: {report.chunks} chunks ({report.asked} asked, {report.cached} cached, "
@@ -118,7 +135,36 @@ def cmd_teacher_questions(args) -> int:
           f"{report.kept} questions kept; dropped: {drops}; teacher {report.teacher_seconds:.0f} s")
     for sample in report.samples:
         print(f"  - {sample}")
+    if args.languages:
+        print_translations(*translations(running, collection, questions, args))
     return 0
+
+
+def translations(running, collection, questions: list, args):
+    """The collection's teacher questions translated into ``--languages`` (cached per question and language)."""
+    from distill.teacher_questions import Budget, QuestionCache
+    from distill.teacher_translations import supported, translate_questions
+    from serve.wiring import teacher_llm
+
+    languages = supported([code.strip() for code in args.languages.split(",") if code.strip()])
+    minutes = args.translate_minutes
+    cache = QuestionCache(collection.directory / "teacher-translations.sqlite")
+    try:
+        with teacher_llm(running.settings) as teacher:
+            return translate_questions(questions, languages, teacher, cache,
+                                       Budget(max_seconds=minutes * 60 if minutes is not None else None),
+                                       show_progress=not args.json)
+    finally:
+        cache.close()
+
+
+def print_translations(translated: list, report) -> None:
+    drops = ", ".join(f"{reason} {n}" for reason, n in report.dropped.items()) or "none"
+    print(f"translations into {', '.join(report.languages)}: {report.questions} questions ({report.asked} "
+          f"translations asked, {report.cached} cached, {report.skipped_by_time} left for time, {report.failed} "
+          f"failed); {report.kept} kept; dropped: {drops}; teacher {report.teacher_seconds:.0f} s")
+    for sample in report.samples:
+        print(f"  - {sample}")
 
 
 def register(sub) -> None:
@@ -128,6 +174,9 @@ def register(sub) -> None:
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--max-examples", type=int, default=1200)
     p.add_argument("--no-logged", action="store_true", help="leave the customers' logged questions out")
+    p.add_argument("--languages", help="the languages customers ask in (codes: de,fr,ja; kept for later runs): a "
+                                       "multilingual collection learns from the teacher's questions translated into "
+                                       "them (default: its documents' languages)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_distill)
 
@@ -137,6 +186,10 @@ def register(sub) -> None:
     p.add_argument("--collection", default="default")
     p.add_argument("--max-chunks", type=int, help="a seeded sample of this many chunks (default: all)")
     p.add_argument("--max-minutes", type=float, help="stop asking after this much teacher time; rerun to go on")
+    p.add_argument("--languages", help="also translate the questions into these languages (codes: de,fr,ja), for "
+                                       "customers who ask in them; a multilingual collection's distillation learns "
+                                       "from the translations")
+    p.add_argument("--translate-minutes", type=float, help="stop translating after this much teacher time")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_teacher_questions)
 
