@@ -37,7 +37,8 @@ LANGUAGE_NAMES = {"en": "English", "es": "Spanish", "de": "German", "fr": "Frenc
                   "ru": "Russian", "uk": "Ukrainian", "ar": "Arabic", "vi": "Vietnamese", "id": "Indonesian"}
 MAX_LENGTH_RATIO = 3.0   # a translation this many times longer than its question answered it instead
 MIN_LANGUAGE_CONFIDENCE = 0.5
-DROP_REASONS = ("empty", "not translated", "another language", "too long")
+DROP_REASONS = ("empty", "not translated", "not a question", "another language", "too long")
+QUESTION_MARKS = "?\uff1f\u061f"   # ASCII, full-width (zh, ja), Arabic
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,11 @@ def usable_translation(reply: list[str], question: str, language: str) -> tuple[
         return None, "not translated"
     if len(text) > MAX_LENGTH_RATIO * len(question) + 20:
         return None, "too long"
+    # A question that came back as a statement is the teacher answering it ("Bien sûr, je peux vous aider ...", a
+    # made-up key for a menu): 137 of emanualqa's first 607 translations. A request form ("请帮我显示电视的主屏幕。")
+    # goes with them: a small loss beside the made-up answers.
+    if question.rstrip().endswith("?") and not any(mark in text for mark in QUESTION_MARKS):
+        return None, "not a question"
     found = detect(text)
     if found is not None and found.language != language and found.confidence >= MIN_LANGUAGE_CONFIDENCE:
         return None, "another language"

@@ -41,6 +41,13 @@ def test_translations_are_kept_by_language_and_what_is_not_one_is_dropped(tmp_pa
     assert [t.question for t in translated if t.language == "es"] == [SPANISH[QUESTIONS[0].question]]
 
 
+def test_a_question_answered_instead_of_translated_is_dropped():
+    assert usable_translation(["Bien sûr, je peux vous aider à afficher l'écran d'accueil."],
+                              "How do I show the home screen?", "fr") == (None, "not a question")
+    assert usable_translation(["テレビのホーム画面を表示するにはどうすればいいですか？"], "How do I show the home screen?",
+                              "ja")[1] is None
+
+
 def test_a_translation_in_another_language_than_asked_is_dropped():
     text, why = usable_translation(["Wie kann ich mein Passwort zurücksetzen, wenn ich die E-Mail nicht mehr habe?"],
                                    "How can I reset my password if I no longer have the email?", "fr")
