@@ -75,6 +75,11 @@ def supported(languages: list[str]) -> list[str]:
     return list(dict.fromkeys(languages))
 
 
+def parse_languages(text: str) -> list[str]:
+    """"de, fr,ja" -> ["de", "fr", "ja"], checked (`supported`)."""
+    return supported([code.strip().lower() for code in text.split(",") if code.strip()])
+
+
 def translation_key(question: str, language: str, teacher: str) -> str:
     return hashlib.sha256("\x1f".join((teacher, PROMPT_VERSION, language, question)).encode()).hexdigest()
 

@@ -62,10 +62,10 @@ def synthetic_questions(service, collection: str, config, show_progress: bool = 
 
 def translated_questions(service, collection: str, questions: list, config, show_progress: bool = False,
                          on_stage: Callable[[str], None] | None = None) -> tuple[list, dict]:
-    """The teacher LLM's translations of ``questions`` into the languages the collection's customers ask in, within
-    the config's budget (cached per question and language), and the report; ([], {"skipped": why}) when the
-    collection's encoder reads English only, no language other than the questions' own is wanted, or there is no
-    teacher."""
+    """The teacher LLM's translations of ``questions`` into the languages the collection's customers ask in
+    (`Collection.question_languages`), within the config's budget (cached per question and language), and the
+    report; ([], {"skipped": why}) when the collection's encoder reads English only, no language other than the
+    questions' own is wanted, or there is no teacher. `kbqa teacher-questions --languages` runs it too."""
     from distill.teacher_questions import Budget, QuestionCache
     from distill.teacher_translations import LANGUAGE_NAMES, translate_questions
     from retrieval.models import MULTILINGUAL
@@ -86,9 +86,8 @@ def translated_questions(service, collection: str, questions: list, config, show
     cache = QuestionCache(target.directory / "teacher-translations.sqlite")
     try:
         with teacher_llm(service.settings) as teacher:
-            translated, report = translate_questions(questions, languages, teacher, cache,
-                                                     Budget(max_seconds=minutes * 60 if minutes is not None else None,
-                                                            seed=config.seed), show_progress)
+            budget = Budget(max_seconds=minutes * 60 if minutes is not None else None, seed=config.seed)
+            translated, report = translate_questions(questions, languages, teacher, cache, budget, show_progress)
     finally:
         cache.close()
     return translated, report.to_dict()

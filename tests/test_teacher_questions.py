@@ -150,6 +150,12 @@ def test_kbqa_teacher_questions_runs_against_the_configured_endpoint(tmp_path, m
         assert main(["teacher-questions", "--json"]) == 0   # every chunk: only the others are asked
         everything = json.loads(capsys.readouterr().out)
         assert everything["cached"] == 2 and len(server.requests) == everything["chunks"] > 2
+        # Translations serve the multilingual encoder only: an English collection's are not asked for.
+        assert main(["teacher-questions", "--languages", "de,fr"]) == 0
+        assert "no translations: the collection's encoder reads English only" in capsys.readouterr().out
+        assert len(server.requests) == everything["chunks"]
+        assert main(["teacher-questions", "--languages", "de,xx"]) == 2
+        assert "cannot translate questions into xx" in capsys.readouterr().err
     # The label-free health check reads the cache: no teacher runs (the server is gone).
     assert main(["eval", "--synthetic", "--json"]) == 0
     health = json.loads(capsys.readouterr().out)

@@ -16,10 +16,9 @@ def cmd_distill(args) -> int:
     config = DistillConfig(full=args.full, epochs=args.epochs, max_examples=args.max_examples)
     running = service(with_generator=False)
     if args.languages is not None:   # kept: later runs and the API's distill jobs translate into them too
-        from distill.teacher_translations import supported
+        from distill.teacher_translations import parse_languages
 
-        running.collection(args.collection).set_question_languages(
-            supported([code.strip() for code in args.languages.split(",") if code.strip()]))
+        running.collection(args.collection).set_question_languages(parse_languages(args.languages))
     report = run_distill(running, args.collection, config, show_progress=not args.json,
                          include_logged=not args.no_logged)
     if args.json:
@@ -109,11 +108,15 @@ def cmd_train_answerability(args) -> int:
 
 
 def cmd_teacher_questions(args) -> int:
+    from distill.config import DistillConfig
     from distill.teacher_questions import Budget, QuestionCache, write_questions
+    from distill.teacher_translations import parse_languages
+    from serve.jobs import translated_questions
     from serve.wiring import teacher_llm
 
     running = service(with_generator=False)
     collection = running.collection(args.collection)   # an unknown collection fails before the teacher starts
+    languages = parse_languages(args.languages) if args.languages else None   # so does an unknown language
     budget = Budget(args.max_chunks, args.max_minutes * 60 if args.max_minutes is not None else None)
     cache = QuestionCache(collection.directory / "teacher-questions.sqlite")
     try:
@@ -122,11 +125,16 @@ def cmd_teacher_questions(args) -> int:
                                                 show_progress=not args.json)
     finally:
         cache.close()
+    translated, translation_report = [], None
+    if languages:   # kept as the languages the customers ask in, as `kbqa distill --languages` keeps them
+        collection.set_question_languages(languages)
+        translated, translation_report = translated_questions(
+            running, collection.name, questions, DistillConfig(translate_max_minutes=args.translate_minutes),
+            show_progress=not args.json)
     if args.json:
         out = {**report.to_dict(), "questions": [q.__dict__ for q in questions]}
-        if args.languages:
-            translated, translation_report = translations(running, collection, questions, args)
-            out["translations"] = {**translation_report.to_dict(), "questions": [t.__dict__ for t in translated]}
+        if translation_report is not None:
+            out["translations"] = {**translation_report, "questions": [t.__dict__ for t in translated]}
         print(json.dumps(out, indent=1, ensure_ascii=False))
         return 0
     drops = ", ".join(f"{reason} {n}" for reason, n in report.dropped.items()) or "none"
@@ -135,35 +143,21 @@ def cmd_teacher_questions(args) -> int:
           f"{report.kept} questions kept; dropped: {drops}; teacher {report.teacher_seconds:.0f} s")
     for sample in report.samples:
         print(f"  - {sample}")
-    if args.languages:
-        print_translations(*translations(running, collection, questions, args))
+    if translation_report is not None:
+        print_translations(translation_report)
     return 0
 
 
-def translations(running, collection, questions: list, args):
-    """The collection's teacher questions translated into ``--languages`` (cached per question and language)."""
-    from distill.teacher_questions import Budget, QuestionCache
-    from distill.teacher_translations import supported, translate_questions
-    from serve.wiring import teacher_llm
-
-    languages = supported([code.strip() for code in args.languages.split(",") if code.strip()])
-    minutes = args.translate_minutes
-    cache = QuestionCache(collection.directory / "teacher-translations.sqlite")
-    try:
-        with teacher_llm(running.settings) as teacher:
-            return translate_questions(questions, languages, teacher, cache,
-                                       Budget(max_seconds=minutes * 60 if minutes is not None else None),
-                                       show_progress=not args.json)
-    finally:
-        cache.close()
-
-
-def print_translations(translated: list, report) -> None:
-    drops = ", ".join(f"{reason} {n}" for reason, n in report.dropped.items()) or "none"
-    print(f"translations into {', '.join(report.languages)}: {report.questions} questions ({report.asked} "
-          f"translations asked, {report.cached} cached, {report.skipped_by_time} left for time, {report.failed} "
-          f"failed); {report.kept} kept; dropped: {drops}; teacher {report.teacher_seconds:.0f} s")
-    for sample in report.samples:
+def print_translations(report: dict) -> None:
+    if "skipped" in report:
+        print(f"no translations: {report['skipped']}")
+        return
+    drops = ", ".join(f"{reason} {n}" for reason, n in report["dropped"].items()) or "none"
+    print(f"translations into {', '.join(report['languages'])}: {report['questions']} questions ({report['asked']} "
+          f"translations asked, {report['cached']} cached, {report['skipped_by_time']} left for time, "
+          f"{report['failed']} failed); {report['kept']} kept; dropped: {drops}; "
+          f"teacher {report['teacher_seconds']:.0f} s")
+    for sample in report["samples"]:
         print(f"  - {sample}")
 
 
