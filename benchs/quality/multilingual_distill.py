@@ -45,6 +45,7 @@ from benchs.common import (BENCH_HOME, MAX_QUESTION_WORDS, REPO, TEACHER_QUESTIO
 from distill.config import DistillConfig
 from distill.metrics import ranking_metrics
 from distill.run import distill_collection, student_scale
+from distill.teacher_questions import split_held_out
 from retrieval.answering.cosine_scale import COLLECTION_SCALE_META
 from retrieval.collection import Collection
 from retrieval.encoder import SentenceEncoder, encode_queries
@@ -97,7 +98,7 @@ def translations_for(copy: Collection, settings: Settings, languages: list[str],
 
 
 def distilled_copy(service, settings: Settings, base: Collection, suffix: str, languages: list[str] | None,
-                   reuse: bool, translate_minutes: float) -> tuple[Collection, list[str]]:
+                   reuse: bool, translate_minutes: float, refit_map: bool = False) -> tuple[Collection, list[str]]:
     """A copy of ``base`` distilled the product's way (with the teacher questions translated into ``languages``
     when given), or the one a previous run left (``reuse``); the notes on how it was made."""
     name = base.name.removesuffix("-multilingual")
@@ -116,9 +117,9 @@ def distilled_copy(service, settings: Settings, base: Collection, suffix: str, l
     copy = Collection(copy_dir, service.encoder, encoder_loader=SentenceEncoder, named_encoder=service.named_encoder)
     copy.refresh()   # serving what its store says (a promoted copy: its own encoder), before it is read
     if not fresh:
+        refit = copy.encoder_dir is not None and (copy.cosine_scale() is None or refit_map)
         return copy, [f"The copy `{copy_dir.name}` left by a previous run, measured as it is."
-                      + (f" {map_fitted_now(copy, base)}" if copy.encoder_dir and copy.cosine_scale() is None else ""),
-                      ""]
+                      + (f" {map_fitted_now(copy, base)}" if refit else ""), ""]
     notes, translated = [], []
     if languages:
         translated, note = translations_for(copy, settings, languages, translate_minutes)
@@ -141,8 +142,10 @@ def distilled_copy(service, settings: Settings, base: Collection, suffix: str, l
 
 
 def map_fitted_now(copy: Collection, base: Collection) -> str:
-    """A copy promoted before kbqa fitted cosine maps gets its map as `kbqa distill` fits it."""
-    questions = [q.question for q in synthetic_questions(copy)]
+    """A copy's cosine map fitted again as `kbqa distill` fits it, on its held-out English teacher questions (a copy
+    promoted before kbqa fitted maps, or with ``--refit-map`` one fitted another way); the held-out pseudo-queries
+    distillation also reads are left out."""
+    questions = [q.question for q in split_held_out(synthetic_questions(copy))[1]]
     chunk_ids = [c.chunk_id for c in copy.store.all_chunks()]
     stored = [c.store.vectors_for(chunk_ids) for c in (copy, base)]
     vectors = [np.stack([by_id[i] for i in chunk_ids]) for by_id in stored]
@@ -151,8 +154,8 @@ def map_fitted_now(copy: Collection, base: Collection) -> str:
     with copy.store.transaction():
         copy.store.set_meta(COLLECTION_SCALE_META, json.dumps({"encoder": copy.encoder.encoder_id,
                                                                "scale": scale.to_dict()}))
-    return (f"It was promoted before kbqa fitted cosine maps: its map fitted now on {len(questions)} teacher-LLM "
-            "questions (distill.run.student_scale).")
+    return (f"Its cosine map fitted now on its {len(questions)} held-out English teacher-LLM questions "
+            "(distill.run.student_scale).")
 
 
 def main() -> None:
@@ -163,6 +166,8 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true", help="measure the distilled copies a previous run left")
     parser.add_argument("--languages", help="also a copy distilled with the teacher questions translated into these "
                                             "(codes: de,es,fr,ja,zh)")
+    parser.add_argument("--refit-map", action="store_true",
+                        help="with --reuse: fit the copies' cosine maps again, on their English teacher questions")
     parser.add_argument("--translate-minutes", type=float, default=0.0,
                         help="teacher time for translations not in the committed cache")
     parser.add_argument("--out", type=Path)
@@ -178,7 +183,8 @@ def main() -> None:
                         args.languages.split(",")))
     notes, copies = [], []
     for label, suffix, languages in systems:
-        copy, made = distilled_copy(service, settings, base, suffix, languages, args.reuse, args.translate_minutes)
+        copy, made = distilled_copy(service, settings, base, suffix, languages, args.reuse, args.translate_minutes,
+                                    args.refit_map)
         copies.append((label, copy))
         notes += made
 
