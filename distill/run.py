@@ -86,7 +86,7 @@ def freshness(collection: Collection) -> dict:
             "share_newer": round(newer / len(chunk_ids), 4) if chunk_ids else 0.0,
             "encoder": collection.encoder.encoder_id, "hybrid_dense_weight": collection.dense_weight,
             "encoder_dir": str(collection.encoder_dir) if collection.encoder_dir else None,
-            "languages": collection.store.languages()}
+            "languages": collection.store.languages(), "question_languages": collection.question_languages}
 
 
 KEEP_STUDENTS = 2   # unpromoted students kept on disk besides the serving one

@@ -184,7 +184,7 @@ class Collection:
         index = self.snapshot().index
         return {"collection": self.name, **self.store.counts(), "generation": self._generation,
                 "index": index.kind, "index_on_gpu": index.on_gpu, "encoder": self.store.get_meta("encoder"),
-                "languages": self.languages(),
+                "languages": self.languages(), "question_languages": self.question_languages,
                 "hybrid_dense_weight": self.dense_weight}
 
     def languages(self) -> dict[str, int]:

@@ -181,6 +181,8 @@ class CollectionOut(BaseModel):
     hybrid_dense_weight: float = Field(0.5, description="the dense ranking's share in hybrid search, fitted by "
                                                         "`kbqa distill` on the teacher LLM's questions")
     languages: dict[str, int] = Field(default_factory=dict, description="documents by language (ISO 639-1)")
+    question_languages: list[str] = Field(default_factory=list, description="the languages its customers ask in, "
+                                          "which `kbqa distill` translates the teacher's questions into")
 
 
 class FeedbackRequest(BaseModel):

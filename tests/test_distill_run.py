@@ -194,8 +194,12 @@ def test_a_multilingual_collection_is_distilled_from_its_own_encoder_with_its_pr
     """No larger multilingual teacher is bundled: the multilingual encoder teaches a copy of itself, questions and
     passages read with its prefixes, its word embeddings left alone; a promoted student keeps the collection
     multilingual in every process (the cross-language rules, floor and cosine map go on applying)."""
+    import itertools
+
     import torch
 
+    from distill.teacher_questions import SyntheticQuestion
+    from distill.teacher_translations import TranslatedQuestion
     from retrieval.e5_port import PROMPTS_FILE
     from retrieval.models import model_path
 
@@ -218,12 +222,27 @@ def test_a_multilingual_collection_is_distilled_from_its_own_encoder_with_its_pr
     monkeypatch.setattr(trainer, "_embed",
                         lambda student, texts, device: read.extend(texts) or real_embed(student, texts, device))
     # The gate is made to promote (the serving figures first, then the student's): what promotion writes is tested.
-    verdicts = iter([0.0, 1.0])
+    verdicts = itertools.cycle([0.0, 1.0])
     real_metrics = distill_run.chunk_retrieval_metrics
     monkeypatch.setattr(distill_run, "chunk_retrieval_metrics",
                         lambda *a: {**real_metrics(*a), "mrr@10": next(verdicts)})
-    report = distill_collection(collection, models, config(), device="cpu")
+    fitted_on = []
+    real_scale = distill_run.student_scale
+    monkeypatch.setattr(distill_run, "student_scale",
+                        lambda student, serving, previous: fitted_on.append(len(student[0])) or real_scale(
+                            student, serving, previous))
+    synthetic = [SyntheticQuestion(f"{ask} {c.text.split('.')[0].lower()}?", c.chunk_id, c.text.split(".")[0])
+                 for ask in ("Can you tell me whether", "Is it true that", "I read that", "Why is it that",
+                             "How come", "Could you confirm that", "Do you know if", "Please explain why",
+                             "Is there help on how", "What does it mean that")
+                 for c in collection.store.all_chunks()]
+    translated = [TranslatedQuestion(f"auf Deutsch: {q.question}", q.question, q.chunk_id, "de") for q in synthetic]
+    report = distill_collection(collection, models, config(), device="cpu", synthetic_questions=synthetic,
+                                translated_questions=translated)
     assert report.triples > 0 and read and report.promoted
+    # The map onto e5's scale is fitted on the held-out pseudo-queries and synthetic questions, not the translations:
+    # e5's floor was calibrated on questions in the documents' language.
+    assert report.translated_held_out > 0 and fitted_on == [2]
     assert all(t.startswith(("query: ", "passage: ")) for t in read)
     final = collection.directory / "encoders" / report.version
     assert json.loads((final / PROMPTS_FILE).read_text())["query"] == "query: "
@@ -324,5 +343,5 @@ def test_the_distill_flow_translates_teacher_questions_into_the_customers_langua
     report = run_distill(service, "multi", config(full=True))
     translations = report["translations"]
     assert translations["languages"] == ["de"] and translations["kept"] == report["synthetic"]["kept"] > 0
-    assert report["translated_questions"] > 0 and service.collection("multi").question_languages == ["de"]
+    assert report["translated_questions"] > 0 and service.collection("multi").stats()["question_languages"] == ["de"]
     service.close()

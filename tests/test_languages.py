@@ -203,6 +203,10 @@ def test_a_collection_made_over_the_api_can_ask_for_the_multilingual_encoder(tmp
         assert sent.status_code == 201, sent.text
         listed = {c["collection"]: c for c in client.get("/v1/collections").json()}["world"]
         assert listed["encoder"] == f"{MULTILINGUAL}@1" and listed["languages"] == {"de": 1}
+        assert listed["question_languages"] == ["de"]   # none set: its documents' languages
+        service.collection("world").set_question_languages(["de", "fr"])
+        listed = {c["collection"]: c for c in client.get("/v1/collections").json()}["world"]
+        assert listed["question_languages"] == ["de", "fr"]
 
 
 def test_the_multilingual_encoders_collections_have_their_own_relevance_floor(tmp_path, fake_encoder):

@@ -110,7 +110,7 @@ def cmd_status(args) -> int:
               f"({row['share_newer']:.0%}) newer than the serving encoder {row['encoder']}; "
               f"hybrid search weighs dense {row['hybrid_dense_weight']:.2f}, "
               f"BM25 {1 - row['hybrid_dense_weight']:.2f}; "
-              f"documents by language {row['languages']}")
+              f"documents by language {row['languages']}; customers ask in {', '.join(row['question_languages'])}")
     return 0
 
 

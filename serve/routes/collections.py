@@ -13,7 +13,8 @@ def _out(collection) -> CollectionOut:
     stats = collection.stats()
     return CollectionOut(collection=stats["collection"], documents=stats["documents"], chunks=stats["chunks"],
                          generation=stats["generation"], index=stats["index"], encoder=stats["encoder"],
-                         hybrid_dense_weight=stats["hybrid_dense_weight"], languages=stats["languages"])
+                         hybrid_dense_weight=stats["hybrid_dense_weight"], languages=stats["languages"],
+                         question_languages=stats["question_languages"])
 
 
 @router.get("", response_model=list[CollectionOut])
