@@ -275,24 +275,22 @@ def distill_collection(collection: Collection, models_dir: Path, config: Distill
         student_scores.append(report.student_logged["mrr@10"])
         serving_scores.append(report.serving_logged["mrr@10"])
         on_what += f", {len(logged_held)} held-out logged questions"
+    def weigh(held: list[PseudoQuery]) -> tuple[dict, dict]:
+        """(serving, student) figures on one more kind of held-out question, which weighs in the decision."""
+        gold_of, texts = [position[q.chunk_id] for q in held], [q.text for q in held]
+        asked["serving"].append(encode_queries(collection.encoder, texts))
+        asked["student"].append(encode_queries(candidate, texts))
+        figures = (chunk_retrieval_metrics(asked["serving"][-1], serving_passages, gold_of),
+                   chunk_retrieval_metrics(asked["student"][-1], student_passages, gold_of))
+        serving_scores.append(figures[0]["mrr@10"])
+        student_scores.append(figures[1]["mrr@10"])
+        return figures
+
     if synthetic_held:
-        synthetic_gold, synthetic_texts = [position[q.chunk_id] for q in synthetic_held], [q.text for q in synthetic_held]
-        asked["serving"].append(encode_queries(collection.encoder, synthetic_texts))
-        asked["student"].append(encode_queries(candidate, synthetic_texts))
-        report.serving_synthetic = chunk_retrieval_metrics(asked["serving"][-1], serving_passages, synthetic_gold)
-        report.student_synthetic = chunk_retrieval_metrics(asked["student"][-1], student_passages, synthetic_gold)
-        student_scores.append(report.student_synthetic["mrr@10"])
-        serving_scores.append(report.serving_synthetic["mrr@10"])
+        report.serving_synthetic, report.student_synthetic = weigh(synthetic_held)
         on_what += f", {len(synthetic_held)} held-out synthetic questions"
     if translated_held:
-        translated_gold = [position[q.chunk_id] for q in translated_held]
-        translated_texts = [q.text for q in translated_held]
-        asked["serving"].append(encode_queries(collection.encoder, translated_texts))
-        asked["student"].append(encode_queries(candidate, translated_texts))
-        report.serving_translated = chunk_retrieval_metrics(asked["serving"][-1], serving_passages, translated_gold)
-        report.student_translated = chunk_retrieval_metrics(asked["student"][-1], student_passages, translated_gold)
-        student_scores.append(report.student_translated["mrr@10"])
-        serving_scores.append(report.serving_translated["mrr@10"])
+        report.serving_translated, report.student_translated = weigh(translated_held)
         on_what += f", {len(translated_held)} held-out translated questions"
     if len(student_scores) > 1:   # each kind of held-out question weighs the same in the decision
         student_score, serving_score = float(np.mean(student_scores)), float(np.mean(serving_scores))

@@ -39,6 +39,17 @@ def setup(tmp_path):
     return models, collection, kb
 
 
+def synthetic_for(chunks) -> list:
+    """Ten teacher-style questions per chunk, each answered by the chunk's first sentence."""
+    from distill.teacher_questions import SyntheticQuestion
+
+    return [SyntheticQuestion(f"{ask} {c.text.split('.')[0].lower()}?", c.chunk_id, c.text.split(".")[0])
+            for ask in ("Can you tell me whether", "Is it true that", "I read that", "Why is it that", "How come",
+                        "Could you confirm that", "Do you know if", "Please explain why", "Is there help on how",
+                        "What does it mean that")
+            for c in chunks]
+
+
 def config(**overrides):
     return DistillConfig(batch_size=4, max_examples=16, holdout_ratio=0.3, **overrides)
 
@@ -173,11 +184,7 @@ def test_synthetic_questions_are_trained_on_and_held_out_questions_weigh_in_prom
 
     models, collection, _ = setup
     chunks = collection.store.all_chunks()
-    synthetic = [SyntheticQuestion(f"{ask} {c.text.split('.')[0].lower()}?", c.chunk_id, c.text.split(".")[0])
-                 for ask in ("Can you tell me whether", "Is it true that", "I read that", "Why is it that",
-                             "How come", "Could you confirm that", "Do you know if", "Please explain why",
-                             "Is there help on how", "What does it mean that")
-                 for c in chunks]
+    synthetic = synthetic_for(chunks)
     synthetic += [SyntheticQuestion("How is an orphan handled?", "no-such-chunk", "")]   # a chunk since removed
     assert len(synthetic) - 1 >= 50
     report = distill_collection(collection, models, config(), device="cpu", synthetic_questions=synthetic)
@@ -198,7 +205,6 @@ def test_a_multilingual_collection_is_distilled_from_its_own_encoder_with_its_pr
 
     import torch
 
-    from distill.teacher_questions import SyntheticQuestion
     from distill.teacher_translations import TranslatedQuestion
     from retrieval.e5_port import PROMPTS_FILE
     from retrieval.models import model_path
@@ -231,11 +237,7 @@ def test_a_multilingual_collection_is_distilled_from_its_own_encoder_with_its_pr
     monkeypatch.setattr(distill_run, "student_scale",
                         lambda student, serving, previous: fitted_on.append(len(student[0])) or real_scale(
                             student, serving, previous))
-    synthetic = [SyntheticQuestion(f"{ask} {c.text.split('.')[0].lower()}?", c.chunk_id, c.text.split(".")[0])
-                 for ask in ("Can you tell me whether", "Is it true that", "I read that", "Why is it that",
-                             "How come", "Could you confirm that", "Do you know if", "Please explain why",
-                             "Is there help on how", "What does it mean that")
-                 for c in collection.store.all_chunks()]
+    synthetic = synthetic_for(collection.store.all_chunks())
     translated = [TranslatedQuestion(f"auf Deutsch: {q.question}", q.question, q.chunk_id, "de") for q in synthetic]
     report = distill_collection(collection, models, config(), device="cpu", synthetic_questions=synthetic,
                                 translated_questions=translated)
@@ -266,16 +268,11 @@ def test_a_multilingual_collection_is_distilled_from_its_own_encoder_with_its_pr
 def test_translated_questions_are_read_as_their_source_and_held_out_with_it(setup, monkeypatch):
     """Cross-lingual distillation: a translation is mined and scored with the teacher's vector of its English source,
     and is held out exactly when its source is (no student judged on a question it learnt in another language)."""
-    from distill.teacher_questions import SyntheticQuestion
     from distill.teacher_translations import TranslatedQuestion
 
     models, collection, _ = setup
     chunks = collection.store.all_chunks()
-    synthetic = [SyntheticQuestion(f"{ask} {c.text.split('.')[0].lower()}?", c.chunk_id, c.text.split(".")[0])
-                 for ask in ("Can you tell me whether", "Is it true that", "I read that", "Why is it that",
-                             "How come", "Could you confirm that", "Do you know if", "Please explain why",
-                             "Is there help on how", "What does it mean that")
-                 for c in chunks]
+    synthetic = synthetic_for(chunks)
     translated = [TranslatedQuestion(f"auf Deutsch: {q.question}", q.question, q.chunk_id, "de") for q in synthetic]
     translated.append(TranslatedQuestion("verwaist?", "How is an orphan handled?", "no-such-chunk", "de"))
     mined = {}
